@@ -1,0 +1,185 @@
+"""The ``mmbench`` command line: a thin typer shell over the library (:mod:`harness.api`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from harness.errors import MmbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Evaluate retrieval models on M-BEIR (and MTEB retrieval), reproducibly and fast.")
+data_app = typer.Typer(no_args_is_help=True, help="Build or inspect datasets.")
+app.add_typer(data_app, name="data")
+
+_STATE = {"debug": False}
+
+
+class Kind(str, Enum):
+    tasks = "tasks"
+    suites = "suites"
+    models = "models"
+
+
+class Policy(str, Enum):
+    first = "first"
+    random = "random"
+    none = "none"
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+    _STATE["debug"] = debug
+
+
+def _split(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(v.strip() for raw in values or [] for v in raw.split(",") if v.strip())
+
+
+@app.command(epilog="Examples:\n\n  mmbench run\n\n  mmbench run --model clip-vit-l-14 --suite mbeir-local --data-root /data/M-BEIR\n\n"
+                    "  mmbench run --model clip-vit-l-14 --suite mbeir-global --tasks mscoco_task0,cirr_task7 --data-root /data/M-BEIR")
+def run(
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registered model name, or clip:<hub-id-or-folder>.")] = None,
+    suite: Annotated[Optional[str], typer.Option("--suite", "-s", help="Suite name (mbeir-mini, mbeir-local, mbeir-global, ...).")] = None,
+    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", "-t", help="Task names, comma-separated or repeated (a subset of --suite when both are given).")] = None,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="M-BEIR's root folder (default $MMBENCH_MBEIR_ROOT).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Results folder.")] = Path("results"),
+    instructions: Annotated[Policy, typer.Option("--instructions", help="Query instruction per query: first prompt, seeded random draw, or none.")] = Policy.first,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --instructions random (UniIR used 2023).")] = 2023,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 32,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, max=1000, help="Hits kept per query (default: the task's, 100).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute embeddings and results even when cached.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Embedding cache (default $MMBENCH_CACHE or ~/.cache/mmbench).")] = None,
+    memory_budget_gb: Annotated[float, typer.Option("--memory-budget-gb", help="Largest float32 pool block searched at once.")] = 2.0,
+    embed_dtype: Annotated[str, typer.Option("--embed-dtype", help="float32 or float16 for cached embeddings.")] = "float32",
+) -> None:
+    """Evaluate a model on a suite or tasks; with no arguments, the default model on mbeir-mini."""
+    from harness import api
+    from harness.console import RichReporter, make_console, summary_table
+
+    task_names = _split(tasks)
+    if suite is None and not task_names:
+        suite = api.DEFAULT_SUITE
+    if embed_dtype not in ("float32", "float16"):
+        raise MmbenchError(f"--embed-dtype must be float32 or float16, got {embed_dtype!r}")
+    config = api.RunConfig(
+        model=model or api.DEFAULT_MODEL, suite=suite, tasks=task_names, data_root=data_root,
+        output=output, instructions=instructions.value, seed=seed, batch_size=batch_size, top_k=top_k,
+        device=device, overwrite=overwrite, memory_budget_gb=memory_budget_gb, embed_dtype=embed_dtype,
+        **({"cache_dir": cache_dir} if cache_dir else {}))
+    console = make_console()
+    console.print(f"[bold]mmbench run[/bold] model={config.model} suite={config.suite or '-'} "
+                  f"tasks={','.join(task_names) or 'all'} instructions={config.instructions} "
+                  f"top_k={config.top_k or 'task default'} device={config.device}")
+    with RichReporter(console) as reporter:
+        outcome = api.run(config, reporter)
+    console.print(summary_table(outcome))
+    console.print(f"results: {outcome.directory}" + (f"  (summary: {outcome.summary_path})" if outcome.summary_path else ""))
+
+
+@app.command("list")
+def list_(
+    kind: Annotated[Kind, typer.Argument(help="tasks, suites or models")],
+    query_modality: Annotated[Optional[str], typer.Option("--query-modality")] = None,
+    candidate_modality: Annotated[Optional[str], typer.Option("--candidate-modality")] = None,
+    domain: Annotated[Optional[str], typer.Option("--domain")] = None,
+    source: Annotated[Optional[str], typer.Option("--source", help="mbeir, mbeir-mini, ...")] = None,
+) -> None:
+    """List tasks (with filters), suites or models. Loads no weights and no data."""
+    from rich.table import Table
+
+    from harness import api
+    from harness.console import make_console
+
+    console = make_console()
+    if kind is Kind.tasks:
+        rows = api.list_tasks(query_modality=query_modality, candidate_modality=candidate_modality,
+                              domain=domain, source=source)
+        table = Table("task", "source", "dataset", "query", "candidate", "domain", "headline", "queries", "candidates")
+        for t in rows:
+            table.add_row(t.name, t.source, t.dataset, t.query_modality, t.candidate_modality, t.domain,
+                          t.main_metric, _num(t.n_queries), _num(t.n_candidates))
+    elif kind is Kind.suites:
+        table = Table("suite", "pool", "tasks", "description")
+        for s in api.list_suites():
+            table.add_row(s.name, s.pool, str(len(s.tasks)), s.description)
+    else:
+        table = Table("model", "modalities", "fusion", "dim", "instructions", "revision", "description")
+        for m in api.list_models():
+            table.add_row(m.name, "+".join(m.modalities), m.fusion or "-", _num(m.embed_dim),
+                          "yes" if m.uses_instructions else "no", m.revision, m.description)
+    console.print(table)
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
+@app.command()
+def show(
+    kind: Annotated[str, typer.Argument(help="'task'")],
+    name: Annotated[str, typer.Argument(help="Task name, e.g. mscoco_task0.")],
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="M-BEIR root: show which files exist and their sizes.")] = None,
+) -> None:
+    """Show a task's spec, the files it expects, and their sizes when the data is present."""
+    from harness import api
+    from harness.console import make_console
+
+    if kind != "task":
+        raise MmbenchError(f"`mmbench show` knows 'task', got {kind!r}")
+    info = api.describe_task(name, data_root=data_root)
+    console = make_console()
+    for key, value in info["spec"].items():
+        console.print(f"[bold]{key}[/bold]: {value}")
+    console.print(f"[bold]data root[/bold]: {info['data_root'] or '(not given: pass --data-root)'}")
+    for role, f in info["files"].items():
+        state = f"{f['bytes']:,} bytes, {f['lines']:,} lines" if f["exists"] else ("missing" if f["exists"] is False else "")
+        console.print(f"  {role:13s} {f['path']}  {state}")
+
+
+@data_app.command("build-mini")
+def build_mini(
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write it (default: the cache's data/mbeir-mini).")] = None,
+    stamps_root: Annotated[Path, typer.Option("--stamps-root", help="tuxpaint-stamps-default's stamp folder.")] = Path("/usr/share/tuxpaint/stamps"),
+) -> None:
+    """Build the embedded suite mbeir-mini from Debian's tuxpaint-stamps-default (deterministic)."""
+    from harness.console import make_console
+    from harness.data.mini import build_mini as build, default_mini_root
+
+    target = out or default_mini_root()
+    manifest = build(target, stamps_root=stamps_root)
+    console = make_console()
+    console.print(f"mbeir-mini written to {target}")
+    for name, count in sorted(manifest.get("counts", {}).items()):
+        console.print(f"  {name}: {count}")
+
+
+def main() -> None:
+    """Console-script entry: user errors print one line and exit 1 (tracebacks with --debug)."""
+    import click
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        rc = app(standalone_mode=False)
+    except MmbenchError as exc:
+        if _STATE["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

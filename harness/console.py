@@ -1,0 +1,69 @@
+"""Terminal rendering (the only module that prints): rich progress bars and result tables."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.runner import Reporter, SuiteOutcome
+
+
+def make_console() -> Console:
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+class RichReporter(Reporter):
+    """Progress bars on a terminal (off when not a TTY or MMBENCH_NO_PROGRESS=1); messages to stderr."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.err = Console(stderr=True, highlight=False)
+        enabled = sys.stderr.isatty() and os.environ.get("MMBENCH_NO_PROGRESS") != "1"
+        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=self.err, disable=not enabled, transient=False)
+
+    def __enter__(self):
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bars.stop()
+
+    def progress(self, description: str, total: int):
+        task = self.bars.add_task(description, total=total)
+
+        def update(done: int, total: int) -> None:
+            self.bars.update(task, completed=done, total=total)
+
+        return update
+
+    def message(self, text: str) -> None:
+        self.err.print(f"[dim]{text}[/dim]")
+
+
+def summary_table(outcome: SuiteOutcome) -> Table:
+    table = Table(title=f"{outcome.model} ({outcome.revision}) on {outcome.suite} [{outcome.pool} pool]")
+    table.add_column("task")
+    table.add_column("headline")
+    table.add_column("score", justify="right")
+    table.add_column("ndcg@10", justify="right")
+    table.add_column("mrr@10", justify="right")
+    table.add_column("queries", justify="right")
+    table.add_column("candidates", justify="right")
+    for t in outcome.tasks:
+        table.add_row(t.task + (" (reused)" if t.reused else ""), t.main_metric, f"{100 * t.main_score:.2f}",
+                      _pct(t.metrics.get("ndcg@10")), _pct(t.metrics.get("mrr@10")),
+                      f"{t.n_queries:,}", f"{t.n_candidates:,}")
+    if outcome.average is not None:
+        table.add_section()
+        table.add_row("average", "mean of headlines", f"{100 * outcome.average:.2f}", "", "", "", "")
+    table.caption = "hit@k = UniIR's \"Recall@k\": 1 if any positive is in the top k. Scores ×100."
+    return table
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{100 * v:.2f}"

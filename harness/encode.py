@@ -1,0 +1,135 @@
+"""Embedding with an on-disk cache that survives kills.
+
+An entry is a folder ``<cache>/embeddings/<model>/<key digest>/`` holding ``manifest.json`` (the
+key, item count, chunk size) and ``chunk_NNNNNN.npy`` files of ``chunk_size`` rows each, every one
+written atomically. A killed run leaves only complete chunks, so the next run encodes just the
+missing ones: at most the chunk that was in flight is redone. The model is loaded only when some
+chunk is missing, so a fully cached run never loads weights.
+
+The key holds model name and revision, role (query/candidate), the instruction policy, and the
+fingerprint of the data (file hashes and, for queries, the resolved per-query instructions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.types import ItemTable
+from harness.io import save_npy, write_json
+
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EmbeddingKey:
+    model: str
+    revision: str
+    role: str                 # "query" | "candidate"
+    instruction_policy: str   # "first" | "random:<seed>" | "none" | "n/a" for candidates
+    data_fingerprint: str
+    dtype: str = "float32"
+
+    def digest(self) -> str:
+        blob = json.dumps({"format": CACHE_FORMAT, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def ids_digest(ids: list[str]) -> str:
+    h = hashlib.sha256()
+    for i in ids:
+        h.update(i.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def slug(name: str) -> str:
+    """A file-system-safe version of a model or revision name."""
+    keep = "".join(c if c.isalnum() or c in "-_.=+" else "_" for c in name)
+    return keep.strip("._") or "_"
+
+
+@dataclass
+class EncodeStats:
+    encoded: int = 0        # items encoded now
+    cached: int = 0         # items taken from the cache
+    seconds: float = 0.0
+
+
+class EmbeddingStore:
+    """The cache folder of one key."""
+
+    def __init__(self, cache_dir: Path, key: EmbeddingKey, n_items: int, ids_hash: str, chunk_size: int):
+        self.key, self.n, self.chunk_size = key, n_items, chunk_size
+        self.dir = Path(cache_dir) / "embeddings" / slug(key.model) / key.digest()
+        self.manifest = {"format": CACHE_FORMAT, "key": asdict(key), "n_items": n_items,
+                         "ids_sha256": ids_hash, "chunk_size": chunk_size}
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n // self.chunk_size)
+
+    def chunk_path(self, i: int) -> Path:
+        return self.dir / f"chunk_{i:06d}.npy"
+
+    def open(self, overwrite: bool) -> None:
+        path = self.dir / "manifest.json"
+        if overwrite and self.dir.exists():
+            shutil.rmtree(self.dir)
+        if path.exists():
+            stored = json.loads(path.read_text())
+            if stored != self.manifest:   # same key, different content: never mix
+                shutil.rmtree(self.dir)
+        if not path.exists():
+            write_json(path, self.manifest)
+
+    def missing_chunks(self) -> list[int]:
+        return [i for i in range(self.n_chunks) if not self.chunk_path(i).exists()]
+
+    def load(self) -> np.ndarray:
+        parts = [np.load(self.chunk_path(i)) for i in range(self.n_chunks)]
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if out.shape[0] != self.n:
+            raise RuntimeError(f"embedding cache {self.dir} holds {out.shape[0]} rows, expected {self.n}")
+        return out
+
+
+def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], object], *,
+                cache_dir: Path, batch_size: int, chunk_size: int = 4096, overwrite: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, EncodeStats]:
+    """Embeddings of every item of ``table`` (float32 or the key's dtype), encoding only what is not cached."""
+    import time
+
+    store = EmbeddingStore(cache_dir, key, len(table), ids_digest(table.ids), chunk_size)
+    store.open(overwrite)
+    missing = store.missing_chunks()
+    stats = EncodeStats(cached=len(table) - sum(_chunk_len(store, i) for i in missing))
+    done = stats.cached
+    if progress:
+        progress(done, len(table))
+    if missing:
+        encoder = get_encoder()
+        start = time.perf_counter()
+        for i in missing:
+            lo = i * chunk_size
+            items = table.items(lo, lo + chunk_size)
+            emb = np.asarray(encoder.encode(items, role=key.role, batch_size=batch_size))
+            if emb.shape[0] != len(items):
+                raise RuntimeError(f"model {key.model!r} returned {emb.shape[0]} embeddings for {len(items)} items")
+            save_npy(store.chunk_path(i), emb.astype(key.dtype, copy=False))
+            stats.encoded += len(items)
+            done += len(items)
+            if progress:
+                progress(done, len(table))
+        stats.seconds = time.perf_counter() - start
+    return store.load(), stats
+
+
+def _chunk_len(store: EmbeddingStore, i: int) -> int:
+    return min(store.chunk_size, store.n - i * store.chunk_size)

@@ -1,0 +1,28 @@
+"""User-facing errors. The CLI prints these as one clear line (no traceback unless --debug)."""
+
+from __future__ import annotations
+
+
+class MmbenchError(Exception):
+    """An error caused by the user's input or environment, with a message that says what to do."""
+
+
+class DataError(MmbenchError):
+    """Malformed or missing data. The message names the file (and line and field where known)."""
+
+    def __init__(self, path, message: str, *, line: int | None = None, field: str | None = None):
+        where = str(path)
+        if line is not None:
+            where += f":{line}"
+        if field is not None:
+            where += f" (field '{field}')"
+        super().__init__(f"{where}: {message}")
+        self.path, self.line, self.field = path, line, field
+
+
+class UnknownNameError(MmbenchError):
+    """An unknown task, suite or model name; the message lists the closest known names."""
+
+
+class IncompatibleModelError(MmbenchError):
+    """The model cannot encode a modality the task needs."""

