@@ -1,0 +1,52 @@
+# mmbench — two commands do all the set-up:  `make run` (the embedded default) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+INSTALLED := $(VENV)/.mmbench-installed
+DEBS := tuxpaint-stamps-default
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: help setup system-deps run test test-fast bench clean-cache
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+system-deps:  ## Debian packages with the real data (tuxpaint stamps), where apt exists
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo sudo ); \
+	    echo "installing$$missing"; $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $$missing; \
+	  else echo "warning: apt-get not found; install$$missing yourself for mbeir-mini" >&2; fi; \
+	fi
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 needed ($(PYTHON))"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"          # first: a plain `torch` requirement would pull CUDA wheels
+	$(PY) -m pip install -q -e ".[assets,test]"
+	touch $@
+
+setup: system-deps $(INSTALLED)  ## create .venv (torch first, then mmbench and the offline assets)
+
+run: setup  ## evaluate the default model on the embedded suite mbeir-mini
+	$(VENV)/bin/mmbench run
+
+test: setup  ## the whole test suite
+	MMBENCH_NO_PROGRESS=1 $(PY) -m pytest -q
+
+test-fast: setup  ## tests without the slow real-model ones
+	MMBENCH_NO_PROGRESS=1 $(PY) -m pytest -q -m "not slow"
+
+bench: setup  ## speed against the peers (pytrec_eval, raw GEMM/FAISS)
+	$(PY) bench/bench_metrics.py
+	$(PY) bench/bench_search.py
+
+clean-cache:  ## delete the embedding cache and built datasets
+	rm -rf $${MMBENCH_CACHE:-$$HOME/.cache/mmbench}

@@ -1,0 +1,19 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MMBENCH_NO_PROGRESS", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from mbeir_fixture import build_fixture  # noqa: E402
+
+
+@pytest.fixture
+def mbeir_root(tmp_path: Path) -> Path:
+    return build_fixture(tmp_path / "M-BEIR")
