@@ -58,6 +58,7 @@ def run(
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Embedding cache (default $MMBENCH_CACHE or ~/.cache/mmbench).")] = None,
     memory_budget_gb: Annotated[float, typer.Option("--memory-budget-gb", help="Largest float32 pool block searched at once.")] = 2.0,
     embed_dtype: Annotated[str, typer.Option("--embed-dtype", help="float32 or float16 for cached embeddings.")] = "float32",
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Items per cached embedding chunk (the unit of resume).")] = 4096,
 ) -> None:
     """Evaluate a model on a suite or tasks; with no arguments, the default model on mbeir-mini."""
     from harness import api
@@ -71,7 +72,7 @@ def run(
     config = api.RunConfig(
         model=model or api.DEFAULT_MODEL, suite=suite, tasks=task_names, data_root=data_root,
         output=output, instructions=instructions.value, seed=seed, batch_size=batch_size, top_k=top_k,
-        device=device, overwrite=overwrite, memory_budget_gb=memory_budget_gb, embed_dtype=embed_dtype,
+        device=device, overwrite=overwrite, memory_budget_gb=memory_budget_gb, embed_dtype=embed_dtype, chunk_size=chunk_size,
         **({"cache_dir": cache_dir} if cache_dir else {}))
     console = make_console()
     console.print(f"[bold]mmbench run[/bold] model={config.model} suite={config.suite or '-'} "

@@ -90,18 +90,28 @@ class LazyEncoder:
     def __call__(self):
         if self._encoder is None:
             self.reporter.message(f"loading model {self.meta.name} ({self.meta.revision})")
+            _quiet_transformers()
             factory = import_target(self.meta.loader)
             accepted = inspect.signature(factory).parameters
             extra = {"device": self.config.device, "cache_dir": Path(self.config.cache_dir) / "assets"}
             opts = dict(self.meta.options)
             for key, value in extra.items():
-                if key in accepted or any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+                if key in accepted:          # only options the factory names explicitly
                     opts.setdefault(key, value)
             self._encoder = factory(self.meta, **opts)
         return self._encoder
 
     def settings(self) -> dict | None:
         return self._encoder.settings() if self._encoder is not None else None
+
+
+def _quiet_transformers() -> None:
+    """transformers draws its own weight-loading bar; the CLI has its own progress display."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
 
 
 def _data_root(spec: TaskSpec, config: RunConfig) -> Path:
@@ -142,6 +152,7 @@ class Pool:
     table: ItemTable
     blocks: list[np.ndarray]           # normalised embeddings, block by block (row order = table)
     encode_seconds: float
+    from_cache: int = 0                # candidates whose embeddings came from the cache
     tiebreak: np.ndarray | None = None
 
     @property
@@ -184,7 +195,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
                 td.pool, _pool_key(meta, config, td), encoder, cache_dir=config.cache_dir,
                 batch_size=config.batch_size, chunk_size=config.chunk_size, overwrite=config.overwrite,
                 progress=reporter.progress(f"{spec.name}: encode candidates", len(td.pool)))
-            pools[td.pool_key] = Pool(spec.name, td.pool, [_normalise(emb, meta)], stats.seconds)
+            pools[td.pool_key] = Pool(spec.name, td.pool, [_normalise(emb, meta)], stats.seconds, stats.cached)
         return pools[td.pool_key]
 
     def global_pool() -> Pool:
@@ -198,7 +209,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
             if len(set(table.ids)) != len(table.ids):
                 raise DataError("global pool", "candidate ids are not unique across the union of the local pools")
             pools["global"] = Pool("global", table, [b for p in parts for b in p.blocks],
-                                   sum(p.encode_seconds for p in parts))
+                                   sum(p.encode_seconds for p in parts), sum(p.from_cache for p in parts))
         return pools["global"]
 
     for spec in specs:
@@ -254,7 +265,8 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
             "modality_report": modality,
             "timings_s": {"encode_queries": round(q_stats.seconds, 3),
                           "encode_candidates": round(pool.encode_seconds, 3),
-                          "queries_from_cache": q_stats.cached, "search": round(t2 - t1, 3),
+                          "queries_from_cache": q_stats.cached, "candidates_from_cache": pool.from_cache,
+                          "search": round(t2 - t1, 3),
                           "score": round(t3 - t2, 3)},
             "instructions": {"policy": config.instructions,
                              "seed": config.seed if config.instructions == "random" else None},

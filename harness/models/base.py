@@ -107,9 +107,10 @@ class FusionEncoder:
         return text or None
 
     def encode(self, items: Sequence[Item], *, role: Role, batch_size: int) -> np.ndarray:
+        if not items:
+            return np.zeros((0, self.meta.embed_dim or 0), dtype=np.float32)
         texts = [self._text_of(it, role) for it in items]
         has_image = [it.image is not None for it in items]
-        dim = self.meta.embed_dim
         text_rows = [i for i, t in enumerate(texts) if t is not None]
         image_rows = [i for i, h in enumerate(has_image) if h]
         for i, it in enumerate(items):
@@ -121,11 +122,13 @@ class FusionEncoder:
             text_rows = []  # image model: instruction text is dropped
         if image_rows and IMAGE not in self.meta.modalities:
             raise IncompatibleModelError(f"model {self.meta.name!r} cannot encode images")
+        both = set(text_rows) & set(image_rows)
+        if both and self.meta.fusion is None:
+            raise IncompatibleModelError(f"model {self.meta.name!r} has no fusion for image+text items")
         out: np.ndarray | None = None
         if text_rows:
             t = l2_normalize(self.encode_texts([texts[i] for i in text_rows], role=role, batch_size=batch_size))
-            dim = t.shape[1]
-            out = np.zeros((len(items), dim), dtype=np.float32)
+            out = np.zeros((len(items), t.shape[1]), dtype=np.float32)
             out[text_rows] += t
         if image_rows:
             images = [items[i].image.load() for i in image_rows]

