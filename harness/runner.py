@@ -153,7 +153,7 @@ class Pool:
     blocks: list[np.ndarray]           # normalised embeddings, block by block (row order = table)
     encode_seconds: float
     from_cache: int = 0                # candidates whose embeddings came from the cache
-    tiebreak: np.ndarray | None = None
+    candidate_ids: object = None       # metrics.CandidateIds: id -> index and tie-break ranks, built once
 
     @property
     def modalities(self) -> np.ndarray:
@@ -162,7 +162,7 @@ class Pool:
 
 def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
     """Evaluate ``config.model`` on the configured suite or tasks and write the results."""
-    from harness.metrics import Run, evaluate, tiebreak_ranks
+    from harness.metrics import CandidateIds, Run, evaluate
     from harness.modality import modality_report
     from harness.search import describe_backend, search
 
@@ -224,20 +224,20 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
             continue
 
         pool = global_pool() if pool_mode == "global" else local_pool(spec)
-        if pool.tiebreak is None:
-            pool.tiebreak = tiebreak_ranks(pool.table.ids)
+        if pool.candidate_ids is None:
+            pool.candidate_ids = CandidateIds(pool.table.ids)
         q_emb, q_stats = embed_table(
             td.queries, _query_key(meta, config, td), encoder, cache_dir=config.cache_dir,
             batch_size=config.batch_size, chunk_size=config.chunk_size, overwrite=config.overwrite,
             progress=reporter.progress(f"{spec.name}: encode queries", len(td.queries)))
         q_emb = _normalise(q_emb, meta)
         t1 = time.perf_counter()
-        indices, scores = search(q_emb, pool.blocks, top_k, tiebreak=pool.tiebreak, device=config.device,
+        indices, scores = search(q_emb, pool.blocks, top_k, tiebreak=pool.candidate_ids.ranks, device=config.device,
                                  memory_budget_bytes=int(config.memory_budget_gb * 1024**3),
                                  progress=reporter.progress(f"{spec.name}: search {len(pool.table):,} candidates",
                                                             len(pool.table)))
         t2 = time.perf_counter()
-        ranked = Run(list(td.queries.ids), pool.table.ids, indices, scores)
+        ranked = Run(list(td.queries.ids), pool.candidate_ids, indices, scores)
         scored = evaluate(ranked, td.qrels, spec.metrics)
         ks = sorted({parse_metric(spec.main_metric)[1], 10, min(top_k, 100)} - {0})
         modality = modality_report(indices, pool.modalities, spec.candidate_modality, [k for k in ks if k <= top_k])
