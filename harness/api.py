@@ -56,7 +56,7 @@ def describe_task(name: str, data_root: Path | None = None) -> dict:
 
         root = default_mini_root()
     files = {}
-    for role in ("queries", "pool", "qrels", "instructions"):
+    for role in ("queries", "pool", "qrels", "instructions") if spec.files else ():
         rel = getattr(spec.files, role)
         if rel is None:
             continue

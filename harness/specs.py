@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from harness.data.types import canonical_modality
@@ -56,7 +56,8 @@ class TaskSpec:
     domain: str
     metrics: tuple[str, ...]
     main_metric: str
-    files: TaskFiles
+    files: TaskFiles | None = None    # M-BEIR-layout files, relative to the data root
+    loader_args: dict = field(default_factory=dict)   # loader-specific settings (e.g. mteb task name)
     dataset_id: int | None = None
     task_id: int | None = None
     top_k: int = 100
@@ -107,12 +108,19 @@ def load_task_spec(path: Path) -> TaskSpec:
     except tomllib.TOMLDecodeError as exc:
         raise DataError(path, f"invalid TOML: {exc}") from None
     _check_keys(path, data, TaskSpec)
-    files = _require(path, data, "files", dict)
-    for key in files:
-        if key not in {f.name for f in fields(TaskFiles)}:
-            raise DataError(path, f"unknown key {key!r} in [files]", field=f"files.{key}")
-    for key in ("queries", "pool", "qrels"):
-        _require(path, files, key, str)
+    files = data.get("files")
+    if files is not None:
+        if not isinstance(files, dict):
+            raise DataError(path, "expected a table", field="files")
+        for key in files:
+            if key not in {f.name for f in fields(TaskFiles)}:
+                raise DataError(path, f"unknown key {key!r} in [files]", field=f"files.{key}")
+        for key in ("queries", "pool", "qrels"):
+            _require(path, files, key, str)
+    elif data.get("loader") == "mbeir":
+        raise DataError(path, "missing required key", field="files")
+    if not isinstance(data.get("loader_args", {}), dict):
+        raise DataError(path, "expected a table", field="loader_args")
     metrics = tuple(_require(path, data, "metrics", list))
     for m in metrics:
         try:
@@ -134,7 +142,7 @@ def load_task_spec(path: Path) -> TaskSpec:
     top_k = int(data.get("top_k", 100))
     if not max_k <= top_k <= 1000:
         raise DataError(path, f"top_k must be between the largest metric cut-off ({max_k}) and 1000", field="top_k")
-    return TaskSpec(files=TaskFiles(**files), metrics=metrics, path=str(path), **kwargs)
+    return TaskSpec(files=TaskFiles(**files) if files else None, metrics=metrics, path=str(path), **kwargs)
 
 
 def load_suite_spec(path: Path) -> SuiteSpec:
