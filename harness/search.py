@@ -1,0 +1,352 @@
+"""Exact maximum-inner-product top-k search: the only module of mmbench that imports faiss.
+
+Inputs are L2-normalised by the caller, so this module does plain inner products in float32.
+faiss and torch are imported inside functions, never when this module is imported.
+
+The tie-break rule (the one rule of mmbench, shared with the metrics and the TREC writer)
+--------------------------------------------------------------------------------------
+Hits are ordered by score descending, then by ``tiebreak`` descending, where ``tiebreak[i]`` is
+candidate ``i``'s rank in candidate-id string order. That is trec_eval's "score desc, then docno
+desc". Without ``tiebreak`` the row index plays its part (the larger row index wins a tie).
+The rule holds exactly, also at the cut-off: when several candidates tie with the k-th score,
+those with the larger ``tiebreak`` are the ones returned. Ties are decided on the float32 scores
+as computed; ``tiebreak`` values should be distinct (a permutation).
+
+How the cut-off is made exact
+-----------------------------
+faiss (and ``torch.topk``) return *some* members of a tie group that straddles their cut-off.
+So each block is searched for ``k + TIE_MARGIN`` hits, the per-block hits are merged with the
+rule above, and a query row is recomputed exactly against a block (its full score vector, then a
+sort by the rule) only when that block's last retrieved score equals the final k-th score: only
+then can an unretrieved candidate of the block tie with the k-th hit. A tie group has to span
+more than ``TIE_MARGIN`` places for this to happen (M-BEIR has duplicate images under distinct
+ids, which do tie exactly), so it is rare and cheap.
+
+Backends
+--------
+* CPU: faiss ``knn`` (the ``IndexFlatIP`` kernel, BLAS sgemm + heaps), all queries in ONE call
+  per pool block, with faiss's BLAS threshold lowered so small query batches never take its slow
+  non-BLAS path.
+* GPU, faiss built with GPU support: ``faiss.knn_gpu`` (the ``GpuIndexFlatIP`` brute-force
+  kernel) on ``StandardGpuResources``. float32 storage is used: faiss's float16 option needs the
+  queries in float16 too, which would change the ranking.
+* GPU, faiss without GPU support but torch with CUDA: float32 ``torch.mm`` + ``torch.topk``
+  with TF32 switched off, query chunks sized to bound the score matrix.
+
+Pools larger than ``memory_budget_bytes`` (as float32) are searched block by block with a running
+top-k merge; float16 blocks (or memory maps) are cast to float32 one block at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["TIE_MARGIN", "MAX_K", "search", "exact_search_numpy", "describe_backend"]
+
+MAX_K = 1000
+TIE_MARGIN = 32
+_TORCH_SCORE_BYTES = 1 << 30
+
+TopK = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+"""(float32 block (B, d), kb) -> (scores float32 (Q, kb) descending, row-in-block int64 (Q, kb))."""
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One contiguous run of pool rows: ``rows`` (a view, cast lazily) starting at global row ``offset``."""
+
+    offset: int
+    rows: np.ndarray
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_k(k: object) -> int:
+    """Return k as int, or raise ValueError unless it is an integer in [1, MAX_K]."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+    return int(k)
+
+
+def _as_queries(queries: np.ndarray) -> np.ndarray:
+    """The queries as a C-contiguous float32 (Q, d) array."""
+    queries = np.asarray(queries)
+    if queries.ndim != 2 or not np.issubdtype(queries.dtype, np.floating):
+        raise ValueError(
+            f"queries must be a 2-D float array (Q, d), got shape {queries.shape} dtype {queries.dtype}"
+        )
+    return np.ascontiguousarray(queries, dtype=np.float32)
+
+
+def _pool_parts(pool: np.ndarray | Sequence[np.ndarray], d: int) -> list[np.ndarray]:
+    """The pool as a list of 2-D float arrays of width d (not copied, not cast)."""
+    parts = [pool] if isinstance(pool, np.ndarray) else list(pool)
+    for i, part in enumerate(parts):
+        if not isinstance(part, np.ndarray) or part.ndim != 2:
+            raise ValueError(f"pool block {i} must be a 2-D array (N, d), got {type(part).__name__}"
+                             f" of shape {getattr(part, 'shape', None)}")
+        if not np.issubdtype(part.dtype, np.floating):
+            raise ValueError(f"pool block {i} must be float32 or float16, got dtype {part.dtype}")
+        if part.shape[1] != d:
+            raise ValueError(
+                f"dimension mismatch: queries have d={d} but pool block {i} has d={part.shape[1]}"
+            )
+    return parts
+
+
+def _check_tiebreak(tiebreak: np.ndarray | None, n: int) -> np.ndarray | None:
+    """The tiebreak as an int64 array of length n (or None)."""
+    if tiebreak is None:
+        return None
+    tiebreak = np.asarray(tiebreak)
+    if tiebreak.shape != (n,) or not np.issubdtype(tiebreak.dtype, np.integer):
+        raise ValueError(
+            f"tiebreak must be an integer array of shape ({n},), got shape {tiebreak.shape}"
+            f" dtype {tiebreak.dtype}"
+        )
+    return tiebreak.astype(np.int64, copy=False)
+
+
+# --------------------------------------------------------------------------- ordering
+
+
+def _select(scores: np.ndarray, idx: np.ndarray, tiebreak: np.ndarray | None,
+            n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the first n of (idx, scores) by score desc, then tiebreak desc (row index if None)."""
+    keys = idx if tiebreak is None else tiebreak[idx]
+    order = np.lexsort((-keys, -scores), axis=1)[:, :n]
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(scores, order, axis=1)
+
+
+def _iter_blocks(parts: list[np.ndarray], max_rows: int) -> Iterator[_Block]:
+    """Split the logical concatenation of parts into blocks of at most max_rows rows."""
+    offset = 0
+    for part in parts:
+        for start in range(0, part.shape[0], max_rows):
+            rows = part[start:start + max_rows]
+            yield _Block(offset + start, rows)
+        offset += part.shape[0]
+
+
+def _as_f32(rows: np.ndarray) -> np.ndarray:
+    """A C-contiguous float32 version of rows (no copy when it already is one)."""
+    return np.ascontiguousarray(rows, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- exact recompute
+
+
+def _exact_block_topk(queries: np.ndarray, block: _Block, n: int, tiebreak: np.ndarray | None,
+                      budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-n of one block for each query row, by the tie-break rule, in global row ids."""
+    matrix = _as_f32(block.rows)
+    size = matrix.shape[0]
+    chunk = max(1, budget // (32 * size))
+    out_i = np.empty((queries.shape[0], n), np.int64)
+    out_s = np.empty((queries.shape[0], n), np.float32)
+    for start in range(0, queries.shape[0], chunk):
+        scores = queries[start:start + chunk] @ matrix.T
+        kth = np.partition(scores, size - n, axis=1)[:, size - n]
+        r, c = np.nonzero(scores >= kth[:, None])
+        s = scores[r, c]
+        c = c.astype(np.int64) + block.offset
+        keys = c if tiebreak is None else tiebreak[c]
+        order = np.lexsort((-keys, -s, r))
+        first = np.concatenate(([0], np.cumsum(np.bincount(r, minlength=scores.shape[0]))[:-1]))
+        take = order[first[:, None] + np.arange(n)]
+        out_i[start:start + chunk] = c[take]
+        out_s[start:start + chunk] = s[take]
+    return out_i, out_s
+
+
+def _fix_cutoff_ties(queries: np.ndarray, idx: np.ndarray, scores: np.ndarray,
+                     lasts: list[tuple[_Block, np.ndarray]], tiebreak: np.ndarray | None,
+                     budget: int) -> None:
+    """Recompute, in place, the rows whose k-th score may tie with an unretrieved candidate."""
+    kth = scores[:, -1]
+    n = idx.shape[1]
+    for block, last in lasts:
+        rows = np.flatnonzero(last >= kth)
+        if rows.size == 0:
+            continue
+        exact_i, exact_s = _exact_block_topk(queries[rows], block, n, tiebreak, budget)
+        cur_i, cur_s = idx[rows], scores[rows].copy()
+        in_block = (cur_i >= block.offset) & (cur_i < block.offset + block.rows.shape[0])
+        cur_s[in_block] = -np.inf
+        idx[rows], scores[rows] = _select(np.hstack((cur_s, exact_s)), np.hstack((cur_i, exact_i)),
+                                          tiebreak, n)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def _resolve_device(device: str) -> tuple[str, str]:
+    """(library, device) for a device request: ("faiss"|"torch", "cpu"|"cuda")."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cpu":
+        return "faiss", "cpu"
+    import faiss
+
+    if faiss.get_num_gpus() > 0:
+        return "faiss", "cuda"
+    if _torch_cuda_available():
+        return "torch", "cuda"
+    if device == "cuda":
+        raise ValueError("device='cuda' requested but neither faiss nor torch can see a CUDA GPU")
+    return "faiss", "cpu"
+
+
+def _torch_cuda_available() -> bool:
+    """Whether torch is installed and sees a CUDA GPU."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def describe_backend(device: str = "auto") -> dict:
+    """Provenance of the backend that ``search(..., device=device)`` would use."""
+    import faiss
+
+    library, dev = _resolve_device(device)
+    info = {"library": library, "device": dev, "faiss_version": faiss.__version__}
+    if library == "torch":
+        import torch
+
+        info.update(version=torch.__version__, gpus=torch.cuda.device_count())
+    else:
+        info.update(version=faiss.__version__, gpus=faiss.get_num_gpus())
+    return info
+
+
+@contextlib.contextmanager
+def _faiss_cpu_topk(queries: np.ndarray) -> Iterator[TopK]:
+    """faiss CPU kernel with its BLAS path forced on (restored afterwards)."""
+    import faiss
+
+    saved = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 0
+
+    def topk(rows: np.ndarray, kb: int) -> tuple[np.ndarray, np.ndarray]:
+        return faiss.knn(queries, rows, kb, metric=faiss.METRIC_INNER_PRODUCT)
+
+    try:
+        yield topk
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = saved
+
+
+@contextlib.contextmanager
+def _faiss_gpu_topk(queries: np.ndarray) -> Iterator[TopK]:
+    """faiss-gpu brute-force kernel (what GpuIndexFlatIP runs), float32 storage."""
+    import faiss
+
+    res = faiss.StandardGpuResources()
+
+    def topk(rows: np.ndarray, kb: int) -> tuple[np.ndarray, np.ndarray]:
+        return faiss.knn_gpu(res, queries, rows, kb, metric=faiss.METRIC_INNER_PRODUCT)
+
+    yield topk
+
+
+@contextlib.contextmanager
+def _torch_topk(queries: np.ndarray, device: str) -> Iterator[TopK]:
+    """float32 torch.mm + torch.topk on ``device``, TF32 off (restored afterwards)."""
+    import torch
+
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    q = torch.from_numpy(queries).to(device)
+
+    def topk(rows: np.ndarray, kb: int) -> tuple[np.ndarray, np.ndarray]:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            block = torch.from_numpy(rows).to(device)
+        chunk = max(1, _TORCH_SCORE_BYTES // (4 * rows.shape[0]))
+        out_s = np.empty((q.shape[0], kb), np.float32)
+        out_i = np.empty((q.shape[0], kb), np.int64)
+        for start in range(0, q.shape[0], chunk):
+            values, indices = torch.topk(q[start:start + chunk] @ block.T, kb, dim=1)
+            out_s[start:start + chunk] = values.cpu().numpy()
+            out_i[start:start + chunk] = indices.cpu().numpy()
+        return out_s, out_i
+
+    try:
+        yield topk
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
+def _backend(queries: np.ndarray, device: str) -> contextlib.AbstractContextManager[TopK]:
+    """The top-k kernel for a device request."""
+    library, dev = _resolve_device(device)
+    if library == "torch":
+        return _torch_topk(queries, dev)
+    return _faiss_gpu_topk(queries) if dev == "cuda" else _faiss_cpu_topk(queries)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def search(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int, *,
+           tiebreak: np.ndarray | None = None, device: str = "auto",
+           memory_budget_bytes: int = 2 * 1024**3,
+           progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact maximum-inner-product top-k. Returns (indices int64 (Q, min(k, N)), scores float32 (Q, min(k,N))).
+
+    ``pool`` is one (N, d) float array (possibly a memmap) or a sequence of blocks whose rows are
+    numbered consecutively across the blocks. Hits are ordered by the module's tie-break rule.
+    ``progress(done_rows, total_rows)`` is called after each searched block.
+    """
+    k = _check_k(k)
+    queries = _as_queries(queries)
+    parts = _pool_parts(pool, queries.shape[1])
+    total = sum(p.shape[0] for p in parts)
+    tiebreak = _check_tiebreak(tiebreak, total)
+    n = min(k, total)
+    idx = np.empty((queries.shape[0], n), np.int64)
+    scores = np.empty((queries.shape[0], n), np.float32)
+    if n == 0 or queries.shape[0] == 0:
+        return idx, scores
+    max_rows = max(1, memory_budget_bytes // (4 * queries.shape[1]))
+    lasts: list[tuple[_Block, np.ndarray]] = []
+    done = 0
+    with _backend(queries, device) as topk:
+        for block in _iter_blocks(parts, max_rows):
+            size = block.rows.shape[0]
+            kb = min(size, n + TIE_MARGIN)
+            b_s, b_i = topk(_as_f32(block.rows), kb)
+            b_i = b_i + block.offset
+            if kb < size:
+                lasts.append((block, b_s[:, -1].copy()))
+            if done:
+                b_s, b_i = np.hstack((scores, b_s)), np.hstack((idx, b_i))
+            idx, scores = _select(b_s, b_i, tiebreak, n)
+            done += size
+            if progress is not None:
+                progress(done, total)
+    _fix_cutoff_ties(queries, idx, scores, lasts, tiebreak, memory_budget_bytes)
+    return idx, scores
+
+
+def exact_search_numpy(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int,
+                       tiebreak: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Reference implementation: the full float32 score matrix, then a lexsort by the tie-break rule."""
+    queries = _as_queries(queries)
+    parts = _pool_parts(pool, queries.shape[1])
+    matrix = np.concatenate([_as_f32(p) for p in parts]) if parts else np.empty((0, queries.shape[1]),
+                                                                             np.float32)
+    tiebreak = _check_tiebreak(tiebreak, matrix.shape[0])
+    n = min(_check_k(k), matrix.shape[0])
+    scores = queries @ matrix.T
+    keys = np.broadcast_to(np.arange(matrix.shape[0]) if tiebreak is None else tiebreak, scores.shape)
+    order = np.lexsort((-keys, -scores), axis=1)[:, :n]
+    return order.astype(np.int64), np.take_along_axis(scores, order, axis=1)

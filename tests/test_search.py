@@ -1,0 +1,185 @@
+"""harness.search must equal the plain numpy reference exactly, ties at the cut-off included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import search as search_mod
+from harness.search import MAX_K, describe_backend, exact_search_numpy, search
+
+
+@st.composite
+def tie_heavy_cases(draw: st.DrawFn) -> dict:
+    """Quantised queries/pools with duplicated rows (exact ties), random k, budget and block split.
+
+    Values are multiples of 1/4 in [-1, 1] with d <= 32, so every inner product is exact in float16
+    storage and float32 arithmetic whatever the summation order: ties are real ties.
+    """
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    q, n, d = draw(st.integers(1, 50)), draw(st.integers(1, 3000)), draw(st.integers(1, 32))
+    levels = draw(st.integers(1, 4))
+    queries = rng.integers(-levels, levels + 1, (q, d)).astype(np.float32) / 4
+    pool = rng.integers(-levels, levels + 1, (n, d)).astype(np.float32) / 4
+    dup = draw(st.floats(0.0, 0.9))
+    src = rng.integers(0, n, n)
+    copy = rng.random(n) < dup
+    pool[copy] = pool[src[copy]]
+    k = draw(st.integers(1, min(n + 5, MAX_K)))
+    rows_per_block = draw(st.integers(max(1, n // 40), n + 1))
+    cuts = sorted(rng.choice(np.arange(1, n), size=min(n - 1, draw(st.integers(0, 4))),
+                             replace=False).tolist()) if n > 1 else []
+    as_list = draw(st.booleans())
+    parts = np.split(pool, cuts)
+    if as_list:
+        parts = [p.astype(np.float16) if rng.random() < 0.5 else p for p in parts]
+    tiebreak = rng.permutation(n).astype(np.int64) if draw(st.booleans()) else None
+    return {"queries": queries, "pool": parts if as_list else pool, "k": k, "tiebreak": tiebreak,
+            "budget": rows_per_block * 4 * d}
+
+
+def assert_same(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.ndarray]) -> None:
+    """Indices identical, scores within 1e-5, dtypes and shapes as documented."""
+    (gi, gs), (wi, ws) = got, want
+    assert gi.dtype == np.int64 and gs.dtype == np.float32
+    assert gi.shape == wi.shape and gs.shape == ws.shape
+    np.testing.assert_array_equal(gi, wi)
+    np.testing.assert_allclose(gs, ws, atol=1e-5, rtol=0)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=tie_heavy_cases())
+def test_matches_reference_with_ties(case: dict) -> None:
+    got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
+                 memory_budget_bytes=case["budget"], device="cpu")
+    assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=tie_heavy_cases())
+def test_matches_reference_without_margin(case: dict) -> None:
+    """With no margin nearly every row goes through the exact cut-off recompute."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(search_mod, "TIE_MARGIN", 0)
+        got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
+                     memory_budget_bytes=case["budget"], device="cpu")
+    assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=tie_heavy_cases())
+def test_torch_path_matches_reference(case: dict) -> None:
+    """The torch mm + topk path (used on GPUs without faiss-gpu), run here on the CPU."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(search_mod, "_resolve_device", lambda device: ("torch", "cpu"))
+        got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
+                     memory_budget_bytes=case["budget"])
+    assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_reference_on_random_floats(seed: int) -> None:
+    """Unquantised normalised data, several blocks: equal wherever rounding cannot swap two hits."""
+    rng = np.random.default_rng(seed)
+    queries = rng.standard_normal((40, 24)).astype(np.float32)
+    pool = rng.standard_normal((2500, 24)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    got_i, got_s = search(queries, pool, 100, memory_budget_bytes=300 * 4 * 24)
+    want_i, want_s = exact_search_numpy(queries, pool, 101)
+    gaps = -np.diff(want_s, axis=1)
+    clear = np.minimum(np.hstack((np.full((40, 1), 1.0), gaps[:, :-1])), gaps) > 1e-6
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(got_i[clear], want_i[:, :100][clear])
+    np.testing.assert_allclose(got_s, want_s[:, :100], atol=1e-5, rtol=0)
+
+
+def test_all_identical_candidates_follow_the_rule() -> None:
+    """A tie group far wider than the margin: the largest tiebreaks win, in descending order."""
+    pool = np.ones((500, 8), np.float32) / np.sqrt(8)
+    queries = np.ones((3, 8), np.float32) / np.sqrt(8)
+    idx, _ = search(queries, pool, 5, memory_budget_bytes=120 * 4 * 8)
+    np.testing.assert_array_equal(idx, np.tile(np.arange(499, 494, -1), (3, 1)))
+    tiebreak = np.arange(500)[::-1].copy()
+    idx, _ = search(queries, pool, 5, tiebreak=tiebreak, memory_budget_bytes=120 * 4 * 8)
+    np.testing.assert_array_equal(idx, np.tile(np.arange(5), (3, 1)))
+
+
+def test_tiebreak_changes_the_winner_among_exact_ties() -> None:
+    pool = np.array([[1, 0], [0, 1], [0, 1], [0, 1], [0.6, 0.8]], np.float32)
+    queries = np.array([[0, 1]], np.float32)
+    assert search(queries, pool, 1)[0].tolist() == [[3]]
+    assert search(queries, pool, 1, tiebreak=np.array([0, 4, 3, 1, 2]))[0].tolist() == [[1]]
+    assert search(queries, pool, 3, tiebreak=np.array([0, 4, 3, 1, 2]))[0].tolist() == [[1, 2, 3]]
+
+
+def test_k_larger_than_pool_returns_pool_size_columns() -> None:
+    pool = np.eye(4, dtype=np.float32)
+    idx, scores = search(pool[:2], [pool[:1], pool[1:]], 9)
+    assert idx.shape == scores.shape == (2, 4)
+    assert idx[:, 0].tolist() == [0, 1]
+
+
+def test_float16_memmap_pool(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    data = (rng.integers(-3, 4, (700, 16)) / 4).astype(np.float16)
+    mm = np.memmap(tmp_path / "pool.f16", dtype=np.float16, mode="w+", shape=data.shape)
+    mm[:] = data
+    mm.flush()
+    ro = np.memmap(tmp_path / "pool.f16", dtype=np.float16, mode="r", shape=data.shape)
+    queries = (rng.integers(-3, 4, (20, 16)) / 4).astype(np.float32)
+    assert_same(search(queries, ro, 30, memory_budget_bytes=64 * 4 * 16),
+                exact_search_numpy(queries, data, 30))
+
+
+def test_progress_reports_each_block() -> None:
+    pool = np.random.default_rng(2).standard_normal((1000, 8)).astype(np.float32)
+    calls: list[tuple[int, int]] = []
+    search(pool[:5], [pool[:300], pool[300:]], 3, memory_budget_bytes=128 * 4 * 8,
+           progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(128, 1000), (256, 1000), (300, 1000), (428, 1000), (556, 1000),
+                     (684, 1000), (812, 1000), (940, 1000), (1000, 1000)]
+
+
+def test_empty_inputs() -> None:
+    pool = np.zeros((0, 4), np.float32)
+    idx, scores = search(np.ones((3, 4), np.float32), pool, 10)
+    assert idx.shape == scores.shape == (3, 0)
+    idx, scores = search(np.ones((0, 4), np.float32), np.ones((5, 4), np.float32), 10)
+    assert idx.shape == scores.shape == (0, 5)
+
+
+@pytest.mark.parametrize("k", [0, -1, MAX_K + 1, 2.0, True, "10"])
+def test_bad_k_raises(k: object) -> None:
+    with pytest.raises(ValueError, match="k must be an integer between 1 and 1000"):
+        search(np.ones((2, 4), np.float32), np.ones((5, 4), np.float32), k)
+
+
+def test_dimension_mismatch_raises() -> None:
+    with pytest.raises(ValueError, match="dimension mismatch: queries have d=4 but pool block 1 has d=3"):
+        search(np.ones((2, 4), np.float32), [np.ones((5, 4), np.float32), np.ones((5, 3), np.float32)], 3)
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        exact_search_numpy(np.ones((2, 4), np.float32), np.ones((5, 8), np.float32), 3)
+
+
+def test_bad_tiebreak_and_device_raise() -> None:
+    with pytest.raises(ValueError, match=r"tiebreak must be an integer array of shape \(5,\)"):
+        search(np.ones((2, 4), np.float32), np.ones((5, 4), np.float32), 3, tiebreak=np.arange(4))
+    with pytest.raises(ValueError, match="device must be"):
+        search(np.ones((2, 4), np.float32), np.ones((5, 4), np.float32), 3, device="tpu")
+
+
+def test_blas_threshold_is_restored() -> None:
+    import faiss
+
+    before = faiss.cvar.distance_compute_blas_threshold
+    search(np.ones((2, 4), np.float32), np.ones((5, 4), np.float32), 3)
+    assert faiss.cvar.distance_compute_blas_threshold == before
+
+
+def test_describe_backend_cpu() -> None:
+    info = describe_backend("cpu")
+    assert info["library"] == "faiss" and info["device"] == "cpu"
+    assert isinstance(info["version"], str) and isinstance(info["gpus"], int)
