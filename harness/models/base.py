@@ -96,6 +96,12 @@ class FusionEncoder:
     def encode_images(self, images: list, *, role: Role, batch_size: int) -> np.ndarray:
         raise NotImplementedError
 
+    def encode_image_refs(self, refs: list, *, role: Role, batch_size: int) -> np.ndarray:
+        """Decode and embed images (``ImageRef``). This default decodes in this process and calls
+        :meth:`encode_images`; the transformer adapters decode in DataLoader workers instead
+        (:mod:`harness.models.batching`)."""
+        return self.encode_images([r.load() for r in refs], role=role, batch_size=batch_size)
+
     def settings(self) -> dict[str, Any]:
         return {}
 
@@ -131,8 +137,8 @@ class FusionEncoder:
             out = np.zeros((len(items), t.shape[1]), dtype=np.float32)
             out[text_rows] += t
         if image_rows:
-            images = [items[i].image.load() for i in image_rows]
-            v = l2_normalize(self.encode_images(images, role=role, batch_size=batch_size))
+            refs = [items[i].image for i in image_rows]
+            v = l2_normalize(self.encode_image_refs(refs, role=role, batch_size=batch_size))
             if out is None:
                 out = np.zeros((len(items), v.shape[1]), dtype=np.float32)
             out[image_rows] += v

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from harness.models.base import FusionEncoder, ModelMeta, Role
+from harness.models.batching import OomGuard, encode_in_length_order, image_batches
 from harness.models.minilm import resolve_device
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -26,24 +27,36 @@ def _features(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-class ClipEncoder(FusionEncoder):
-    """``options``: ``path`` (hub id or folder), ``device`` ("auto"), ``precision`` ("auto", "fp32", "bf16", "fp16")."""
+def hf_source(path: str) -> tuple[str, bool]:
+    """(name for ``from_pretrained``, ``local_files_only``): a folder, or a hub id (offline when HF_HUB_OFFLINE)."""
+    source = Path(path).expanduser()
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if source.is_dir():
+        return str(source), True
+    return path, offline
 
-    def __init__(self, meta: ModelMeta, *, path: str, device: str = "auto", precision: str = "auto"):
+
+class ClipEncoder(FusionEncoder):
+    """``options``: ``path`` (hub id or folder), ``device`` ("auto"), ``precision`` ("auto", "fp32", "bf16", "fp16"),
+    ``num_workers`` (image-decoding processes; default automatic)."""
+
+    def __init__(self, meta: ModelMeta, *, path: str, device: str = "auto", precision: str = "auto",
+                 num_workers: int | None = None):
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
-        self.meta = meta
-        self.path = path
-        self.device = resolve_device(device)
-        self.autocast_dtype = self._autocast_dtype(precision)
-        source = Path(path).expanduser()
-        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-        local = source.is_dir() or offline
-        name = str(source) if source.is_dir() else path
+        self._setup(meta, path, device, precision, num_workers)
+        name, local = hf_source(path)
         self.model = CLIPModel.from_pretrained(name, local_files_only=local).eval().to(self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local)
         self.image_processor = CLIPImageProcessor.from_pretrained(name, local_files_only=local)
         self.max_length = self.model.config.text_config.max_position_embeddings
+
+    def _setup(self, meta: ModelMeta, path: str, device: str, precision: str, num_workers: int | None) -> None:
+        self.meta = meta
+        self.path = path
+        self.device = resolve_device(device)
+        self.autocast_dtype = self._autocast_dtype(precision)
+        self.num_workers = num_workers
 
     def _autocast_dtype(self, precision: str) -> torch.dtype | None:
         """bf16/fp16 autocast only on CUDA; "auto" picks bf16 where supported, else fp16."""
@@ -69,37 +82,71 @@ class ClipEncoder(FusionEncoder):
             "padding_side": self.tokenizer.padding_side,
             "image_processor": type(proc).__name__,
             "image_size": dict(proc.size),
-            "center_crop": dict(proc.crop_size) if proc.do_center_crop else None,
+            "center_crop": dict(proc.crop_size) if getattr(proc, "do_center_crop", False) else None,
             "image_mean": list(proc.image_mean),
             "image_std": list(proc.image_std),
             "resample": Image.Resampling(int(proc.resample)).name,
             "autocast": str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "off",
+            **self.batching_settings(),
         }
+
+    # -- batching (harness.models.batching): length-sorted text, images decoded in workers, OOM halving --
+    text_padding = "longest"          # SigLIP overrides: "max_length" (it pools the last position)
+    num_workers: int | None = None    # image-decoding DataLoader workers; None = automatic
+
+    def _guard(self, batch_size: int) -> OomGuard:
+        if getattr(self, "_oom", None) is None or self._oom.limit > batch_size:
+            self._oom = OomGuard(batch_size)
+        return self._oom
+
+    def _tokenize(self, texts: list[str]) -> dict:
+        return self.tokenizer(texts, padding=self.text_padding, truncation=True,
+                              max_length=self.max_length, return_tensors="pt")
+
+    def _text_features(self, batch: dict) -> torch.Tensor:
+        return _features(self.model.get_text_features(input_ids=batch["input_ids"],
+                                                      attention_mask=batch["attention_mask"]))
+
+    def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return _features(self.model.get_image_features(pixel_values=pixel_values))
+
+    def preprocess(self, image) -> torch.Tensor:
+        """One PIL image -> its pixel tensor (runs in DataLoader workers)."""
+        return self.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
+
+    def batching_settings(self) -> dict[str, Any]:
+        oom = getattr(self, "_oom", None)
+        return {"text_padding": self.text_padding, "text_order": "longest-first",
+                "image_workers": "auto" if self.num_workers is None else self.num_workers,
+                "oom_halvings": oom.halvings if oom else 0}
 
     @torch.inference_mode()
     def encode_texts(self, texts: list[str], *, role: Role, batch_size: int) -> np.ndarray:
-        out = []
-        for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer(
-                texts[start:start + batch_size], padding=True, truncation=True,
-                max_length=self.max_length, return_tensors="pt",
-            ).to(self.device)
+        def run(batch_texts: list[str]) -> np.ndarray:
+            batch = {k: v.to(self.device) for k, v in self._tokenize(batch_texts).items()}
             with self._autocast():
-                features = self.model.get_text_features(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                )
-            out.append(_features(features).float().cpu().numpy())
-        return np.concatenate(out)
+                return self._text_features(batch).float().cpu().numpy()
+
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
+        return encode_in_length_order(texts, lengths, run, batch_size, self._guard(batch_size))
 
     @torch.inference_mode()
+    def _encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        with self._autocast():
+            return self._image_features(pixels.to(self.device, non_blocking=True)).float().cpu().numpy()
+
     def encode_images(self, images: list, *, role: Role, batch_size: int) -> np.ndarray:
-        out = []
-        for start in range(0, len(images), batch_size):
-            pixels = self.image_processor(images=images[start:start + batch_size], return_tensors="pt")
-            with self._autocast():
-                features = self.model.get_image_features(pixel_values=pixels["pixel_values"].to(self.device))
-            out.append(_features(features).float().cpu().numpy())
-        return np.concatenate(out)
+        """PIL images, preprocessed here (``encode_image_refs`` decodes files in workers instead)."""
+        guard = self._guard(batch_size)
+        parts = [guard(self._encode_pixels, torch.stack([self.preprocess(im) for im in images[s:s + batch_size]]))
+                 for s in range(0, len(images), batch_size)]
+        return np.concatenate(parts)
+
+    def encode_image_refs(self, refs: list, *, role: Role, batch_size: int) -> np.ndarray:
+        guard = self._guard(batch_size)
+        batches = image_batches(refs, self.preprocess, batch_size, num_workers=self.num_workers,
+                                pin_memory=self.device.startswith("cuda"))
+        return np.concatenate([guard(self._encode_pixels, pixels) for pixels in batches])
 
 
 def load_clip(meta: ModelMeta, **options: Any) -> ClipEncoder:
