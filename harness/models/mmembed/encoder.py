@@ -1,0 +1,257 @@
+"""The ``mm-embed`` adapter: native MM-Embed (default) or, only with ``--trust-remote-code``, the
+checkpoint's own ``modeling_nvmmembed.py``.
+
+Items → prompts (queries: ``Item.instruction`` + ``Item.raw_text``; candidates: no instruction) →
+one token sequence per item with the image's 577 vectors spliced in at ``<image>`` → bidirectional
+Mistral → latent-attention pooling with the instruction masked out → unit 4096-d vectors.
+Batches are sorted by length (longest first); an out-of-memory batch is halved and retried
+(:class:`harness.models.batching.OomGuard`); on CUDA the forward runs in fp16 (the checkpoint's
+storage dtype) or bf16 under autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.data.types import Item
+from harness.errors import MmbenchError
+from harness.models.base import ModelMeta, Role, l2_normalize
+from harness.models.minilm import resolve_device
+
+HUB_ID = "nvidia/MM-Embed"
+HUB_REVISION = "a2542c237b5b700ed01b829689756425441cef97"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+          "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+IMPLEMENTATIONS = ("auto", "native", "remote")
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """``auto``: fp16 (the shards' storage dtype, loaded without rounding) on CUDA, fp32 elsewhere."""
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if dtype not in DTYPES:
+        raise MmbenchError(f"mm-embed: dtype must be auto, fp32, bf16 or fp16, not {dtype!r}")
+    return DTYPES[dtype]
+
+
+def resolve_folder(path: str | os.PathLike, revision: str | None = None) -> Path:
+    """A local folder as is; a hub id through the local HF cache (or a download when online)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return p.resolve()
+    if str(path).startswith(("/", ".", "~")):
+        raise MmbenchError(f"mm-embed: model folder {path} does not exist")
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return Path(snapshot_download(str(path), revision=revision, local_files_only=offline,
+                                      allow_patterns=["*.json", "*.safetensors"]))
+    except Exception as exc:
+        raise MmbenchError(
+            f"mm-embed: cannot get {path}@{revision or 'main'} ({type(exc).__name__}: {exc}). Download it first, "
+            f"e.g. `huggingface-cli download {path} --revision {revision or 'main'}`, or pass a local folder") from None
+
+
+def refuse_remote_code() -> MmbenchError:
+    return MmbenchError(
+        "mm-embed: running the checkpoint's own code (modeling_nvmmembed.py) executes code downloaded from "
+        "the model repository; pass --trust-remote-code to allow it. Without the flag mmbench uses its "
+        "native implementation.")
+
+
+class MMEmbedEncoder:
+    """Native MM-Embed. ``options``: ``path`` (folder or hub id), ``device``, ``dtype``, ``max_length``
+    (4096, what the card and pyserini pass), ``retriever`` (an NV-Embed config folder; default: the
+    built-in NV-Embed-v1 values), ``revision`` (for hub ids)."""
+
+    implementation = "native"
+
+    def __init__(self, meta: ModelMeta, *, path: str = HUB_ID, device: str = "auto", dtype: str = "auto",
+                 max_length: int = 4096, retriever: str | None = None, revision: str | None = HUB_REVISION):
+        from harness.models.mmembed.config import read_config
+        from harness.models.mmembed.modules import MMEmbedModel
+        from harness.models.mmembed.processor import MMEmbedProcessor
+        from harness.models.mmembed.weights import load_weights
+
+        self.meta = meta
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.folder = resolve_folder(path, revision if not Path(path).expanduser().is_dir() else None)
+        self.config = read_config(self.folder, retriever)
+        self.processor = MMEmbedProcessor(self.folder, image_token_index=self.config.image_token_index,
+                                          image_size=self.config.image_size, max_length=max_length)
+        with torch.device("meta"):
+            model = MMEmbedModel(self.config)
+        self.stored_dtypes = load_weights(model, self.folder, dtype=self.dtype, device=self.device)
+        self.model = model.eval()
+        self.embed_dim = self.config.text["hidden_size"]
+        self.last_halvings = 0
+
+    # -- settings -----------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.startswith("cuda") and self.dtype in (torch.float16, torch.bfloat16):
+            return torch.autocast("cuda", dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    def settings(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "implementation": "native (mmbench re-implementation, no remote code)",
+            "folder": str(self.folder),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "stored_dtypes": self.stored_dtypes,
+            "autocast": str(self.dtype).removeprefix("torch.") if self.device.startswith("cuda") and self.dtype != torch.float32 else "off",
+            **self.processor.settings(),
+            "tokens_per_image": c.tokens_per_image,
+            "vision_feature_layer": c.vision_feature_layer,
+            "query_template": "Instruct: {instruction}\\nQuery: [<image>\\n]{text}",
+            "candidate_template": "[<image>\\n]{text}",
+            "instruction_masking": "BOS + 'Instruct: ...' + '\\n' excluded from pooling",
+            "language_model": f"bidirectional Mistral ({c.text_source}), rope_theta {c.text['rope_theta']}",
+            "pooling": (f"latent attention ({c.latent['num_latents_value']} latents, {c.latent['num_cross_heads']} heads "
+                        f"x {c.latent['cross_dim_head']}) + masked mean + L2"),
+            "normalize": True,
+        }
+
+    # -- encoding -----------------------------------------------------------------------------------
+    def _prompt(self, item: Item, role: Role) -> str:
+        from harness.models.mmembed.processor import IMAGE_TOKEN, build_prompt
+
+        text = item.raw_text if item.raw_text is not None else item.text
+        if text and IMAGE_TOKEN in text:
+            text = text.replace(IMAGE_TOKEN, "")   # a literal <image> would take an image's place
+        is_query = role == "query"
+        instruction = item.instruction if is_query and self.meta.uses_instructions else None
+        if text is None and item.image is None:
+            raise ValueError(f"item {item.id!r} has neither text nor image")
+        return build_prompt(text, has_image=item.image is not None, instruction=instruction, is_query=is_query)
+
+    def encode(self, items: Sequence[Item], *, role: Role, batch_size: int) -> np.ndarray:
+        from harness.models.batching import OomGuard, length_order
+
+        if not items:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        encoded = self.processor.encode([self._prompt(it, role) for it in items])
+        for it, enc in zip(items, encoded):
+            if enc.n_images != (1 if it.image is not None else 0):
+                raise MmbenchError(f"mm-embed: item {it.id!r}: its <image> token did not survive truncation "
+                                   f"to {self.processor.max_length} tokens")
+        per_image = self.config.tokens_per_image - 1
+        lengths = [len(e.input_ids) + per_image * e.n_images for e in encoded]
+        order = length_order(lengths)
+        guard = OomGuard(batch_size)
+
+        def run(rows: list[int]) -> np.ndarray:
+            return self._forward([encoded[i] for i in rows], [items[i] for i in rows])
+
+        parts = [guard(run, [int(i) for i in order[s:s + batch_size]]) for s in range(0, len(items), batch_size)]
+        self.last_halvings = guard.halvings
+        out = np.empty((len(items), self.embed_dim), dtype=np.float32)
+        out[order] = np.concatenate(parts)
+        return l2_normalize(out)
+
+    def batch_tensors(self, encoded: list, images: list) -> dict[str, torch.Tensor]:
+        """Right-padded ``input_ids`` (pad = the tokenizer's pad id, or EOS), ``attention_mask`` and the
+        pooling mask (attention mask with the instruction positions zeroed)."""
+        pad = self.processor.pad_id if self.processor.pad_id is not None else self.processor.eos_id
+        longest = max(len(e.input_ids) for e in encoded)
+        ids = torch.full((len(encoded), longest), pad, dtype=torch.long)
+        attn = torch.zeros((len(encoded), longest), dtype=torch.long)
+        for b, e in enumerate(encoded):
+            ids[b, :len(e.input_ids)] = torch.tensor(e.input_ids)
+            attn[b, :len(e.input_ids)] = 1
+        pool = attn.clone()
+        for b, e in enumerate(encoded):
+            pool[b, :e.instruction_length] = 0
+        out = {"input_ids": ids, "attention_mask": attn, "pool_mask": pool}
+        if images:
+            out["pixel_values"] = torch.from_numpy(self.processor.pixel_values(images))
+        return out
+
+    @torch.inference_mode()
+    def _forward(self, encoded: list, items: list[Item]) -> np.ndarray:
+        images = [it.image.load() for it in items if it.image is not None]
+        batch = {k: v.to(self.device) for k, v in self.batch_tensors(encoded, images).items()}
+        with self._autocast():
+            emb = self.model(**batch, pad_token_id=self.processor.pad_id)
+        return emb.float().cpu().numpy()
+
+
+class RemoteMMEmbedEncoder:
+    """The checkpoint's own ``NVMMEmbedModel.encode`` (remote code; needs the transformers version it
+    was written for, 4.42–4.43, and NV-Embed-v1's code). Queries are encoded one instruction group per
+    call, since the original formats one instruction string per call."""
+
+    implementation = "remote"
+
+    def __init__(self, meta: ModelMeta, *, path: str = HUB_ID, device: str = "auto", dtype: str = "auto",
+                 max_length: int = 4096, retriever: str | None = None, revision: str | None = HUB_REVISION,
+                 trust_remote_code: bool = False):
+        if not trust_remote_code:
+            raise refuse_remote_code()
+        from transformers import AutoModel
+
+        self.meta = meta
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.max_length = max_length
+        local = Path(path).expanduser().is_dir()
+        kwargs: dict[str, Any] = {"trust_remote_code": True, "torch_dtype": self.dtype}
+        if retriever:
+            kwargs["retriever"] = retriever
+        if not local and revision:
+            kwargs["revision"] = revision
+        try:
+            self.model = AutoModel.from_pretrained(str(path), **kwargs).eval().to(self.device)
+        except Exception as exc:
+            raise MmbenchError(f"mm-embed (remote code): loading {path} failed ({type(exc).__name__}: {exc}); "
+                               "the original code needs transformers 4.42-4.43 and nvidia/NV-Embed-v1") from None
+        self.embed_dim = 4096
+
+    def settings(self) -> dict[str, Any]:
+        return {"implementation": "remote (modeling_nvmmembed.py, --trust-remote-code)",
+                "dtype": str(self.dtype).removeprefix("torch."), "max_length": self.max_length,
+                "padding_side": "right", "image_view": "global only (global_image_patch_only)"}
+
+    @torch.inference_mode()
+    def encode(self, items: Sequence[Item], *, role: Role, batch_size: int) -> np.ndarray:
+        out = np.zeros((len(items), self.embed_dim), dtype=np.float32)
+        groups: dict[str | None, list[int]] = {}
+        for i, it in enumerate(items):
+            groups.setdefault(it.instruction if role == "query" else None, []).append(i)
+        for instruction, rows in groups.items():
+            for s in range(0, len(rows), batch_size):
+                chunk = rows[s:s + batch_size]
+                inputs = []
+                for i in chunk:
+                    it = items[i]
+                    d: dict[str, Any] = {"txt": it.raw_text if it.raw_text is not None else it.text}
+                    if it.image is not None:
+                        d["img"] = it.image.load()
+                    inputs.append(d)
+                res = self.model.encode(inputs, is_query=role == "query", instruction=instruction,
+                                        max_length=self.max_length)["hidden_states"]
+                out[chunk] = res.float().cpu().numpy()
+        return l2_normalize(out)
+
+
+def load_mmembed(meta: ModelMeta, *, path: str = HUB_ID, device: str = "auto", dtype: str = "auto",
+                 trust_remote_code: bool = False, implementation: str = "auto", max_length: int = 4096,
+                 retriever: str | None = None, revision: str | None = HUB_REVISION):
+    """Registry loader. ``implementation``: ``auto`` (remote code iff ``trust_remote_code``), ``native``,
+    or ``remote`` (refused with an :class:`MmbenchError` unless ``trust_remote_code``)."""
+    if implementation not in IMPLEMENTATIONS:
+        raise MmbenchError(f"mm-embed: implementation must be one of {', '.join(IMPLEMENTATIONS)}, not {implementation!r}")
+    if implementation == "remote" or (implementation == "auto" and trust_remote_code):
+        return RemoteMMEmbedEncoder(meta, path=path, device=device, dtype=dtype, max_length=max_length,
+                                    retriever=retriever, revision=revision, trust_remote_code=trust_remote_code)
+    return MMEmbedEncoder(meta, path=path, device=device, dtype=dtype, max_length=max_length,
+                          retriever=retriever, revision=revision)
