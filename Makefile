@@ -5,18 +5,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 INSTALLED := $(VENV)/.mmbench-installed
-DEBS := tuxpaint-stamps-default
+DEBS := tuxpaint-stamps-default chromium wordnet-base
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help setup system-deps run test test-fast bench clean-cache
+.PHONY: help setup system-deps run test test-fast bench clean-cache regress leaderboard
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-system-deps:  ## Debian packages with the real data (tuxpaint stamps), where apt exists
+system-deps:  ## Debian packages: the real data (tuxpaint stamps) and chromium (leaderboard HTML test), where apt exists
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null; then \
@@ -47,6 +47,14 @@ test-fast: setup  ## tests without the slow real-model ones
 bench: setup  ## speed against the peers (pytrec_eval, raw GEMM/FAISS)
 	$(PY) bench/bench_metrics.py
 	$(PY) bench/bench_search.py
+	$(PY) bench/bench_mteb.py
+
+regress: setup  ## run the default model on mbeir-mini and check it against leaderboards/baselines/mbeir-mini.json (also part of make test)
+	MMBENCH_NO_PROGRESS=1 $(VENV)/bin/mmbench run --output results
+	$(VENV)/bin/mmbench regress --baseline leaderboards/baselines/mbeir-mini.json --results results
+
+leaderboard: setup  ## build leaderboards/<suite>.md/.csv/.html from results/ (published numbers beside them)
+	$(VENV)/bin/mmbench leaderboard build --results results --out leaderboards
 
 clean-cache:  ## delete the embedding cache and built datasets
 	rm -rf $${MMBENCH_CACHE:-$$HOME/.cache/mmbench}

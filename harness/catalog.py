@@ -19,6 +19,7 @@ from harness.specs import SuiteSpec, TaskSpec, iter_spec_files, load_suite_spec,
 
 DEFAULT_MODEL = "effnet-lite0-imagenet-labels-minilm"
 DEFAULT_SUITE = "mbeir-mini"
+DEFAULT_EXTRA_SUITES = ("mteb-mini",)   # plain `mmbench run` also runs these after DEFAULT_SUITE
 
 
 def _populate_tasks(reg: Registry[TaskSpec]) -> None:
@@ -41,6 +42,7 @@ def _populate_models(reg: Registry[ModelMeta]) -> None:
 
 def _populate_loaders(reg: Registry) -> None:
     reg.register("mbeir", "harness.data.mbeir:load_task")
+    reg.register("mteb", "harness.data.mteb_loader:load_task")
 
 
 @cache

@@ -59,13 +59,17 @@ def run(
     memory_budget_gb: Annotated[float, typer.Option("--memory-budget-gb", help="Largest float32 pool block searched at once.")] = 2.0,
     embed_dtype: Annotated[str, typer.Option("--embed-dtype", help="float32 or float16 for cached embeddings.")] = "float32",
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Items per cached embedding chunk (the unit of resume).")] = 4096,
+    rerank: Annotated[Optional[str], typer.Option("--rerank", help="Rerank the first stage's top-k: rescore:<model>, cross-encoder:<folder-or-hub-id>, mllm-rerank:<folder-or-hub-id>.")] = None,
+    rerank_top_k: Annotated[int, typer.Option("--rerank-top-k", min=1, max=1000, help="Hits reranked per query (with --rerank).")] = 10,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a model's own code from its repository (mm-embed: run modeling_nvmmembed.py instead of the native implementation).")] = False,
 ) -> None:
-    """Evaluate a model on a suite or tasks; with no arguments, the default model on mbeir-mini."""
+    """Evaluate a model on a suite or tasks; with no arguments, the default model on mbeir-mini and mteb-mini."""
     from harness import api
     from harness.console import RichReporter, make_console, summary_table
 
     task_names = _split(tasks)
-    if suite is None and not task_names:
+    default_run = suite is None and not task_names
+    if default_run:
         suite = api.DEFAULT_SUITE
     if embed_dtype not in ("float32", "float16"):
         raise MmbenchError(f"--embed-dtype must be float32 or float16, got {embed_dtype!r}")
@@ -73,6 +77,7 @@ def run(
         model=model or api.DEFAULT_MODEL, suite=suite, tasks=task_names, data_root=data_root,
         output=output, instructions=instructions.value, seed=seed, batch_size=batch_size, top_k=top_k,
         device=device, overwrite=overwrite, memory_budget_gb=memory_budget_gb, embed_dtype=embed_dtype, chunk_size=chunk_size,
+        rerank=rerank, rerank_top_k=rerank_top_k, trust_remote_code=trust_remote_code,
         **({"cache_dir": cache_dir} if cache_dir else {}))
     console = make_console()
     console.print(f"[bold]mmbench run[/bold] model={config.model} suite={config.suite or '-'} "
@@ -82,6 +87,21 @@ def run(
         outcome = api.run(config, reporter)
     console.print(summary_table(outcome))
     console.print(f"results: {outcome.directory}" + (f"  (summary: {outcome.summary_path})" if outcome.summary_path else ""))
+    if default_run and not rerank:                   # the embedded default also covers the offline text tasks
+        import dataclasses
+
+        from harness.catalog import DEFAULT_EXTRA_SUITES
+
+        for extra in DEFAULT_EXTRA_SUITES:
+            with RichReporter(console) as reporter:
+                extra_outcome = api.run(dataclasses.replace(config, suite=extra), reporter)
+            console.print(summary_table(extra_outcome))
+            console.print(f"results: {extra_outcome.directory}")
+    if outcome.experiment is not None:
+        from harness.console import rerank_table
+
+        console.print(rerank_table(outcome, outcome.experiment))
+        console.print(f"rerank results: {outcome.experiment.directory}")
 
 
 @app.command("list")
@@ -111,9 +131,11 @@ def list_(
         for s in api.list_suites():
             table.add_row(s.name, s.pool, str(len(s.tasks)), s.description)
     else:
-        table = Table("model", "modalities", "fusion", "dim", "instructions", "revision", "description")
+        table = Table("model", "modalities", "fusion", "dim", "similarity", "max tokens", "params", "licence",
+                      "instructions", "revision", "description")
         for m in api.list_models():
-            table.add_row(m.name, "+".join(m.modalities), m.fusion or "-", _num(m.embed_dim),
+            table.add_row(m.name, "+".join(m.modalities), m.fusion or "-", _num(m.embed_dim), m.similarity,
+                          _num(m.max_tokens), _num(m.n_parameters), m.license or "-",
                           "yes" if m.uses_instructions else "no", m.revision, m.description)
     console.print(table)
 
@@ -159,6 +181,58 @@ def build_mini(
     console.print(f"mbeir-mini written to {target}")
     for name, count in sorted(manifest.get("counts", {}).items()):
         console.print(f"  {name}: {count}")
+
+
+from harness.cli_analysis import register as _register_analysis  # noqa: E402  (compare, leaderboard, regress)
+
+_register_analysis(app)
+
+
+@data_app.command("build-text")
+def build_text(
+    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", "-t", help="Offline text tasks (default: all).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write them (default: the cache's data/mteb-text).")] = None,
+) -> None:
+    """Build the offline text tasks (tuxpaint cross-lingual captions, WordNet glosses) in mteb's format."""
+    from harness.console import make_console
+    from harness.data.text_tasks import TASKS, build_task, default_text_root
+
+    console = make_console()
+    names = _split(tasks) or tuple(TASKS)
+    unknown = [n for n in names if n not in TASKS]
+    if unknown:
+        raise MmbenchError(f"unknown offline task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+    root = out or default_text_root()
+    for name in names:
+        manifest = build_task(name, root / name)
+        console.print(f"{name}: {manifest['counts']} -> {root / name}")
+
+
+@data_app.command("download")
+def download(
+    tasks: Annotated[list[str], typer.Option("--tasks", "-t", help="mteb task names, comma-separated or repeated.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to pass later as --data-root.")] = Path("mteb-data"),
+) -> None:
+    """Download mteb tasks' datasets (at mteb's pinned revisions) for offline runs with --data-root."""
+    from harness.console import make_console
+    from harness.data.download import download_tasks
+
+    console = make_console()
+    folders = download_tasks(list(_split(tasks)), out, message=console.print)
+    console.print(f"{len(folders)} task(s) in {out}; run with --data-root {out}")
+
+
+@app.command("import-mteb")
+def import_mteb(
+    folder: Annotated[Path, typer.Argument(help="mteb results folder (ResultCache, its results/, or a clone of embeddings-benchmark/results).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Table to write (.csv, else JSON lines).")] = Path("leaderboards/mteb.csv"),
+) -> None:
+    """Import mteb result folders into one table (model, revision, task, split, subset, main score, metrics)."""
+    from harness.console import make_console
+    from harness.mteb_results import import_mteb_results
+
+    path, n = import_mteb_results(folder, out)
+    make_console().print(f"{n} rows -> {path}")
 
 
 def main() -> None:

@@ -33,12 +33,17 @@ class RunConfig:
     memory_budget_gb: float = 2.0          # largest float32 pool block searched at once
     chunk_size: int = 4096                 # items per cached embedding chunk
     embed_dtype: str = "float32"           # dtype of cached embeddings (float16 halves disk and RAM)
+    rerank: str | None = None              # second stage (harness.rerank): rescore:<model>, cross-encoder:<path>, mllm-rerank:<path>
+    rerank_top_k: int = 10                 # pairs reranked per query; not in scoring_fields: the first-stage
+                                           # hash stays the same, the experiment has its own (harness.rerank.stage)
+    trust_remote_code: bool = False        # let adapters run a checkpoint's own code (mm-embed's remote path)
 
     def scoring_fields(self) -> dict:
         """The settings that can change scores; their hash is the result's ``config_hash``."""
         return {"model": self.model, "instructions": self.instructions,
                 "seed": self.seed if self.instructions == "random" else None,
-                "top_k": self.top_k, "embed_dtype": self.embed_dtype}
+                "top_k": self.top_k, "embed_dtype": self.embed_dtype,
+                **({"trust_remote_code": True} if self.trust_remote_code else {})}
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.scoring_fields(), sort_keys=True).encode()).hexdigest()[:16]

@@ -65,5 +65,25 @@ def summary_table(outcome: SuiteOutcome) -> Table:
     return table
 
 
+def rerank_table(first: SuiteOutcome, experiment: SuiteOutcome) -> Table:
+    """The reranked tasks beside their first-stage scores (same queries: a paired comparison)."""
+    table = Table(title=experiment.suite)
+    for name in ("task", "headline", "first stage", "reranked", "Δ", "ndcg@10", "mrr@10"):
+        table.add_column(name, justify="left" if name in ("task", "headline") else "right")
+    base = {t.task: t.main_score for t in first.tasks}
+    for t in experiment.tasks:
+        table.add_row(t.task + (" (reused)" if t.reused else ""), t.main_metric, _pct(base.get(t.task)),
+                      f"{100 * t.main_score:.2f}", f"{100 * (t.main_score - base.get(t.task, 0.0)):+.2f}",
+                      _pct(t.metrics.get("ndcg@10")), _pct(t.metrics.get("mrr@10")))
+    if experiment.average is not None:
+        first_avg = sum(base[t.task] for t in experiment.tasks) / len(experiment.tasks)
+        table.add_section()
+        table.add_row("average", "mean of headlines", _pct(first_avg), f"{100 * experiment.average:.2f}",
+                      f"{100 * (experiment.average - first_avg):+.2f}", "", "")
+    skipped = [t.task for t in first.tasks if t.task not in {e.task for e in experiment.tasks}]
+    table.caption = "Scores ×100." + (f" Not reranked (modality the reranker cannot read): {', '.join(skipped)}." if skipped else "")
+    return table
+
+
 def _pct(v: float | None) -> str:
     return "" if v is None else f"{100 * v:.2f}"

@@ -60,6 +60,7 @@ class EncodeStats:
     encoded: int = 0        # items encoded now
     cached: int = 0         # items taken from the cache
     seconds: float = 0.0
+    settings: dict | None = None   # the encoder settings that produced these embeddings
 
 
 class EmbeddingStore:
@@ -128,6 +129,12 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
             if progress:
                 progress(done, len(table))
         stats.seconds = time.perf_counter() - start
+        settings = getattr(encoder, "settings", None)
+        if callable(settings):
+            write_json(store.dir / "settings.json", settings())
+    settings_path = store.dir / "settings.json"
+    if settings_path.exists():
+        stats.settings = json.loads(settings_path.read_text())
     return store.load(), stats
 
 

@@ -11,7 +11,7 @@ import inspect
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -78,6 +78,7 @@ class SuiteOutcome:
     tasks: list[TaskOutcome] = field(default_factory=list)
     average: float | None = None
     summary_path: Path | None = None
+    experiment: SuiteOutcome | None = None      # the rerank stage's outcome (--rerank), if any
 
 
 class LazyEncoder:
@@ -98,6 +99,8 @@ class LazyEncoder:
             for key, value in extra.items():
                 if key in accepted:          # only options the factory names explicitly
                     opts.setdefault(key, value)
+            if self.config.trust_remote_code and "trust_remote_code" in accepted:
+                opts["trust_remote_code"] = True   # the user's flag overrides the catalog's False
             self._encoder = factory(self.meta, **opts)
         return self._encoder
 
@@ -114,7 +117,11 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _data_root(spec: TaskSpec, config: RunConfig) -> Path:
+def _data_root(spec: TaskSpec, config: RunConfig) -> Path | None:
+    if spec.loader == "mteb":                       # None = the HF hub (through mteb's loader)
+        from harness.data.mteb_loader import data_root_for
+
+        return data_root_for(spec, config)
     if spec.default_data_root == "mbeir-mini":
         from harness.data.mini import ensure_mini
 
@@ -168,6 +175,9 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
 
     reporter = reporter or Reporter()
     meta = get_model(config.model)
+    if config.trust_remote_code and meta.options.get("trust_remote_code") is False:
+        # the remote-code path is a different implementation: keep its cache and results apart
+        meta = replace(meta, revision=meta.revision + "+remote-code")
     suite, specs = resolve_tasks(config.suite, list(config.tasks) or None)
     pool_mode = suite.pool if suite else "local"
     pool_specs = [tasks().get(n) for n in suite.tasks] if pool_mode == "global" else specs
@@ -175,6 +185,10 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
         meta.check_task(spec.name, spec.query_modality, spec.candidate_modality)
     for spec in pool_specs:
         meta.check_task(f"{spec.name} (candidates of the global pool)", spec.candidate_modality, spec.candidate_modality)
+    if config.rerank:                                   # an unusable reranker is refused before any work too
+        from harness.rerank.stage import check_rerank
+
+        check_rerank(config)
 
     label = suite.name if suite else "local"
     out_dir = result_dir(config.output, meta.name, meta.revision, label)
@@ -236,13 +250,17 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
                                  memory_budget_bytes=int(config.memory_budget_gb * 1024**3),
                                  progress=reporter.progress(f"{spec.name}: search {len(pool.table):,} candidates",
                                                             len(pool.table)))
+        if td.ignore_identical_ids:                 # mteb: after search, before scoring
+            from harness.data.mteb_loader import drop_identical_ids
+
+            indices, scores = drop_identical_ids(list(td.queries.ids), pool.candidate_ids, indices, scores)
         t2 = time.perf_counter()
         ranked = Run(list(td.queries.ids), pool.candidate_ids, indices, scores)
         scored = evaluate(ranked, td.qrels, spec.metrics)
         ks = sorted({parse_metric(spec.main_metric)[1], 10, min(top_k, 100)} - {0})
         modality = modality_report(indices, pool.modalities, spec.candidate_modality, [k for k in ks if k <= top_k])
         t3 = time.perf_counter()
-        model_settings = encoder.settings() or model_settings
+        model_settings = encoder.settings() or q_stats.settings or model_settings
 
         tag = f"mmbench.{meta.name}"
         write_trec(out_dir / f"{spec.name}.trec", ranked.query_ids, pool.table.ids, indices, scores, tag)
@@ -280,9 +298,18 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
                            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
         }
         write_task_result(out_dir, spec.name, record)
+        if spec.loader == "mteb":                    # also mteb's own results format
+            from harness.mteb_results import write_mteb_result
+
+            write_mteb_result(config.output, meta, spec, td, scored.mean, record)
         outcome.tasks.append(_outcome_from_record(spec, record, path, reused=False))
 
-    outcome.average, outcome.summary_path = _write_summary(outcome, suite.tasks if suite else tuple(s.name for s in specs), config_hash)
+    outcome.average, outcome.summary_path = _write_summary(outcome, suite.tasks if suite else tuple(s.name for s in specs), config_hash,
+                                                           groups=suite.groups if suite else None)
+    if config.rerank:                                   # second stage: reads the run files just written or reused
+        from harness.rerank.stage import rerank_suite
+
+        outcome.experiment = rerank_suite(outcome, config, reporter, data=data)
     return outcome
 
 
@@ -295,17 +322,31 @@ def _outcome_from_record(spec: TaskSpec, record: dict, path: Path, *, reused: bo
                        record["n_queries"], record["n_candidates"], reused, path)
 
 
-def _write_summary(outcome: SuiteOutcome, suite_tasks: tuple[str, ...], config_hash: str):
+def _write_summary(outcome: SuiteOutcome, suite_tasks: tuple[str, ...], config_hash: str, groups: dict | None = None):
     """Headlines of every suite task with a result of this configuration, and their plain mean (UniIR's average)."""
     headlines = {}
     for name in suite_tasks:
         rec = load_task_result(outcome.directory / f"{name}.json")
         if rec and rec.get("provenance", {}).get("config_hash") == config_hash:
             headlines[name] = {"main_metric": rec["main_metric"], "main_score": rec["main_score"]}
-    average = round(float(np.mean([h["main_score"] for h in headlines.values()])), 6) if headlines else None
+    units = _group_units(headlines, groups or {})
+    average = round(float(np.mean(list(units.values()))), 6) if units else None
     summary = {"suite": outcome.suite, "pool": outcome.pool, "model": outcome.model, "revision": outcome.revision,
                "config_hash": config_hash, "average_main_score": average,
                "average_definition": "plain mean of the task headline scores (as UniIR averages its 16 tasks)",
                "complete": len(headlines) == len(suite_tasks), "missing_tasks": [t for t in suite_tasks if t not in headlines],
-               "tasks": headlines, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+               "tasks": headlines, **({"groups": {g: units.get(g) for g in groups}} if groups else {}),
+               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return average, write_summary(outcome.directory, summary)
+
+
+def _group_units(headlines: dict, groups: dict) -> dict[str, float]:
+    """Scores that enter the suite average: each group's mean of its members (as mteb averages
+    CQADupStack's forums) counts as one task; other tasks count as themselves."""
+    grouped = {m for members in groups.values() for m in members}
+    units = {n: h["main_score"] for n, h in headlines.items() if n not in grouped}
+    for g, members in groups.items():
+        present = [headlines[m]["main_score"] for m in members if m in headlines]
+        if present:
+            units[g] = round(float(np.mean(present)), 6)
+    return units

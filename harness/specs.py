@@ -83,6 +83,7 @@ class SuiteSpec:
     tasks: tuple[str, ...]
     pool: str = "local"               # "local": each task against its own pool; "global": the union
     description: str = ""
+    groups: dict = field(default_factory=dict)   # {"CQADupStack": [member tasks]}: their mean counts as one task
     path: str = ""
 
 
@@ -156,7 +157,14 @@ def load_suite_spec(path: Path) -> SuiteSpec:
     pool = data.get("pool", "local")
     if pool not in ("local", "global"):
         raise DataError(path, f"pool must be 'local' or 'global', got {pool!r}", field="pool")
-    return SuiteSpec(name=data["name"], tasks=tasks, pool=pool,
+    groups = data.get("groups", {})
+    if not isinstance(groups, dict) or not all(isinstance(v, list) and v for v in groups.values()):
+        raise DataError(path, "expected a table of non-empty task lists", field="groups")
+    for group, members in groups.items():
+        outside = [m for m in members if m not in tasks]
+        if outside:
+            raise DataError(path, f"group {group!r} names tasks not in the suite: {', '.join(outside)}", field="groups")
+    return SuiteSpec(name=data["name"], tasks=tasks, pool=pool, groups={k: tuple(v) for k, v in groups.items()},
                      description=data.get("description", ""), path=str(path))
 
 

@@ -40,7 +40,7 @@ def real_runs(tmp_path_factory) -> dict:
         cache = os.environ.get("MMBENCH_TEST_CACHE") or str(root / "cache")
         env = {**os.environ, "MMBENCH_CACHE": cache, "MMBENCH_NO_PROGRESS": "1", "COLUMNS": "200"}
         results = root / "results"
-        cli("run", "--output", results, env=env)
+        cli("run", "--suite", "mbeir-mini", "--output", results, env=env)
         cli("run", "--output", results, "--model", "minilm", "--suite", "mbeir-mini", "--tasks", "tuxpaint_task1", env=env)
         (default,) = (results / DEFAULT_MODEL).iterdir()
         (minilm,) = (results / "minilm").iterdir()

@@ -17,3 +17,12 @@ from mbeir_fixture import build_fixture  # noqa: E402
 @pytest.fixture
 def mbeir_root(tmp_path: Path) -> Path:
     return build_fixture(tmp_path / "M-BEIR")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_test_cache(tmp_path_factory) -> Path:
+    """One embedding cache (and built mbeir-mini) for the tests that make real runs of the default model,
+    so the suite pays the cold run once. MMBENCH_TEST_CACHE=<dir> reuses a cache across pytest runs."""
+    if not os.environ.get("MMBENCH_TEST_CACHE"):
+        os.environ["MMBENCH_TEST_CACHE"] = str(tmp_path_factory.getbasetemp() / "shared-cache")
+    return Path(os.environ["MMBENCH_TEST_CACHE"])

@@ -154,3 +154,5 @@ class TaskData:
     fingerprints: dict[str, str]             # role -> sha256 of the file(s) it came from
     pool_key: str                            # identity of the candidate pool (shared pools share it)
     notes: list[str] = field(default_factory=list)   # warnings worth recording in results
+    ignore_identical_ids: bool = False        # mteb: drop a retrieved candidate whose id equals the query id
+    mteb: dict | None = None                  # mteb task identity (name, path, revision, split, main_score)
