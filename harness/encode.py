@@ -16,6 +16,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,11 +43,8 @@ class EmbeddingKey:
 
 
 def ids_digest(ids: list[str]) -> str:
-    h = hashlib.sha256()
-    for i in ids:
-        h.update(i.encode())
-        h.update(b"\0")
-    return h.hexdigest()
+    """sha256 of every id followed by a NUL byte (hashed in one call: same digest as id by id)."""
+    return hashlib.sha256("".join(i + "\0" for i in ids).encode()).hexdigest()
 
 
 def slug(name: str) -> str:
@@ -100,6 +98,13 @@ class EmbeddingStore:
             raise RuntimeError(f"embedding cache {self.dir} holds {out.shape[0]} rows, expected {self.n}")
         return out
 
+    def load_chunk(self, i: int) -> np.ndarray:
+        arr = np.load(self.chunk_path(i))
+        if arr.ndim < 1 or arr.shape[0] != _chunk_len(self, i):
+            raise RuntimeError(f"embedding cache chunk {self.chunk_path(i)} holds {arr.shape[0] if arr.ndim else 0} "
+                               f"rows, expected {_chunk_len(self, i)}")
+        return arr
+
 
 def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], object], *,
                 cache_dir: Path, batch_size: int, chunk_size: int = 4096, overwrite: bool = False,
@@ -114,20 +119,47 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     done = stats.cached
     if progress:
         progress(done, len(table))
+    # The result is assembled in memory: cached chunks are read, chunks encoded now are used as
+    # encoded (the bytes written to the cache are the same array), never read back.
+    out: np.ndarray | None = None
+
+    def place(i: int, arr: np.ndarray) -> np.ndarray:
+        nonlocal out
+        if out is None:
+            out = np.empty((store.n, *arr.shape[1:]), dtype=arr.dtype)
+        lo = i * chunk_size
+        out[lo: lo + arr.shape[0]] = arr
+        return out[lo: lo + arr.shape[0]]
+
+    missing_set = set(missing)
+    for i in range(store.n_chunks):
+        if i not in missing_set:
+            place(i, store.load_chunk(i))
     if missing:
         encoder = get_encoder()
         start = time.perf_counter()
-        for i in missing:
-            lo = i * chunk_size
-            items = table.items(lo, lo + chunk_size)
-            emb = np.asarray(encoder.encode(items, role=key.role, batch_size=batch_size))
-            if emb.shape[0] != len(items):
-                raise RuntimeError(f"model {key.model!r} returned {emb.shape[0]} embeddings for {len(items)} items")
-            save_npy(store.chunk_path(i), emb.astype(key.dtype, copy=False))
-            stats.encoded += len(items)
-            done += len(items)
-            if progress:
-                progress(done, len(table))
+        # Chunk files are written (atomically, fsynced) by one background thread while the next
+        # chunk encodes; leaving the block waits for every write, so the cache is complete on return
+        # and, if encoding fails, every chunk encoded before the failure is still saved.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmbench-cache") as writer:
+            writes = []
+            for i in missing:
+                lo = i * chunk_size
+                items = table.items(lo, lo + chunk_size)
+                emb = np.asarray(encoder.encode(items, role=key.role, batch_size=batch_size))
+                if emb.shape[0] != len(items):
+                    raise RuntimeError(f"model {key.model!r} returned {emb.shape[0]} embeddings for {len(items)} items")
+                block = place(i, emb.astype(key.dtype, copy=False))   # our own memory: the encoder may reuse its buffer
+                writes.append(writer.submit(save_npy, store.chunk_path(i), block))
+                stats.encoded += len(items)
+                done += len(items)
+                if progress:
+                    progress(done, len(table))
+                for w in [w for w in writes if w.done()]:   # surface a failed write early
+                    w.result()
+                    writes.remove(w)
+            for w in writes:
+                w.result()
         stats.seconds = time.perf_counter() - start
         settings = getattr(encoder, "settings", None)
         if callable(settings):
@@ -135,7 +167,9 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     settings_path = store.dir / "settings.json"
     if settings_path.exists():
         stats.settings = json.loads(settings_path.read_text())
-    return store.load(), stats
+    if out is None:                              # an empty table (no chunks)
+        return np.zeros((0, 0), dtype=key.dtype), stats
+    return out, stats
 
 
 def _chunk_len(store: EmbeddingStore, i: int) -> int:

@@ -314,7 +314,8 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
 
 
 def _normalise(emb: np.ndarray, meta: ModelMeta) -> np.ndarray:
-    return l2_normalize(emb) if meta.similarity == "cosine" else np.asarray(emb, dtype=np.float32)
+    """``emb`` comes fresh from :func:`embed_table` (owned by the run), so it is normalised in place."""
+    return l2_normalize(emb, inplace=True) if meta.similarity == "cosine" else np.asarray(emb, dtype=np.float32)
 
 
 def _outcome_from_record(spec: TaskSpec, record: dict, path: Path, *, reused: bool) -> TaskOutcome:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -167,19 +169,55 @@ def test_dimension_mismatch_raises() -> None:
 def test_bad_tiebreak_and_device_raise() -> None:
     with pytest.raises(ValueError, match=r"tiebreak must be an integer array of shape \(5,\)"):
         search(np.ones((2, 4), np.float32), np.ones((5, 4), np.float32), 3, tiebreak=np.arange(4))
-    with pytest.raises(ValueError, match="device must be"):
-        search(np.ones((2, 4), np.float32), np.ones((5, 4), np.float32), 3, device="tpu")
+    for device in ("tpu", "cuda:x", "gpu"):
+        with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+            search(np.ones((2, 4), np.float32), np.ones((5, 4), np.float32), 3, device=device)
 
 
-def test_blas_threshold_is_restored() -> None:
+def test_device_resolution_prefers_faiss_gpu_then_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     import faiss
 
-    before = faiss.cvar.distance_compute_blas_threshold
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)
+    monkeypatch.setattr(search_mod, "_torch_cuda_count", lambda: 1)
+    assert search_mod._resolve_device("auto") == ("torch", "cuda")
+    assert search_mod._resolve_device("cuda:0") == ("torch", "cuda:0")
+    assert search_mod._resolve_device("cpu") == ("faiss", "cpu")
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2)
+    assert search_mod._resolve_device("auto") == ("faiss", "cuda")
+    assert search_mod._resolve_device("cuda:1") == ("faiss", "cuda:1")
+
+
+def test_cuda_request_without_a_gpu_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    import faiss
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)
+    monkeypatch.setattr(search_mod, "_torch_cuda_count", lambda: 0)
+    with pytest.raises(ValueError, match="neither faiss nor torch can see that CUDA GPU"):
+        search(np.ones((2, 4), np.float32), np.ones((5, 4), np.float32), 3, device="cuda:1")
+    assert describe_backend("auto")["device"] == "cpu"
+
+
+def test_faiss_global_settings_are_restored() -> None:
+    import faiss
+
+    before = (faiss.cvar.distance_compute_blas_threshold, faiss.cvar.distance_compute_blas_database_bs)
     search(np.ones((2, 4), np.float32), np.ones((5, 4), np.float32), 3)
-    assert faiss.cvar.distance_compute_blas_threshold == before
+    assert (faiss.cvar.distance_compute_blas_threshold,
+            faiss.cvar.distance_compute_blas_database_bs) == before
 
 
 def test_describe_backend_cpu() -> None:
     info = describe_backend("cpu")
     assert info["library"] == "faiss" and info["device"] == "cpu"
     assert isinstance(info["version"], str) and isinstance(info["gpus"], int)
+
+
+def test_import_is_cheap() -> None:
+    """faiss and torch are imported inside functions, never by importing the module."""
+    import subprocess
+    import sys
+
+    code = "import sys, harness.search; print('faiss' in sys.modules, 'torch' in sys.modules)"
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.split() == ["False", "False"]

@@ -72,10 +72,20 @@ class Encoder(Protocol):
         ...
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
+def l2_normalize(x: np.ndarray, *, inplace: bool = False, block_rows: int = 8192) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float32). ``inplace=True`` overwrites ``x`` when it already is a
+    float32 array (the caller must own it). Works in row blocks, with no (n, dim) temporaries; the
+    bits equal ``x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)`` (the same
+    per-row reduction)."""
     x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    if x.ndim != 2:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    out = x if inplace and x.flags.writeable else np.empty_like(x)
+    for lo in range(0, x.shape[0], block_rows):
+        b = x[lo: lo + block_rows]
+        norms = np.sqrt(np.add.reduce(b * b, axis=1, keepdims=True))
+        np.divide(b, np.maximum(norms, 1e-12), out=out[lo: lo + block_rows])
+    return out
 
 
 class FusionEncoder:

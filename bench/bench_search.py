@@ -1,0 +1,141 @@
+"""Benchmark harness.search against the fp32 GEMM ceiling of the same shape, in the same run.
+
+For each (queries Q, candidates N, k) cell on random L2-normalised float32 768-d data:
+
+* GEMM: ``torch.mm`` (all threads) of the Q x d queries by d x N candidates, timed on blocks of
+  ``--gemm-block`` candidates into a preallocated, pre-touched output; when N needs more than
+  ``--gemm-max-blocks`` blocks, the time of that many blocks is scaled to N (marked "scaled").
+* search: ``harness.search.search`` on the whole pool (its default 2 GiB block budget).
+* The machine is shared and noisy: GEMM and search are alternated ``--repeats`` times per cell
+  (no new repeat after ``--max-cell-seconds``) and the minimum of each is kept.
+* Rates are 2*Q*N*d / t; ratio = search rate / GEMM rate (target >= 0.80).
+* Check: the first ``--verify-queries`` queries are searched with faiss ``IndexFlatIP`` and the
+  top-k index lists compared row by row (agreement = fraction of identical rows).
+
+Usage: python bench/bench_search.py [--queries 1000 10000] [--candidates 100000 1000000] [--k 10 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness.search import describe_backend, search  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line flags."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--queries", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--candidates", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--k", type=int, nargs="+", default=[10, 100])
+    p.add_argument("--dim", type=int, default=768)
+    p.add_argument("--gemm-block", type=int, default=100_000, help="candidates per timed GEMM block")
+    p.add_argument("--gemm-max-blocks", type=int, default=3, help="GEMM blocks timed before scaling")
+    p.add_argument("--verify-queries", type=int, default=1000, help="queries checked against IndexFlatIP")
+    p.add_argument("--repeats", type=int, default=3, help="GEMM/search alternations per cell (min kept)")
+    p.add_argument("--max-cell-seconds", type=float, default=120.0, help="no new repeat after this")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args()
+
+
+def normalised(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
+    """Random L2-normalised float32 rows."""
+    x = rng.standard_normal((rows, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def time_gemm(queries: np.ndarray, pool: np.ndarray, block: int, max_blocks: int) -> tuple[float, bool]:
+    """Seconds for the fp32 GEMM queries @ pool.T (scaled from max_blocks blocks if larger); scaled?"""
+    import torch
+
+    q = torch.from_numpy(queries)
+    out = torch.empty((q.shape[0], min(block, pool.shape[0])), dtype=torch.float32)
+    starts = list(range(0, pool.shape[0], block))
+    timed = starts[:max_blocks]
+    first = torch.from_numpy(pool[:block])
+    torch.mm(q, first.T, out=out[:, :first.shape[0]])  # warm-up, touches the output pages
+    elapsed, rows = 0.0, 0
+    for s in timed:
+        b = torch.from_numpy(pool[s:s + block])
+        t0 = time.perf_counter()
+        torch.mm(q, b.T, out=out[:, :b.shape[0]])
+        elapsed += time.perf_counter() - t0
+        rows += b.shape[0]
+    return elapsed * pool.shape[0] / rows, len(timed) < len(starts)
+
+
+def flat_ip_topk(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
+    """Top-k indices from a faiss IndexFlatIP (BLAS path forced, as for any batch size)."""
+    import faiss
+
+    index = faiss.IndexFlatIP(pool.shape[1])
+    index.add(pool)
+    saved = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 0
+    try:
+        return index.search(queries, k)[1]
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = saved
+
+
+def run_cell(queries: np.ndarray, pool: np.ndarray, ks: list[int], args: argparse.Namespace) -> bool:
+    """Alternate GEMM and search timings on one (Q, N) shape; print one table row per k (min times).
+
+    Returns whether the GEMM time was scaled from a few blocks.
+    """
+    flops = 2.0 * queries.shape[0] * pool.shape[0] * pool.shape[1]
+    gemm: list[float] = []
+    times: dict[int, list[float]] = {k: [] for k in ks}
+    agree: dict[int, float] = {}
+    nv = min(args.verify_queries, queries.shape[0])
+    start = time.perf_counter()
+    while not gemm or (len(gemm) < args.repeats
+                       and time.perf_counter() - start < args.max_cell_seconds):
+        gemm_s, scaled = time_gemm(queries, pool, args.gemm_block, args.gemm_max_blocks)
+        gemm.append(gemm_s)
+        for k in ks:
+            t0 = time.perf_counter()
+            idx, _ = search(queries, pool, k)
+            times[k].append(time.perf_counter() - t0)
+            if k not in agree:
+                agree[k] = float(np.mean(np.all(flat_ip_topk(queries[:nv], pool, k) == idx[:nv], axis=1)))
+    for k in ks:
+        g, t = min(gemm), min(times[k])
+        print(f"| {queries.shape[0]} | {pool.shape[0]} | {k} | {len(gemm)} | {g:.2f}{'*' if scaled else ''}"
+              f" | {flops / g / 1e9:.0f} | {t:.2f} | {flops / t / 1e9:.0f} | {g / t:.2f}"
+              f" | {agree[k]:.4f} ({nv}) |", flush=True)
+    return scaled
+
+
+def main() -> None:
+    """Run the requested grid."""
+    import torch
+
+    args = parse_args()
+    rng = np.random.default_rng(args.seed)
+    pool = normalised(rng, max(args.candidates), args.dim)
+    queries = normalised(rng, max(args.queries), args.dim)
+    print(f"backend {describe_backend()}, torch {torch.__version__} threads {torch.get_num_threads()},"
+          f" d={args.dim}")
+    print(f"load average at start: {os.getloadavg()}")
+    print("| Q | N | k | reps | GEMM s | GEMM GFLOP/s | search s | search GFLOP/s | search/GEMM |"
+          " agreement (rows) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    scaled = [run_cell(queries[:nq], pool[:n], sorted(args.k), args)
+              for nq in sorted(args.queries) for n in sorted(args.candidates)]
+    if any(scaled):
+        print(f"* GEMM time scaled from {args.gemm_max_blocks} blocks of {args.gemm_block} candidates")
+    print(f"load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
