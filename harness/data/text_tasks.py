@@ -37,6 +37,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.data.mbeir import file_fingerprint
 from harness.errors import DataError
 
 WORDNET_ROOT = Path("/usr/share/wordnet")
@@ -261,7 +262,7 @@ def write_mteb_folder(out: Path, name: str, built: Built) -> dict:
         tmp = path.with_suffix(".tmp")
         pq.write_table(table, tmp, compression="zstd", write_statistics=False)
         os.replace(tmp, path)
-        files[f"{config}/test.parquet"] = _hash_file(path)
+        files[f"{config}/test.parquet"] = file_fingerprint(path)
     (out / "README.md").write_text(README.format(name=name, package=built.package, description=built.description),
                                    encoding="utf-8")
     manifest = {"name": name, "builder_version": BUILDER_VERSION, "package": built.package,
@@ -269,14 +270,6 @@ def write_mteb_folder(out: Path, name: str, built: Built) -> dict:
                 "files": files}
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return manifest
-
-
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_task(name: str, out: Path, *, stamps_root: Path = STAMPS_ROOT, wordnet_root: Path = WORDNET_ROOT) -> dict:

