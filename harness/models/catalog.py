@@ -88,6 +88,7 @@ SIGLIP_BASE = ModelMeta(
     revision="hub",
     modalities=("text", "image"),
     embed_dim=768,
+    n_parameters=203_155_970,   # transformers' SiglipModel at this checkpoint's config (= SiglipConfig()), counted on the meta device
     description="Google SigLIP ViT-B/16 (224 px), zero-shot; text padded to 64 tokens as trained; score fusion.",
     fusion="score-sum",
     max_tokens=64,
@@ -116,6 +117,7 @@ BLIP_ITM_BASE_COCO = ModelMeta(
     revision="hub",
     modalities=("text", "image"),
     embed_dim=256,
+    n_parameters=223_744_258,   # transformers' BlipForImageTextRetrieval at this checkpoint's config (= BlipConfig()), meta device
     description="Salesforce BLIP ViT-B retrieval (COCO), zero-shot ITC embeddings (vision_proj/text_proj); score fusion.",
     fusion="score-sum",
     max_tokens=35,
