@@ -39,24 +39,22 @@ def write_trec(path: Path, query_ids: list[str], candidate_ids, indices: np.ndar
     import pyarrow.compute as pc
 
     indices = np.asarray(indices)
-    q, width = (indices.shape if indices.ndim == 2 else (len(query_ids), 0))
+    q, width = indices.shape if indices.ndim == 2 else (len(query_ids), 0)
     keep = (indices >= 0).ravel()
     hits = indices.ravel()[keep]
-    n = int(hits.size)
-    if n:
+    with atomic_open(path, "wb") as f:
+        if hits.size == 0:
+            return
         rows = np.repeat(np.arange(q, dtype=np.int64), width)[keep]
         ranks = np.tile(np.arange(1, width + 1, dtype=np.int64), q)[keep]
-        qcol = pa.array([str(x) for x in query_ids], pa.string()).take(pa.array(rows))
-        dcol = pa.array(list(candidate_ids), pa.string()).take(pa.array(hits))
-        score = np.asarray(scores).ravel()[keep]
         lines = pc.binary_join_element_wise(
-            qcol, "Q0", dcol, pa.array(ranks).cast(pa.string()), pa.array(score).cast(pa.string()),
-            tag + "\n", " ")
-    with atomic_open(path, "wb") as f:
-        if n:                                   # the string array's data buffer is the file's bytes
-            lines = lines.cast(pa.large_string()) if lines.type != pa.large_string() else lines
-            offsets = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset:lines.offset + n + 1]
-            f.write(memoryview(lines.buffers()[2])[offsets[0]:offsets[-1]])
+            pa.array([str(x) for x in query_ids], pa.string()).take(pa.array(rows)), "Q0",
+            pa.array(list(candidate_ids), pa.string()).take(pa.array(hits)),
+            pa.array(ranks).cast(pa.string()), pa.array(np.asarray(scores).ravel()[keep]).cast(pa.string()),
+            tag + "\n", " ").cast(pa.large_string())
+        # the string array's data buffer, from the first offset to the last, is the file's bytes
+        offsets = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset:lines.offset + len(lines) + 1]
+        f.write(memoryview(lines.buffers()[2])[offsets[0]:offsets[-1]])
 
 
 def read_trec(path: Path) -> dict[str, dict[str, float]]:
