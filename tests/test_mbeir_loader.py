@@ -16,7 +16,7 @@ from harness.data.mbeir import (
     load_queries,
     load_task,
 )
-from harness.data.types import format_string
+from harness.data.types import ImageRef, Item, ItemTable, format_string
 from harness.errors import DataError
 
 
@@ -204,3 +204,26 @@ def test_qrels_roundtrip(tmp_path_factory, qrels):
     path.write_text("".join(f"{q} 0 {d} {r} 7\n" for q, docs in qrels.items() for d, r in docs.items()))
     parsed, _ = load_qrels(path)
     assert parsed == qrels
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(["text", "image", "image,text"]), st.text(max_size=5),
+                               st.booleans(), st.booleans()), max_size=12),
+       start=st.integers(0, 14), stop=st.one_of(st.none(), st.integers(0, 14)), with_extra=st.booleans())
+def test_item_table_batches_equal_items_one_by_one(rows, start, stop, with_extra) -> None:
+    """``ItemTable.items`` (the batched, positional fast path) builds exactly the items of ``item(i)``."""
+    n = len(rows)
+    table = ItemTable(ids=[f"id{i}" for i in range(n)], modalities=[r[0] for r in rows],
+                      texts=[r[1] if r[2] else None for r in rows],
+                      image_paths=[f"img/{i}.png" if r[3] else None for i, r in enumerate(rows)],
+                      root=Path("/data"), raw_texts=[f"raw{i}" for i in range(n)] if with_extra else None,
+                      instructions=[f"ins{i}" for i in range(n)] if with_extra else None)
+    end = n if stop is None else min(stop, n)
+    got = table.items(start, stop)
+    assert got == [table.item(i) for i in range(start, end)]
+    for i, it in zip(range(start, end), got):
+        assert isinstance(it, Item)
+        assert (it.id, it.modality, it.text) == (table.ids[i], table.modalities[i], table.texts[i])
+        assert it.image == (ImageRef(Path("/data") / table.image_paths[i]) if table.image_paths[i] else None)
+        assert it.instruction == (f"ins{i}" if with_extra else None)
+        assert it.raw_text == (f"raw{i}" if with_extra else None)

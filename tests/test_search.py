@@ -65,6 +65,24 @@ def test_matches_reference_without_margin(case: dict) -> None:
     """With no margin nearly every row goes through the exact cut-off recompute."""
     with pytest.MonkeyPatch.context() as m:
         m.setattr(search_mod, "TIE_MARGIN", 0)
+        m.setattr(search_mod, "TIE_MARGIN_FRACTION", 0.0)
+        got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
+                     memory_budget_bytes=case["budget"], device="cpu")
+    assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
+
+
+@pytest.mark.parametrize("slack", [-1.0, 10.0])
+@settings(max_examples=25, deadline=None)
+@given(case=tie_heavy_cases())
+def test_tie_fix_floor_extremes(case: dict, slack: float) -> None:
+    """A floor above every cut-off (each row takes the full-block fallback) and one below every score
+    (each rescored candidate is collected) both give the reference answer."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(search_mod, "TIE_MARGIN", 0)
+        m.setattr(search_mod, "TIE_MARGIN_FRACTION", 0.0)
+        m.setattr(search_mod, "_TIE_SLACK", slack)
+        m.setattr(search_mod, "_TILE_ROWS", 97)       # several tiles per block
+        m.setattr(search_mod, "_TILE_QUERIES", 7)
         got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
                      memory_budget_bytes=case["budget"], device="cpu")
     assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
@@ -221,3 +239,19 @@ def test_import_is_cheap() -> None:
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.split() == ["False", "False"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 6), cols=st.integers(1, 40),
+       key_range=st.sampled_from([50, 2**32, 2**40]))
+def test_rule_order_equals_two_key_lexsort(seed: int, rows: int, cols: int, key_range: int) -> None:
+    """The packed-key argsort orders exactly as lexsort by (score desc, key desc): negative scores,
+    -0.0 against +0.0, infinities and many exact ties included; keys past 32 bits take the lexsort."""
+    rng = np.random.default_rng(seed)
+    pool = np.array([-np.inf, -1.5, -1e-30, -0.0, 0.0, 1e-30, 0.25, 0.5, 3.0, np.inf], np.float32)
+    scores = rng.choice(pool, (rows, cols)).astype(np.float32)
+    keys = np.stack([rng.choice(key_range, cols, replace=False) if key_range >= cols else rng.permutation(cols)
+                     for _ in range(rows)]).astype(np.int64)
+    got = search_mod._rule_order(scores, keys)
+    want = np.lexsort((-keys, -scores), axis=-1)
+    np.testing.assert_array_equal(np.take_along_axis(keys, got, 1), np.take_along_axis(keys, want, 1))
