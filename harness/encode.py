@@ -106,10 +106,55 @@ class EmbeddingStore:
         return arr
 
 
+class CacheWriter:
+    """One background thread that writes cache chunks (atomically, fsynced) while encoding goes on.
+
+    ``close`` (or leaving the ``with`` block, also on an exception) waits for every write and
+    raises the first failure; a failure seen earlier is raised at the next ``submit``. A run keeps
+    one writer open across its tasks, so the last chunks of a pool are written while it is searched.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmbench-cache")
+        self._pending: list = []
+
+    def submit(self, fn: Callable, *args) -> None:
+        for done in [f for f in self._pending if f.done()]:   # surface a failed write early
+            self._pending.remove(done)
+            done.result()
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def drain(self) -> None:
+        pending, self._pending = self._pending, []
+        for f in pending:
+            f.result()
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], object], *,
                 cache_dir: Path, batch_size: int, chunk_size: int = 4096, overwrite: bool = False,
-                progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, EncodeStats]:
-    """Embeddings of every item of ``table`` (float32 or the key's dtype), encoding only what is not cached."""
+                progress: Callable[[int, int], None] | None = None,
+                writer: CacheWriter | None = None, normalize: bool = False) -> tuple[np.ndarray, EncodeStats]:
+    """Embeddings of every item of ``table``, encoding only what is not cached.
+
+    The cache holds the encoder's output (in the key's dtype). The returned array is that, or with
+    ``normalize`` its rows at unit L2 norm in float32 (chunk by chunk: the bits of normalising the
+    whole). Chunk files are written by ``writer`` when one is given (the caller closes it: the
+    cache is complete then), else by a writer of this call (the cache is complete on return).
+    """
+    from harness.models.base import l2_normalize
+
     import time
 
     store = EmbeddingStore(cache_dir, key, len(table), ids_digest(table.ids), chunk_size)
@@ -123,13 +168,15 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     # encoded (the bytes written to the cache are the same array), never read back.
     out: np.ndarray | None = None
 
-    def place(i: int, arr: np.ndarray) -> np.ndarray:
+    def place(i: int, arr: np.ndarray) -> None:
         nonlocal out
         if out is None:
-            out = np.empty((store.n, *arr.shape[1:]), dtype=arr.dtype)
+            out = np.empty((store.n, *arr.shape[1:]), dtype=np.float32 if normalize else arr.dtype)
         lo = i * chunk_size
-        out[lo: lo + arr.shape[0]] = arr
-        return out[lo: lo + arr.shape[0]]
+        if normalize and arr.ndim == 2:
+            l2_normalize(arr, out=out[lo: lo + arr.shape[0]])
+        else:
+            out[lo: lo + arr.shape[0]] = arr
 
     missing_set = set(missing)
     for i in range(store.n_chunks):
@@ -138,28 +185,27 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     if missing:
         encoder = get_encoder()
         start = time.perf_counter()
-        # Chunk files are written (atomically, fsynced) by one background thread while the next
-        # chunk encodes; leaving the block waits for every write, so the cache is complete on return
-        # and, if encoding fails, every chunk encoded before the failure is still saved.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmbench-cache") as writer:
-            writes = []
+        # Chunk files are written by one background thread while the next chunk encodes; if
+        # encoding fails, every chunk encoded before the failure is still saved.
+        own = writer is None
+        chunks = CacheWriter() if own else writer
+        try:
             for i in missing:
                 lo = i * chunk_size
                 items = table.items(lo, lo + chunk_size)
                 emb = np.asarray(encoder.encode(items, role=key.role, batch_size=batch_size))
                 if emb.shape[0] != len(items):
                     raise RuntimeError(f"model {key.model!r} returned {emb.shape[0]} embeddings for {len(items)} items")
-                block = place(i, emb.astype(key.dtype, copy=False))   # our own memory: the encoder may reuse its buffer
-                writes.append(writer.submit(save_npy, store.chunk_path(i), block))
+                raw = emb.astype(key.dtype, copy=True)   # our own memory: the encoder may reuse its buffer
+                place(i, raw)
+                chunks.submit(save_npy, store.chunk_path(i), raw)   # nothing writes to raw from here on
                 stats.encoded += len(items)
                 done += len(items)
                 if progress:
                     progress(done, len(table))
-                for w in [w for w in writes if w.done()]:   # surface a failed write early
-                    w.result()
-                    writes.remove(w)
-            for w in writes:
-                w.result()
+        finally:
+            if own:
+                chunks.close()
         stats.seconds = time.perf_counter() - start
         settings = getattr(encoder, "settings", None)
         if callable(settings):
@@ -168,7 +214,7 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     if settings_path.exists():
         stats.settings = json.loads(settings_path.read_text())
     if out is None:                              # an empty table (no chunks)
-        return np.zeros((0, 0), dtype=key.dtype), stats
+        return np.zeros((0, 0), dtype=np.float32 if normalize else key.dtype), stats
     return out, stats
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from harness.catalog import get_model, loaders, resolve_tasks, tasks
 from harness.config import RunConfig
 from harness.data.types import ItemTable, TaskData
-from harness.encode import EmbeddingKey, embed_table
+from harness.encode import CacheWriter, EmbeddingKey, embed_table
 from harness.errors import DataError, MmbenchError
 from harness.models.base import ModelMeta, l2_normalize
 from harness.provenance import environment
@@ -208,8 +208,9 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
             emb, stats = embed_table(
                 td.pool, _pool_key(meta, config, td), encoder, cache_dir=config.cache_dir,
                 batch_size=config.batch_size, chunk_size=config.chunk_size, overwrite=config.overwrite,
-                progress=reporter.progress(f"{spec.name}: encode candidates", len(td.pool)))
-            pools[td.pool_key] = Pool(spec.name, td.pool, [_normalise(emb, meta)], stats.seconds, stats.cached)
+                progress=reporter.progress(f"{spec.name}: encode candidates", len(td.pool)), writer=cache_writer,
+                normalize=meta.similarity == "cosine")
+            pools[td.pool_key] = Pool(spec.name, td.pool, [np.asarray(emb, np.float32)], stats.seconds, stats.cached)
         return pools[td.pool_key]
 
     def global_pool() -> Pool:
@@ -226,83 +227,86 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
                                    sum(p.encode_seconds for p in parts), sum(p.from_cache for p in parts))
         return pools["global"]
 
-    for spec in specs:
-        td = data[spec.name]
-        path = out_dir / f"{spec.name}.json"
-        previous = None if config.overwrite else load_task_result(path)
-        top_k = config.top_k or spec.top_k
-        if previous and previous.get("provenance", {}).get("config_hash") == config_hash \
-                and previous.get("provenance", {}).get("data_fingerprints") == td.fingerprints:
-            reporter.message(f"{spec.name}: finished result found, reused ({path})")
-            outcome.tasks.append(_outcome_from_record(spec, previous, path, reused=True))
-            continue
+    # cache chunks are written in the background; leaving the block waits for them (also on failure)
+    with CacheWriter() as cache_writer:
+        for spec in specs:
+            td = data[spec.name]
+            path = out_dir / f"{spec.name}.json"
+            previous = None if config.overwrite else load_task_result(path)
+            top_k = config.top_k or spec.top_k
+            if previous and previous.get("provenance", {}).get("config_hash") == config_hash \
+                    and previous.get("provenance", {}).get("data_fingerprints") == td.fingerprints:
+                reporter.message(f"{spec.name}: finished result found, reused ({path})")
+                outcome.tasks.append(_outcome_from_record(spec, previous, path, reused=True))
+                continue
 
-        pool = global_pool() if pool_mode == "global" else local_pool(spec)
-        if pool.candidate_ids is None:
-            pool.candidate_ids = CandidateIds(pool.table.ids)
-        q_emb, q_stats = embed_table(
-            td.queries, _query_key(meta, config, td), encoder, cache_dir=config.cache_dir,
-            batch_size=config.batch_size, chunk_size=config.chunk_size, overwrite=config.overwrite,
-            progress=reporter.progress(f"{spec.name}: encode queries", len(td.queries)))
-        q_emb = _normalise(q_emb, meta)
-        t1 = time.perf_counter()
-        indices, scores = search(q_emb, pool.blocks, top_k, tiebreak=pool.candidate_ids.ranks, device=config.device,
-                                 memory_budget_bytes=int(config.memory_budget_gb * 1024**3),
-                                 progress=reporter.progress(f"{spec.name}: search {len(pool.table):,} candidates",
-                                                            len(pool.table)))
-        if td.ignore_identical_ids:                 # mteb: after search, before scoring
-            from harness.data.mteb_loader import drop_identical_ids
+            pool = global_pool() if pool_mode == "global" else local_pool(spec)
+            if pool.candidate_ids is None:
+                pool.candidate_ids = CandidateIds(pool.table.ids)
+            q_emb, q_stats = embed_table(
+                td.queries, _query_key(meta, config, td), encoder, cache_dir=config.cache_dir,
+                batch_size=config.batch_size, chunk_size=config.chunk_size, overwrite=config.overwrite,
+                progress=reporter.progress(f"{spec.name}: encode queries", len(td.queries)), writer=cache_writer,
+                normalize=meta.similarity == "cosine")
+            q_emb = np.asarray(q_emb, np.float32)
+            t1 = time.perf_counter()
+            indices, scores = search(q_emb, pool.blocks, top_k, tiebreak=pool.candidate_ids.ranks, device=config.device,
+                                     memory_budget_bytes=int(config.memory_budget_gb * 1024**3),
+                                     progress=reporter.progress(f"{spec.name}: search {len(pool.table):,} candidates",
+                                                                len(pool.table)))
+            if td.ignore_identical_ids:                 # mteb: after search, before scoring
+                from harness.data.mteb_loader import drop_identical_ids
 
-            indices, scores = drop_identical_ids(list(td.queries.ids), pool.candidate_ids, indices, scores)
-        t2 = time.perf_counter()
-        ranked = Run(list(td.queries.ids), pool.candidate_ids, indices, scores)
-        scored = evaluate(ranked, td.qrels, spec.metrics)
-        ks = sorted({parse_metric(spec.main_metric)[1], 10, min(top_k, 100)} - {0})
-        modality = modality_report(indices, pool.modalities, spec.candidate_modality, [k for k in ks if k <= top_k])
-        t3 = time.perf_counter()
-        model_settings = encoder.settings() or q_stats.settings or model_settings
+                indices, scores = drop_identical_ids(list(td.queries.ids), pool.candidate_ids, indices, scores)
+            t2 = time.perf_counter()
+            ranked = Run(list(td.queries.ids), pool.candidate_ids, indices, scores)
+            scored = evaluate(ranked, td.qrels, spec.metrics)
+            ks = sorted({parse_metric(spec.main_metric)[1], 10, min(top_k, 100)} - {0})
+            modality = modality_report(indices, pool.modalities, spec.candidate_modality, [k for k in ks if k <= top_k])
+            t3 = time.perf_counter()
+            model_settings = encoder.settings() or q_stats.settings or model_settings
 
-        tag = f"mmbench.{meta.name}"
-        write_trec(out_dir / f"{spec.name}.trec", ranked.query_ids, pool.table.ids, indices, scores, tag)
-        write_per_query(out_dir / f"{spec.name}.per_query.tsv", scored.query_ids, scored.per_query)
-        record = {
-            "task": {"name": spec.name, "source": spec.source, "dataset": spec.dataset,
-                     "dataset_id": spec.dataset_id, "task_id": spec.task_id,
-                     "query_modality": spec.query_modality, "candidate_modality": spec.candidate_modality,
-                     "domain": spec.domain, "spec_hash": spec.spec_hash()},
-            "suite": label,
-            "pool": pool_mode,
-            "main_metric": spec.main_metric,
-            "main_score": round(float(scored.mean[spec.main_metric]), 6),
-            "metrics": {m: round(float(v), 6) for m, v in scored.mean.items()},
-            "metric_definitions": METRIC_NOTES,
-            "n_queries": len(scored.query_ids),
-            "n_queries_in_file": len(td.queries),
-            "n_candidates": len(pool.table),
-            "top_k": top_k,
-            "modality_report": modality,
-            "timings_s": {"encode_queries": round(q_stats.seconds, 3),
-                          "encode_candidates": round(pool.encode_seconds, 3),
-                          "queries_from_cache": q_stats.cached, "candidates_from_cache": pool.from_cache,
-                          "search": round(t2 - t1, 3),
-                          "score": round(t3 - t2, 3)},
-            "instructions": {"policy": config.instructions,
-                             "seed": config.seed if config.instructions == "random" else None},
-            "model": {**meta.to_dict(), "settings": model_settings or None},
-            "search": {**describe_backend(config.device), "exact": True,
-                       "tie_break": "score descending, then candidate id descending (trec_eval's rule)"},
-            "notes": td.notes,
-            "files": {"run": f"{spec.name}.trec", "per_query": f"{spec.name}.per_query.tsv"},
-            "provenance": {**environment(), "config_hash": config_hash, "config": config.to_dict(),
-                           "data_fingerprints": td.fingerprints,
-                           "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-        }
-        write_task_result(out_dir, spec.name, record)
-        if spec.loader == "mteb":                    # also mteb's own results format
-            from harness.mteb_results import write_mteb_result
+            tag = f"mmbench.{meta.name}"
+            write_trec(out_dir / f"{spec.name}.trec", ranked.query_ids, pool.table.ids, indices, scores, tag)
+            write_per_query(out_dir / f"{spec.name}.per_query.tsv", scored.query_ids, scored.per_query)
+            record = {
+                "task": {"name": spec.name, "source": spec.source, "dataset": spec.dataset,
+                         "dataset_id": spec.dataset_id, "task_id": spec.task_id,
+                         "query_modality": spec.query_modality, "candidate_modality": spec.candidate_modality,
+                         "domain": spec.domain, "spec_hash": spec.spec_hash()},
+                "suite": label,
+                "pool": pool_mode,
+                "main_metric": spec.main_metric,
+                "main_score": round(float(scored.mean[spec.main_metric]), 6),
+                "metrics": {m: round(float(v), 6) for m, v in scored.mean.items()},
+                "metric_definitions": METRIC_NOTES,
+                "n_queries": len(scored.query_ids),
+                "n_queries_in_file": len(td.queries),
+                "n_candidates": len(pool.table),
+                "top_k": top_k,
+                "modality_report": modality,
+                "timings_s": {"encode_queries": round(q_stats.seconds, 3),
+                              "encode_candidates": round(pool.encode_seconds, 3),
+                              "queries_from_cache": q_stats.cached, "candidates_from_cache": pool.from_cache,
+                              "search": round(t2 - t1, 3),
+                              "score": round(t3 - t2, 3)},
+                "instructions": {"policy": config.instructions,
+                                 "seed": config.seed if config.instructions == "random" else None},
+                "model": {**meta.to_dict(), "settings": model_settings or None},
+                "search": {**describe_backend(config.device), "exact": True,
+                           "tie_break": "score descending, then candidate id descending (trec_eval's rule)"},
+                "notes": td.notes,
+                "files": {"run": f"{spec.name}.trec", "per_query": f"{spec.name}.per_query.tsv"},
+                "provenance": {**environment(), "config_hash": config_hash, "config": config.to_dict(),
+                               "data_fingerprints": td.fingerprints,
+                               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            }
+            write_task_result(out_dir, spec.name, record)
+            if spec.loader == "mteb":                    # also mteb's own results format
+                from harness.mteb_results import write_mteb_result
 
-            write_mteb_result(config.output, meta, spec, td, scored.mean, record)
-        outcome.tasks.append(_outcome_from_record(spec, record, path, reused=False))
+                write_mteb_result(config.output, meta, spec, td, scored.mean, record)
+            outcome.tasks.append(_outcome_from_record(spec, record, path, reused=False))
 
     outcome.average, outcome.summary_path = _write_summary(outcome, suite.tasks if suite else tuple(s.name for s in specs), config_hash,
                                                            groups=suite.groups if suite else None)
@@ -314,7 +318,8 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
 
 
 def _normalise(emb: np.ndarray, meta: ModelMeta) -> np.ndarray:
-    """``emb`` comes fresh from :func:`embed_table` (owned by the run), so it is normalised in place."""
+    """Encoder output as searched: unit rows for cosine models (in place: the caller owns ``emb``).
+    The runner gets the same from :func:`embed_table` with ``normalize``."""
     return l2_normalize(emb, inplace=True) if meta.similarity == "cosine" else np.asarray(emb, dtype=np.float32)
 
 

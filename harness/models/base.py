@@ -74,15 +74,18 @@ class Encoder(Protocol):
         ...
 
 
-def l2_normalize(x: np.ndarray, *, inplace: bool = False, block_rows: int = 8192) -> np.ndarray:
+def l2_normalize(x: np.ndarray, *, inplace: bool = False, block_rows: int = 8192,
+                 out: np.ndarray | None = None) -> np.ndarray:
     """Rows scaled to unit L2 norm (float32). ``inplace=True`` overwrites ``x`` when it already is a
-    float32 array (the caller must own it). Works in row blocks, with no (n, dim) temporaries; the
-    bits equal ``x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)`` (the same
-    per-row reduction)."""
+    float32 array (the caller must own it); ``out`` (a float32 array of x's shape) receives the rows
+    instead. Works in row blocks, with no (n, dim) temporaries; the bits equal
+    ``x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)`` (the same per-row
+    reduction), so normalising a table chunk by chunk gives the bits of normalising it whole."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    out = x if inplace and x.flags.writeable else np.empty_like(x)
+    if out is None:
+        out = x if inplace and x.flags.writeable else np.empty_like(x)
     for lo in range(0, x.shape[0], block_rows):
         b = x[lo: lo + block_rows]
         norms = np.sqrt(np.add.reduce(b * b, axis=1, keepdims=True))

@@ -1,0 +1,81 @@
+"""embed_table: what the cache holds, what a run gets back, and the background chunk writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.data.types import ItemTable
+from harness.encode import CacheWriter, EmbeddingKey, EmbeddingStore, embed_table, ids_digest
+from harness.models.base import l2_normalize
+
+
+class ReusingEncoder:
+    """Returns one internal buffer, overwritten on every call (as batched GPU encoders may do)."""
+
+    def __init__(self, dim: int = 5) -> None:
+        self.buf = np.empty((0, dim), np.float32)
+        self.calls = 0
+
+    def encode(self, items, *, role, batch_size):
+        self.calls += 1
+        rows = np.array([[float(int(it.id)) + 0.5, 3.0, -1.0 * len(it.text), 0.25, 7.0] for it in items], np.float32)
+        if self.buf.shape != rows.shape:
+            self.buf = np.empty_like(rows)
+        self.buf[...] = rows
+        return self.buf
+
+
+def table(n: int) -> ItemTable:
+    return ItemTable(ids=[str(i) for i in range(n)], modalities=["text"] * n,
+                     texts=["x" * (i % 7 + 1) for i in range(n)], image_paths=[None] * n, root=Path("/"))
+
+
+KEY = EmbeddingKey("m", "1", "candidate", "n/a", "fp")
+
+
+def raw_rows(n: int) -> np.ndarray:
+    return np.array([[i + 0.5, 3.0, -1.0 * (i % 7 + 1), 0.25, 7.0] for i in range(n)], np.float32)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_cold_and_warm_runs_return_the_same_bits_and_the_cache_holds_raw_output(tmp_path, normalize):
+    enc = ReusingEncoder()
+    cold, stats = embed_table(table(23), KEY, lambda: enc, cache_dir=tmp_path, batch_size=4, chunk_size=5,
+                              normalize=normalize)
+    assert stats.encoded == 23 and enc.calls == 5
+    want = l2_normalize(raw_rows(23)) if normalize else raw_rows(23)
+    assert cold.dtype == np.float32
+    np.testing.assert_array_equal(cold, want)     # the reused buffer corrupted nothing
+    store = EmbeddingStore(tmp_path, KEY, 23, ids_digest(table(23).ids), 5)
+    np.testing.assert_array_equal(store.load(), raw_rows(23))   # raw output cached, not normalised
+    warm, stats = embed_table(table(23), KEY, lambda: pytest.fail("model loaded"), cache_dir=tmp_path,
+                              batch_size=4, chunk_size=5, normalize=normalize)
+    assert stats.cached == 23 and stats.encoded == 0
+    np.testing.assert_array_equal(warm, cold)
+
+
+def test_shared_writer_completes_the_cache_when_closed(tmp_path):
+    with CacheWriter() as writer:
+        out, _ = embed_table(table(12), KEY, ReusingEncoder, cache_dir=tmp_path, batch_size=4, chunk_size=4,
+                             writer=writer, normalize=True)
+    store = EmbeddingStore(tmp_path, KEY, 12, ids_digest(table(12).ids), 4)
+    assert store.missing_chunks() == []
+    np.testing.assert_array_equal(l2_normalize(store.load()), out)
+
+
+def test_a_failed_write_is_raised(tmp_path):
+    def fail(*_):
+        raise OSError("disk full")
+
+    writer = CacheWriter()
+    writer.submit(fail)
+    with pytest.raises(OSError, match="disk full"):
+        writer.close()
+    with CacheWriter() as writer:
+        writer.submit(fail)
+        writer._pending[0].exception()            # let it fail
+        with pytest.raises(OSError, match="disk full"):
+            writer.submit(lambda: None)           # surfaced at the next submit
