@@ -24,6 +24,7 @@ printed so equality can be seen.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import sys
@@ -145,6 +146,7 @@ def run_mteb(model, name: str, folder: Path) -> tuple[float, float]:
     from harness.data.mteb_loader import local_mteb_task
 
     task = local_mteb_task(name, folder)
+    gc.collect()                      # each side starts without the other's garbage
     t = time.perf_counter()
     res = mteb.evaluate(model, task, cache=None, show_progress_bar=False)
     return time.perf_counter() - t, res.task_results[0].scores["test"][0]["ndcg_at_10"]
@@ -154,6 +156,7 @@ def run_mmbench(model: str, name: str) -> tuple[float, float, dict]:
     from harness import api
 
     with tempfile.TemporaryDirectory() as tmp:
+        gc.collect()
         t = time.perf_counter()
         out = api.run(api.RunConfig(model=model, tasks=(name,), suite=None, output=Path(tmp) / "r",
                                     cache_dir=Path(tmp) / "c", device="cpu", batch_size=128))
@@ -166,6 +169,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10k,100k")
     ap.add_argument("--encoder", default="hashbow", choices=("hashbow", "lookup", "minilm"))
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each side per size (alternating); medians printed")
     args = ap.parse_args()
     from harness.data.text_tasks import ensure_text_task
 
@@ -192,22 +196,27 @@ def main() -> None:
     # warm-up: one tiny evaluate in each harness (imports, first-call costs)
     run_mteb(mteb_model, "TuxPaintXLingualRetrieval", warm)
     run_mmbench(mm_model, "TuxPaintXLingualRetrieval")
-    print(f"encoder={args.encoder}  (1,000 queries; wall seconds, warm process, cold embeddings;"
-          " 'enc' = seconds inside the encoder, 'harness' = wall - enc)")
+    print(f"encoder={args.encoder}  (1,000 queries; median of {args.repeat} runs each; wall seconds, warm process,"
+          " cold embeddings; 'enc' = seconds inside the encoder, 'harness' = wall - enc)")
     print(f"{'docs':>8} {'mteb wall':>10} {'enc':>5} {'harness':>8} {'mmbench wall':>13} {'enc':>5} {'harness':>8}"
           f" {'ratio wall':>11} {'ratio harness':>14} {'ndcg@10 mteb':>13} {'mmbench':>9}")
     for size, folder in folders.items():
         name = SIZES[size]
-        for k in ENCODE_SECONDS:
-            ENCODE_SECONDS[k] = 0.0
-        if args.encoder == "minilm":
-            side["now"] = "mteb"
-        t_mteb, n_mteb = run_mteb(mteb_model, name, folder)
-        if args.encoder == "minilm":
-            side["now"] = "mmbench"
-        t_mm, n_mm, _ = run_mmbench(mm_model, name)
-        e_mteb, e_mm = ENCODE_SECONDS["mteb"], ENCODE_SECONDS["mmbench"]
-        h_mteb, h_mm = t_mteb - e_mteb, t_mm - e_mm
+        runs = {"mteb": [], "mmbench": []}      # (wall, encoder seconds) per run
+        for _ in range(args.repeat):
+            for who in ("mteb", "mmbench"):
+                ENCODE_SECONDS[who] = 0.0
+                if args.encoder == "minilm":
+                    side["now"] = who
+                if who == "mteb":
+                    wall, n_mteb = run_mteb(mteb_model, name, folder)
+                else:
+                    wall, n_mm, _ = run_mmbench(mm_model, name)
+                runs[who].append((wall, ENCODE_SECONDS[who]))
+        t_mteb, e_mteb = (float(v) for v in np.median(np.array(runs["mteb"]), axis=0))
+        t_mm, e_mm = (float(v) for v in np.median(np.array(runs["mmbench"]), axis=0))
+        h_mteb = float(np.median([w - e for w, e in runs["mteb"]]))
+        h_mm = float(np.median([w - e for w, e in runs["mmbench"]]))
         print(f"{size:>8} {t_mteb:10.2f} {e_mteb:5.2f} {h_mteb:8.2f} {t_mm:13.2f} {e_mm:5.2f} {h_mm:8.2f}"
               f" {t_mteb / t_mm:11.1f} {h_mteb / h_mm:14.1f} {n_mteb:13.5f} {n_mm:9.5f}", flush=True)
 
