@@ -103,6 +103,7 @@ SIGLIP_SO400M = ModelMeta(
     revision="hub",
     modalities=("text", "image"),
     embed_dim=1152,
+    n_parameters=877_960_498,   # transformers' SiglipModel at the checkpoint's config (1152-d, 27+27 layers, 14 px patches, 384 px), meta device; = mteb's ModelMeta
     description="Google SigLIP SoViT-400m/14 (384 px), zero-shot; text padded to 64 tokens as trained; score fusion.",
     fusion="score-sum",
     max_tokens=64,
@@ -132,6 +133,7 @@ BLIP_ITM_LARGE_COCO = ModelMeta(
     revision="hub",
     modalities=("text", "image"),
     embed_dim=256,
+    n_parameters=446_128_642,   # transformers' BlipForImageTextRetrieval, ViT-L/16 at 384 px + BERT-base text, meta device; = mteb's ModelMeta
     description="Salesforce BLIP ViT-L retrieval (COCO), zero-shot ITC embeddings (vision_proj/text_proj); score fusion.",
     fusion="score-sum",
     max_tokens=35,
