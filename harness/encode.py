@@ -196,6 +196,7 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
                 emb = np.asarray(encoder.encode(items, role=key.role, batch_size=batch_size))
                 if emb.shape[0] != len(items):
                     raise RuntimeError(f"model {key.model!r} returned {emb.shape[0]} embeddings for {len(items)} items")
+                _check_finite(emb, items, key)           # a NaN row would sort anywhere: never cache one
                 raw = emb.astype(key.dtype, copy=True)   # our own memory: the encoder may reuse its buffer
                 place(i, raw)
                 chunks.submit(save_npy, store.chunk_path(i), raw)   # nothing writes to raw from here on
@@ -220,3 +221,11 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
 
 def _chunk_len(store: EmbeddingStore, i: int) -> int:
     return min(store.chunk_size, store.n - i * store.chunk_size)
+
+
+def _check_finite(emb: np.ndarray, items: list, key: EmbeddingKey) -> None:
+    """Raise, naming the first item, when the model returned NaN or infinite values."""
+    if emb.dtype.kind == "f" and not np.isfinite(emb).all():
+        row = int(np.flatnonzero(~np.isfinite(emb.reshape(len(items), -1)).all(axis=1))[0])
+        raise RuntimeError(f"model {key.model!r} returned non-finite values (NaN or inf) for {key.role} "
+                           f"{items[row].id!r}; nothing of this chunk was cached")

@@ -79,3 +79,16 @@ def test_a_failed_write_is_raised(tmp_path):
         writer._pending[0].exception()            # let it fail
         with pytest.raises(OSError, match="disk full"):
             writer.submit(lambda: None)           # surfaced at the next submit
+
+
+def test_non_finite_output_names_the_item_and_is_not_cached(tmp_path):
+    class NanEncoder(ReusingEncoder):
+        def encode(self, items, *, role, batch_size):
+            out = super().encode(items, role=role, batch_size=batch_size).copy()
+            out[[i for i, it in enumerate(items) if it.id == "7"], 2] = np.nan
+            return out
+
+    with pytest.raises(RuntimeError, match=r"non-finite values \(NaN or inf\) for candidate '7'"):
+        embed_table(table(12), KEY, NanEncoder, cache_dir=tmp_path, batch_size=4, chunk_size=4)
+    store = EmbeddingStore(tmp_path, KEY, 12, ids_digest(table(12).ids), 4)
+    assert store.missing_chunks() == [1, 2]          # chunk 0 saved, the bad chunk 1 never written

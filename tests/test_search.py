@@ -246,9 +246,11 @@ def test_import_is_cheap() -> None:
        key_range=st.sampled_from([50, 2**32, 2**40]))
 def test_rule_order_equals_two_key_lexsort(seed: int, rows: int, cols: int, key_range: int) -> None:
     """The packed-key argsort orders exactly as lexsort by (score desc, key desc): negative scores,
-    -0.0 against +0.0, infinities and many exact ties included; keys past 32 bits take the lexsort."""
+    -0.0 against +0.0, infinities and many exact ties included; keys past 32 bits and NaN scores
+    (ranked last, as lexsort does) take the lexsort."""
     rng = np.random.default_rng(seed)
-    pool = np.array([-np.inf, -1.5, -1e-30, -0.0, 0.0, 1e-30, 0.25, 0.5, 3.0, np.inf], np.float32)
+    pool = np.array([-np.inf, -1.5, -1e-30, -0.0, 0.0, 1e-30, 0.25, 0.5, 3.0, np.inf]
+                    + ([np.nan] if seed % 5 == 0 else []), np.float32)
     scores = rng.choice(pool, (rows, cols)).astype(np.float32)
     keys = np.stack([rng.choice(key_range, cols, replace=False) if key_range >= cols else rng.permutation(cols)
                      for _ in range(rows)]).astype(np.int64)
