@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -24,6 +25,7 @@ import numpy as np
 
 from harness.data.types import ItemTable
 from harness.io import save_npy, write_json
+from harness.models.base import l2_normalize
 
 CACHE_FORMAT = 1
 
@@ -153,9 +155,6 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     whole). Chunk files are written by ``writer`` when one is given (the caller closes it: the
     cache is complete then), else by a writer of this call (the cache is complete on return).
     """
-    from harness.models.base import l2_normalize
-
-    import time
 
     store = EmbeddingStore(cache_dir, key, len(table), ids_digest(table.ids), chunk_size)
     store.open(overwrite)
@@ -164,8 +163,8 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     done = stats.cached
     if progress:
         progress(done, len(table))
-    # The result is assembled in memory: cached chunks are read, chunks encoded now are used as
-    # encoded (the bytes written to the cache are the same array), never read back.
+    # The result is assembled in memory: cached chunks are read, chunks encoded now are placed as
+    # encoded (and normalised on the way in, with ``normalize``), never read back.
     out: np.ndarray | None = None
 
     def place(i: int, arr: np.ndarray) -> None:

@@ -202,15 +202,19 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
     pools: dict[str, Pool] = {}
     model_settings: dict = {}
 
+    def embed(table: ItemTable, key: EmbeddingKey, label: str):
+        """float32 embeddings as searched (unit rows for cosine models), through the cache."""
+        emb, stats = embed_table(table, key, encoder, cache_dir=config.cache_dir, batch_size=config.batch_size,
+                                 chunk_size=config.chunk_size, overwrite=config.overwrite,
+                                 progress=reporter.progress(label, len(table)), writer=cache_writer,
+                                 normalize=meta.similarity == "cosine")
+        return np.asarray(emb, np.float32), stats
+
     def local_pool(spec: TaskSpec) -> Pool:
         td = data[spec.name]
         if td.pool_key not in pools:
-            emb, stats = embed_table(
-                td.pool, _pool_key(meta, config, td), encoder, cache_dir=config.cache_dir,
-                batch_size=config.batch_size, chunk_size=config.chunk_size, overwrite=config.overwrite,
-                progress=reporter.progress(f"{spec.name}: encode candidates", len(td.pool)), writer=cache_writer,
-                normalize=meta.similarity == "cosine")
-            pools[td.pool_key] = Pool(spec.name, td.pool, [np.asarray(emb, np.float32)], stats.seconds, stats.cached)
+            emb, stats = embed(td.pool, _pool_key(meta, config, td), f"{spec.name}: encode candidates")
+            pools[td.pool_key] = Pool(spec.name, td.pool, [emb], stats.seconds, stats.cached)
         return pools[td.pool_key]
 
     def global_pool() -> Pool:
@@ -243,12 +247,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
             pool = global_pool() if pool_mode == "global" else local_pool(spec)
             if pool.candidate_ids is None:
                 pool.candidate_ids = CandidateIds(pool.table.ids)
-            q_emb, q_stats = embed_table(
-                td.queries, _query_key(meta, config, td), encoder, cache_dir=config.cache_dir,
-                batch_size=config.batch_size, chunk_size=config.chunk_size, overwrite=config.overwrite,
-                progress=reporter.progress(f"{spec.name}: encode queries", len(td.queries)), writer=cache_writer,
-                normalize=meta.similarity == "cosine")
-            q_emb = np.asarray(q_emb, np.float32)
+            q_emb, q_stats = embed(td.queries, _query_key(meta, config, td), f"{spec.name}: encode queries")
             t1 = time.perf_counter()
             indices, scores = search(q_emb, pool.blocks, top_k, tiebreak=pool.candidate_ids.ranks, device=config.device,
                                      memory_budget_bytes=int(config.memory_budget_gb * 1024**3),

@@ -186,12 +186,7 @@ def _exact_block_topk(queries: np.ndarray, block: _Block, n: int, tiebreak: np.n
         r, c = np.nonzero(scores >= kth[:, None])
         s = scores[r, c]
         c = c.astype(np.int64) + block.offset
-        keys = c if tiebreak is None else tiebreak[c]
-        order = np.lexsort((-keys, -s, r))
-        first = np.concatenate(([0], np.cumsum(np.bincount(r, minlength=scores.shape[0]))[:-1]))
-        take = order[first[:, None] + np.arange(n)]
-        out_i[start:start + chunk] = c[take]
-        out_s[start:start + chunk] = s[take]
+        out_i[start:start + chunk], out_s[start:start + chunk] = _select_ragged(r, c, s, scores.shape[0], n, tiebreak)
     return out_i, out_s
 
 
@@ -228,6 +223,13 @@ def _select_ragged(rows: np.ndarray, idx: np.ndarray, scores: np.ndarray, n_rows
     return idx[take], scores[take]
 
 
+def _hits_outside(block: _Block, idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(idx, a copy of scores with the hits that lie in ``block`` set to -inf): the hits it keeps."""
+    scores = scores.copy()
+    scores[(idx >= block.offset) & (idx < block.offset + block.rows.shape[0])] = -np.inf
+    return idx, scores
+
+
 def _fix_cutoff_ties(queries: np.ndarray, idx: np.ndarray, scores: np.ndarray,
                      lasts: list[tuple[_Block, np.ndarray]], tiebreak: np.ndarray | None,
                      budget: int) -> None:
@@ -245,10 +247,8 @@ def _fix_cutoff_ties(queries: np.ndarray, idx: np.ndarray, scores: np.ndarray,
         rows = np.flatnonzero(last >= kth)
         if rows.size == 0:
             continue
-        lo, hi = block.offset, block.offset + block.rows.shape[0]
         floor = kth[rows] - _TIE_SLACK * np.maximum(1.0, np.abs(kth[rows]))
-        cur_i, cur_s = idx[rows], scores[rows].copy()
-        cur_s[(cur_i >= lo) & (cur_i < hi)] = -np.inf
+        cur_i, cur_s = _hits_outside(block, idx[rows], scores[rows])
         found_r, found_i, found_s = _entries_above(queries[rows], block, floor.astype(np.float32))
         new_i, new_s = _select_ragged(
             np.concatenate((np.repeat(np.arange(rows.size), n), found_r)),
@@ -260,8 +260,7 @@ def _fix_cutoff_ties(queries: np.ndarray, idx: np.ndarray, scores: np.ndarray,
             continue
         bad = rows[~ok]                         # the floor was too high: rescore the whole block
         exact_i, exact_s = _exact_block_topk(queries[bad], block, n, tiebreak, budget)
-        cur_i, cur_s = idx[bad], scores[bad].copy()
-        cur_s[(cur_i >= lo) & (cur_i < hi)] = -np.inf
+        cur_i, cur_s = _hits_outside(block, idx[bad], scores[bad])
         idx[bad], scores[bad] = _select(np.hstack((cur_s, exact_s)), np.hstack((cur_i, exact_i)),
                                         tiebreak, n)
 
