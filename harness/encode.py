@@ -152,7 +152,10 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
 
     The cache holds the encoder's output (in the key's dtype). The returned array is that, or with
     ``normalize`` its rows at unit L2 norm in float32 (chunk by chunk: the bits of normalising the
-    whole). Chunk files are written by ``writer`` when one is given (the caller closes it: the
+    whole). Items with identical content (:meth:`ItemTable.duplicate_rows`) get the embedding of
+    the first of them: encoded in different batches, with other padding, they would differ in the
+    last bits, and float noise, not the tie-break rule, would order them (measured: the duplicate
+    captions of mbeir-mini's t->t task swapped places between two CPU kinds). Chunk files are written by ``writer`` when one is given (the caller closes it: the
     cache is complete then), else by a writer of this call (the cache is complete on return).
     """
 
@@ -215,6 +218,8 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
         stats.settings = json.loads(settings_path.read_text())
     if out is None:                              # an empty table (no chunks)
         return np.zeros((0, 0), dtype=np.float32 if normalize else key.dtype), stats
+    rows, sources = table.duplicate_rows()
+    out[rows] = out[sources]        # identical items, identical bits: their ties are exact, whatever the batching
     return out, stats
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.data.types import ItemTable
 from harness.encode import CacheWriter, EmbeddingKey, EmbeddingStore, embed_table, ids_digest
@@ -21,7 +23,8 @@ class ReusingEncoder:
 
     def encode(self, items, *, role, batch_size):
         self.calls += 1
-        rows = np.array([[float(int(it.id)) + 0.5, 3.0, -1.0 * len(it.text), 0.25, 7.0] for it in items], np.float32)
+        rows = np.array([[float(int(it.id)) + 0.5, 3.0, -1.0 * it.text.count("x"), 0.25, 7.0] for it in items],
+                        np.float32)
         if self.buf.shape != rows.shape:
             self.buf = np.empty_like(rows)
         self.buf[...] = rows
@@ -30,7 +33,7 @@ class ReusingEncoder:
 
 def table(n: int) -> ItemTable:
     return ItemTable(ids=[str(i) for i in range(n)], modalities=["text"] * n,
-                     texts=["x" * (i % 7 + 1) for i in range(n)], image_paths=[None] * n, root=Path("/"))
+                     texts=[f"{i}" + "x" * (i % 7 + 1) for i in range(n)], image_paths=[None] * n, root=Path("/"))
 
 
 KEY = EmbeddingKey("m", "1", "candidate", "n/a", "fp")
@@ -92,3 +95,31 @@ def test_non_finite_output_names_the_item_and_is_not_cached(tmp_path):
         embed_table(table(12), KEY, NanEncoder, cache_dir=tmp_path, batch_size=4, chunk_size=4)
     store = EmbeddingStore(tmp_path, KEY, 12, ids_digest(table(12).ids), 4)
     assert store.missing_chunks() == [1, 2]          # chunk 0 saved, the bad chunk 1 never written
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(["text", "image", "image,text"]), st.sampled_from([None, "a", "b", "A"]),
+                               st.sampled_from([None, "1.png", "2.png"]), st.sampled_from([None, "inst"])),
+                     max_size=30))
+def test_duplicate_rows_are_the_rows_whose_content_came_earlier(rows):
+    t = ItemTable(ids=[f"i{k}" for k in range(len(rows))], modalities=[r[0] for r in rows], texts=[r[1] for r in rows],
+                  image_paths=[r[2] for r in rows], root=Path("/"), instructions=[r[3] for r in rows])
+    got_rows, got_sources = t.duplicate_rows()
+    want = [(k, rows.index(r)) for k, r in enumerate(rows) if rows.index(r) != k]
+    assert list(zip(got_rows.tolist(), got_sources.tolist())) == want
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_identical_items_get_the_bits_of_the_first_cold_and_warm(tmp_path, normalize):
+    texts = ["x", "xx", "x", "xxx", "xx", "x"] * 3          # duplicates in other chunks and other batches
+    t = ItemTable(ids=[str(i) for i in range(len(texts))], modalities=["text"] * len(texts), texts=texts,
+                  image_paths=[None] * len(texts), root=Path("/"))
+    enc = ReusingEncoder()                                  # its rows depend on the id: duplicates differ
+    cold, _ = embed_table(t, KEY, lambda: enc, cache_dir=tmp_path, batch_size=2, chunk_size=4, normalize=normalize)
+    first = {x: texts.index(x) for x in texts}
+    for i, x in enumerate(texts):
+        np.testing.assert_array_equal(cold[i], cold[first[x]])
+    assert cold[0, 0] != cold[1, 0]                          # distinct texts keep their own embeddings
+    warm, _ = embed_table(t, KEY, lambda: pytest.fail("model loaded"), cache_dir=tmp_path, batch_size=2,
+                          chunk_size=4, normalize=normalize)
+    np.testing.assert_array_equal(warm, cold)

@@ -10,8 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TEXT, IMAGE, IMAGE_TEXT = "text", "image", "image,text"
 MODALITIES = (TEXT, IMAGE, IMAGE_TEXT)
@@ -135,6 +139,22 @@ class ItemTable:
         raw_texts = self.raw_texts[start:stop] if self.raw_texts is not None else [None] * n
         return [Item(*row) for row in zip(self.ids[start:stop], self.modalities[start:stop],
                                           self.texts[start:stop], images, instructions, raw_texts)]
+
+    def duplicate_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, sources): each row whose item has the same content (modality, text, image path,
+        instruction, raw text) as an earlier row, and the first row with that content."""
+        import numpy as np
+
+        n = len(self)
+        if n == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        columns = [c for c in (self.modalities, self.texts, self.image_paths, self.instructions, self.raw_texts)
+                   if c is not None and c.count(c[0]) != n]          # a constant column decides nothing
+        content = columns[0] if len(columns) == 1 else list(zip(*columns)) if columns else [None] * n
+        first = dict(zip(reversed(content), range(n - 1, -1, -1)))   # content -> its first row
+        source = np.fromiter(map(first.__getitem__, content), np.int64, count=n)
+        rows = np.flatnonzero(source != np.arange(n))
+        return rows, source[rows]
 
     @staticmethod
     def concat(tables: Sequence[ItemTable], source: str = "") -> ItemTable:

@@ -73,21 +73,31 @@ class MiniLMEncoder(FusionEncoder):
     def encode_texts(self, texts: list[str], *, role: Role, batch_size: int) -> np.ndarray:
         """Mean-pooled (not yet normalised) embeddings, float32 (len(texts), 384).
 
-        Texts are batched longest-first (as sentence-transformers does) to limit padding.
+        Texts are tokenised once; each distinct token sequence is encoded once and shared by every
+        text that tokenises to it ("The letter B." and "The letter b." do, the vocabulary being
+        uncased), so inputs the model cannot tell apart get the same bits and tie exactly. Encoded
+        in different rows of a batch they differ in the last bit on some CPUs, and that noise, not
+        the tie-break rule, would order them. Sequences are batched longest first (as
+        sentence-transformers does) to limit padding.
         """
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        distinct: dict[tuple[int, ...], int] = {}
+        inverse = np.fromiter((distinct.setdefault(tuple(ids), len(distinct)) for ids in encoded["input_ids"]),
+                              np.int64, count=len(texts))
+        first = np.unique(inverse, return_index=True)[1]               # a text of each sequence
+        lengths = np.fromiter(map(len, distinct), np.int64, count=len(distinct))
+        order = np.argsort(-lengths, kind="stable")
+        names = list(encoded.keys())
+        out = np.empty((len(distinct), self.model.config.hidden_size), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            batch = self.tokenizer(
-                [texts[i] for i in rows], padding=True, truncation=True,
-                max_length=self.max_length, return_tensors="pt",
-            ).to(self.device)
+            batch = self.tokenizer.pad([{k: encoded[k][first[r]] for k in names} for r in rows],
+                                       padding=True, return_tensors="pt").to(self.device)
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             out[rows] = pooled.float().cpu().numpy()
-        return out
+        return out[inverse]
 
 
 def load_minilm(meta: ModelMeta, **options: Any) -> MiniLMEncoder:
