@@ -25,36 +25,69 @@ def result_dir(output: Path, model: str, revision: str, suite_label: str) -> Pat
     return Path(output) / slug(model) / slug(revision) / slug(suite_label)
 
 
+TREC_PART_HITS = 1 << 17      # hits formatted per part: small enough for Arrow to reuse its memory
+
+
 def write_trec(path: Path, query_ids: list[str], candidate_ids, indices: np.ndarray,
-               scores: np.ndarray, tag: str) -> None:
+               scores: np.ndarray, tag: str, *, part_hits: int = TREC_PART_HITS,
+               threads: int | None = None) -> None:
     """TREC run lines ``qid Q0 did rank score tag``, rank from 1, rows already in rank order.
 
     Empty slots (index -1) are skipped; the rank is the column position + 1 either way. The score is
     written as the shortest decimal that reads back to the same float (float32 scores: at most 9
     significant digits), so a run read back ranks exactly as it was written. The lines are built
-    and written by Arrow's C++ kernels (no Python loop over the Q x k hits): 2-3x faster than
-    formatting each line in Python, measured at 1k queries x 1000 hits.
+    by Arrow's C++ kernels (no Python loop over the Q x k hits), a range of queries at a time
+    (``part_hits`` hits each) on one thread per core, and written in query order as they come:
+    the bytes do not depend on the parts or threads. Measured at 1k queries x 1000 hits on 2
+    cores (on tmpfs): 0.21 s as one part on one thread, 0.14 s in parts on two; and the first
+    call of a process, whose Arrow memory pool is still empty, 0.8-1.1 s as one part, 0.2-0.3 s
+    in parts.
     """
+    import pyarrow as pa
+
+    from harness.parallel import map_parts
+
+    indices = np.asarray(indices)
+    scores = np.asarray(scores)
+    q, width = indices.shape if indices.ndim == 2 else (len(query_ids), 0)
+    with atomic_open(path, "wb") as f:
+        if q == 0 or width == 0:
+            return
+        qid_strings = pa.array([str(x) for x in query_ids], pa.string())
+        did_strings = pa.array(list(candidate_ids), pa.string())
+        rank_strings = pa.array(np.arange(1, width + 1, dtype=np.int64)).cast(pa.string())
+
+        def lines(rows: slice) -> memoryview | None:
+            return _trec_lines(rows, indices, scores, qid_strings, did_strings, rank_strings, tag)
+
+        step = max(1, part_hits // width)
+        parts = [slice(lo, min(lo + step, q)) for lo in range(0, q, step)]
+        for chunk in map_parts(lines, parts, threads=threads):
+            if chunk is not None:
+                f.write(chunk)
+
+
+def _trec_lines(rows: slice, indices: np.ndarray, scores: np.ndarray, qid_strings, did_strings,
+                rank_strings, tag: str) -> memoryview | None:
+    """The bytes of the TREC lines of query rows ``rows`` (None when they have no hit)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    indices = np.asarray(indices)
-    q, width = indices.shape if indices.ndim == 2 else (len(query_ids), 0)
-    keep = (indices >= 0).ravel()
-    hits = indices.ravel()[keep]
-    with atomic_open(path, "wb") as f:
-        if hits.size == 0:
-            return
-        rows = np.repeat(np.arange(q, dtype=np.int64), width)[keep]
-        ranks = np.tile(np.arange(1, width + 1, dtype=np.int64), q)[keep]
-        lines = pc.binary_join_element_wise(
-            pa.array([str(x) for x in query_ids], pa.string()).take(pa.array(rows)), "Q0",
-            pa.array(list(candidate_ids), pa.string()).take(pa.array(hits)),
-            pa.array(ranks).cast(pa.string()), pa.array(np.asarray(scores).ravel()[keep]).cast(pa.string()),
-            tag + "\n", " ").cast(pa.large_string())
-        # the string array's data buffer, from the first offset to the last, is the file's bytes
-        offsets = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset:lines.offset + len(lines) + 1]
-        f.write(memoryview(lines.buffers()[2])[offsets[0]:offsets[-1]])
+    part = indices[rows]
+    keep = (part >= 0).ravel()
+    hits = part.ravel()[keep]
+    if hits.size == 0:
+        return None
+    q, width = part.shape
+    query_rows = np.repeat(np.arange(rows.start, rows.start + q, dtype=np.int64), width)[keep]
+    columns = np.tile(np.arange(width, dtype=np.int64), q)[keep]
+    joined = pc.binary_join_element_wise(
+        qid_strings.take(pa.array(query_rows)), "Q0", did_strings.take(pa.array(hits)),
+        rank_strings.take(pa.array(columns)), pa.array(scores[rows].ravel()[keep]).cast(pa.string()),
+        tag + "\n", " ").cast(pa.large_string())
+    # the string array's data buffer, from the first offset to the last, is the part's bytes
+    offsets = np.frombuffer(joined.buffers()[1], np.int64)[joined.offset:joined.offset + len(joined) + 1]
+    return memoryview(joined.buffers()[2])[offsets[0]:offsets[-1]]
 
 
 def read_trec(path: Path) -> dict[str, dict[str, float]]:

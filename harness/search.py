@@ -57,6 +57,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.parallel import map_parts, row_parts
+
 __all__ = ["TIE_MARGIN", "MAX_K", "FAISS_DATABASE_TILE", "search", "exact_search_numpy", "describe_backend"]
 
 MAX_K = 1000
@@ -131,27 +133,54 @@ def _check_tiebreak(tiebreak: np.ndarray | None, n: int) -> np.ndarray | None:
 # --------------------------------------------------------------------------- ordering
 
 
+_ROWS_PER_THREAD = 64          # rows below which ordering stays on the calling thread
+_ENTRIES_PER_THREAD = 1 << 16  # ragged entries below which ordering stays on the calling thread
+
+
 def _select(scores: np.ndarray, idx: np.ndarray, tiebreak: np.ndarray | None,
             n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the first n of (idx, scores) by score desc, then tiebreak desc (row index if None)."""
+    """Per row, the first n (at most the row width) of (idx, scores) by score desc, then tiebreak
+    desc (row index if None). Row ranges are ordered on one thread per core (numpy's sorts release the GIL)."""
     keys = idx if tiebreak is None else tiebreak[idx]
-    order = _rule_order(scores, keys)[:, :n]
-    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(scores, order, axis=1)
+    n = min(n, idx.shape[1])
+    out_i = np.empty((idx.shape[0], n), idx.dtype)
+    out_s = np.empty((idx.shape[0], n), scores.dtype)
+
+    def part(rows: slice) -> None:
+        order = _rule_order(scores[rows], keys[rows])[:, :n]
+        out_i[rows] = np.take_along_axis(idx[rows], order, axis=1)
+        out_s[rows] = np.take_along_axis(scores[rows], order, axis=1)
+
+    for _ in map_parts(part, row_parts(idx.shape[0], min_rows=_ROWS_PER_THREAD)):
+        pass
+    return out_i, out_s
+
+
+def _packed_order_keys(scores: np.ndarray, keys: np.ndarray) -> np.ndarray | None:
+    """uint64 values whose ascending order is (score desc, key desc), or None where they cannot be
+    built (keys outside [0, 2**32) or NaN scores: the caller takes a lexsort).
+
+    Scores are mapped to unsigned integers of the same order (-0.0 counted as +0.0, as the float
+    comparison does) and packed above the keys. The largest value, 2**64 - 1, is never produced
+    (a real score's mapped bits are above 0), so it can pad rows to sort last.
+    """
+    if keys.size and (keys.min() < 0 or keys.max() >= 1 << 32 or np.isnan(scores).any()):
+        return None
+    bits = (np.asarray(scores, np.float32) + np.float32(0.0)).view(np.uint32).astype(np.uint64)
+    ordered = np.where(bits >> 31, ~bits & 0xFFFFFFFF, bits | 0x80000000)
+    return ~((ordered << 32) | keys.astype(np.uint64))
 
 
 def _rule_order(scores: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Per row, the argsort of (score desc, key desc).
 
-    Scores are mapped to unsigned integers of the same order (-0.0 counted as +0.0, as the float
-    comparison does) and packed above the keys into one uint64, so one argsort of one array does
-    what a two-key lexsort does, 3x faster at 1k x 1.5k. Keys outside [0, 2**32), and NaN scores
-    (which the lexsort ranks last), take the lexsort.
+    One argsort of the packed keys (:func:`_packed_order_keys`) does what a two-key lexsort does,
+    3x faster at 1k x 1.5k; where they cannot be packed, the lexsort (which ranks NaN last).
     """
-    if keys.size and (keys.min() < 0 or keys.max() >= 1 << 32 or np.isnan(scores).any()):
+    packed = _packed_order_keys(scores, keys)
+    if packed is None:
         return np.lexsort((-keys, -scores), axis=-1)
-    bits = (np.asarray(scores, np.float32) + np.float32(0.0)).view(np.uint32).astype(np.uint64)
-    ordered = np.where(bits >> 31, ~bits & 0xFFFFFFFF, bits | 0x80000000)
-    return np.argsort(~((ordered << 32) | keys.astype(np.uint64)), axis=-1)
+    return np.argsort(packed, axis=-1)
 
 
 def _iter_blocks(parts: list[np.ndarray], max_rows: int) -> Iterator[_Block]:
@@ -217,10 +246,38 @@ def _select_ragged(rows: np.ndarray, idx: np.ndarray, scores: np.ndarray, n_rows
                    tiebreak: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the first n of a ragged (row, idx, score) list by the rule; every row has >= n entries."""
     keys = idx if tiebreak is None else tiebreak[idx]
-    order = np.lexsort((-keys, -scores, rows))
-    first = np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=n_rows))[:-1]))
+    counts = np.bincount(rows, minlength=n_rows)
+    first = np.cumsum(counts) - counts
+    packed = _packed_order_keys(scores, keys)
+    order = np.lexsort((-keys, -scores, rows)) if packed is None else _row_major_order(rows, packed, counts)
     take = order[first[:, None] + np.arange(n)]
     return idx[take], scores[take]
+
+
+def _row_major_order(rows: np.ndarray, packed: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The argsort of the entries by (row, packed key): the lexsort ``(packed, rows)``, 1.3x faster
+    on one thread, and split into ranges of rows of about equal entry counts, one per core.
+
+    A stable radix sort by row (16-bit rows) groups the entries; each range then sorts its entries
+    by packed key and regroups them by row with a second stable radix sort.
+    """
+    small = rows.astype(np.uint16) if counts.size <= 1 << 16 else rows
+    by_row = np.argsort(small, kind="stable")
+    ends = np.cumsum(counts)
+    n_parts = len(row_parts(rows.size, min_rows=_ENTRIES_PER_THREAD))
+    cuts = np.searchsorted(ends, [rows.size * i // n_parts for i in range(1, n_parts)], side="left")
+    bounds = [0, *(int(ends[c]) for c in cuts), rows.size]
+    order = np.empty_like(by_row)
+
+    def part(span: slice) -> None:
+        lo, hi = bounds[span.start], bounds[span.stop]
+        seg = by_row[lo:hi]
+        seg = seg[np.argsort(packed[seg])]
+        order[lo:hi] = seg[np.argsort(small[seg], kind="stable")]
+
+    for _ in map_parts(part, [slice(i, i + 1) for i in range(len(bounds) - 1)]):
+        pass
+    return order
 
 
 def _hits_outside(block: _Block, idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

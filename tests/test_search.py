@@ -257,3 +257,40 @@ def test_rule_order_equals_two_key_lexsort(seed: int, rows: int, cols: int, key_
     got = search_mod._rule_order(scores, keys)
     want = np.lexsort((-keys, -scores), axis=-1)
     np.testing.assert_array_equal(np.take_along_axis(keys, got, 1), np.take_along_axis(keys, want, 1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=tie_heavy_cases())
+def test_matches_reference_when_ordering_is_split_across_threads(case: dict) -> None:
+    """Every ordering step split into one part per row (or a few entries): the same answer."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(search_mod, "TIE_MARGIN", 0)
+        m.setattr(search_mod, "TIE_MARGIN_FRACTION", 0.0)
+        m.setattr(search_mod, "_ROWS_PER_THREAD", 1)
+        m.setattr(search_mod, "_ENTRIES_PER_THREAD", 3)
+        got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
+                     memory_budget_bytes=case["budget"], device="cpu")
+    assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_rows=st.integers(1, 30), n=st.integers(1, 8),
+       per_thread=st.sampled_from([1, 5, 1 << 16]), skew=st.booleans())
+def test_select_ragged_equals_one_lexsort_of_the_list(seed: int, n_rows: int, n: int, per_thread: int,
+                                                      skew: bool) -> None:
+    """Per row, the first n entries by (score desc, tiebreak desc), rows in any order and of any
+    length (one row holding most entries included), split into any number of parts."""
+    rng = np.random.default_rng(seed)
+    counts = n + rng.integers(0, 500 if skew else 20, n_rows) * (rng.random(n_rows) < (0.1 if skew else 1.0))
+    rows = rng.permutation(np.repeat(np.arange(n_rows), counts))
+    idx = rng.permutation(rows.size * 2)[:rows.size].astype(np.int64)     # distinct candidates
+    scores = rng.choice(np.array([-np.inf, -0.0, 0.0, 0.5, 1.0], np.float32), rows.size)
+    tiebreak = rng.permutation(rows.size * 2).astype(np.int64)
+    order = np.lexsort((-tiebreak[idx], -scores, rows))
+    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    want = order[first[:, None] + np.arange(n)]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(search_mod, "_ENTRIES_PER_THREAD", per_thread)
+        got_i, got_s = search_mod._select_ragged(rows, idx, scores, n_rows, n, tiebreak)
+    np.testing.assert_array_equal(got_i, idx[want])
+    np.testing.assert_array_equal(got_s, scores[want])

@@ -9,8 +9,8 @@ from harness.results import read_trec, write_trec
 
 @settings(max_examples=40, deadline=None)
 @given(q=st.integers(0, 6), k=st.integers(0, 7), n=st.integers(1, 30), seed=st.integers(0, 2**31 - 1),
-       odd_ids=st.booleans())
-def test_write_trec_round_trips(tmp_path_factory, q, k, n, seed, odd_ids):
+       odd_ids=st.booleans(), part_hits=st.integers(1, 20))
+def test_write_trec_round_trips(tmp_path_factory, q, k, n, seed, odd_ids, part_hits):
     rng = np.random.default_rng(seed)
     k = min(k, n)
     ids = [f'd"{i},x' if odd_ids else f"d{i}" for i in range(n)]       # quotes/commas are written as they are
@@ -32,3 +32,7 @@ def test_write_trec_round_trips(tmp_path_factory, q, k, n, seed, odd_ids):
         assert np.float32(line[4]) == score and line[5] == "tag%1"
     back = read_trec(path)
     assert sum(map(len, back.values())) == len(expected)
+    # written in parts of queries, on threads: the same bytes
+    parted = path.with_name("parted.trec")
+    write_trec(parted, qids, ids, idx, scores, "tag%1", part_hits=part_hits, threads=3)
+    assert parted.read_bytes() == path.read_bytes()
