@@ -1,5 +1,6 @@
 """The M-BEIR loader on a fixture with the format's quirks, its parsers, and every bad-input case."""
 
+import gc
 import json
 from pathlib import Path
 
@@ -219,7 +220,9 @@ def test_item_table_batches_equal_items_one_by_one(rows, start, stop, with_extra
                       root=Path("/data"), raw_texts=[f"raw{i}" for i in range(n)] if with_extra else None,
                       instructions=[f"ins{i}" for i in range(n)] if with_extra else None)
     end = n if stop is None else min(stop, n)
+    collector_was = gc.isenabled()
     got = table.items(start, stop)
+    assert gc.isenabled() == collector_was            # paused while building, restored after
     assert got == [table.item(i) for i in range(start, end)]
     for i, it in zip(range(start, end), got):
         assert isinstance(it, Item)

@@ -7,7 +7,9 @@ decoded here: an :class:`ImageRef` decodes on :meth:`ImageRef.load`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,6 +100,23 @@ class Item:
         return format_string(f"{self.instruction} {self.raw_text or ''}")
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a moment (and back on, if it was).
+
+    Building thousands of items (which hold no cycles) triggers collections that walk every object
+    of the process: measured in a process that holds mteb, 0.15 s of the 0.19 s it took to build
+    117k items came from them.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 @dataclass
 class ItemTable:
     """Column-wise storage of items that share one root folder for their images."""
@@ -137,8 +156,9 @@ class ItemTable:
         images = [ImageRef(root / p) if p else None for p in self.image_paths[start:stop]]
         instructions = self.instructions[start:stop] if self.instructions is not None else [None] * n
         raw_texts = self.raw_texts[start:stop] if self.raw_texts is not None else [None] * n
-        return [Item(*row) for row in zip(self.ids[start:stop], self.modalities[start:stop],
-                                          self.texts[start:stop], images, instructions, raw_texts)]
+        with _collector_paused():
+            return list(map(Item, self.ids[start:stop], self.modalities[start:stop], self.texts[start:stop],
+                            images, instructions, raw_texts))
 
     def duplicate_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows, sources): each row whose item has the same content (modality, text, image path,
