@@ -155,8 +155,9 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     whole). Items with identical content (:meth:`ItemTable.duplicate_rows`) get the embedding of
     the first of them: encoded in different batches, with other padding, they would differ in the
     last bits, and float noise, not the tie-break rule, would order them (measured: the duplicate
-    captions of mbeir-mini's t->t task swapped places between two CPU kinds). Chunk files are written by ``writer`` when one is given (the caller closes it: the
-    cache is complete then), else by a writer of this call (the cache is complete on return).
+    captions of mbeir-mini's t->t task swapped places between two CPU kinds). Chunk files are
+    written by ``writer`` when one is given (the caller closes it: the cache is complete then),
+    else by a writer of this call (the cache is complete on return).
     """
 
     store = EmbeddingStore(cache_dir, key, len(table), ids_digest(table.ids), chunk_size)
