@@ -49,3 +49,9 @@ def map_parts(fn: Callable[[slice], T], parts: list[slice], *, threads: int | No
         finally:
             for future in futures:
                 future.cancel()
+
+
+def run_parts(fn: Callable[[slice], object], parts: list[slice], *, threads: int | None = None) -> None:
+    """``fn`` of every part for its side effects (each part writes its own rows), as :func:`map_parts`."""
+    for _ in map_parts(fn, parts, threads=threads):
+        pass

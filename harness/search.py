@@ -57,7 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.parallel import map_parts, row_parts
+from harness.parallel import row_parts, run_parts
 
 __all__ = ["TIE_MARGIN", "MAX_K", "FAISS_DATABASE_TILE", "search", "exact_search_numpy", "describe_backend"]
 
@@ -151,8 +151,7 @@ def _select(scores: np.ndarray, idx: np.ndarray, tiebreak: np.ndarray | None,
         out_i[rows] = np.take_along_axis(idx[rows], order, axis=1)
         out_s[rows] = np.take_along_axis(scores[rows], order, axis=1)
 
-    for _ in map_parts(part, row_parts(idx.shape[0], min_rows=_ROWS_PER_THREAD)):
-        pass
+    run_parts(part, row_parts(idx.shape[0], min_rows=_ROWS_PER_THREAD))
     return out_i, out_s
 
 
@@ -161,8 +160,7 @@ def _packed_order_keys(scores: np.ndarray, keys: np.ndarray) -> np.ndarray | Non
     built (keys outside [0, 2**32) or NaN scores: the caller takes a lexsort).
 
     Scores are mapped to unsigned integers of the same order (-0.0 counted as +0.0, as the float
-    comparison does) and packed above the keys. The largest value, 2**64 - 1, is never produced
-    (a real score's mapped bits are above 0), so it can pad rows to sort last.
+    comparison does) and packed above the keys.
     """
     if keys.size and (keys.min() < 0 or keys.max() >= 1 << 32 or np.isnan(scores).any()):
         return None
@@ -266,17 +264,15 @@ def _row_major_order(rows: np.ndarray, packed: np.ndarray, counts: np.ndarray) -
     ends = np.cumsum(counts)
     n_parts = len(row_parts(rows.size, min_rows=_ENTRIES_PER_THREAD))
     cuts = np.searchsorted(ends, [rows.size * i // n_parts for i in range(1, n_parts)], side="left")
-    bounds = [0, *(int(ends[c]) for c in cuts), rows.size]
+    bounds = [0, *(int(ends[c]) for c in cuts), rows.size]          # whole rows in each range
     order = np.empty_like(by_row)
 
     def part(span: slice) -> None:
-        lo, hi = bounds[span.start], bounds[span.stop]
-        seg = by_row[lo:hi]
+        seg = by_row[span]
         seg = seg[np.argsort(packed[seg])]
-        order[lo:hi] = seg[np.argsort(small[seg], kind="stable")]
+        order[span] = seg[np.argsort(small[seg], kind="stable")]
 
-    for _ in map_parts(part, [slice(i, i + 1) for i in range(len(bounds) - 1)]):
-        pass
+    run_parts(part, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])])
     return order
 
 

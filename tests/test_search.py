@@ -51,24 +51,27 @@ def assert_same(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.n
     np.testing.assert_allclose(gs, ws, atol=1e-5, rtol=0)
 
 
+def assert_matches_reference(case: dict, **patches: object) -> None:
+    """search() on the case, with module settings patched as given, equals exact_search_numpy."""
+    with pytest.MonkeyPatch.context() as m:
+        for name, value in patches.items():
+            m.setattr(search_mod, name, value)
+        got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
+                     memory_budget_bytes=case["budget"], device="cpu")
+    assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=tie_heavy_cases())
 def test_matches_reference_with_ties(case: dict) -> None:
-    got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
-                 memory_budget_bytes=case["budget"], device="cpu")
-    assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
+    assert_matches_reference(case)
 
 
 @settings(max_examples=40, deadline=None)
 @given(case=tie_heavy_cases())
 def test_matches_reference_without_margin(case: dict) -> None:
     """With no margin nearly every row goes through the exact cut-off recompute."""
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(search_mod, "TIE_MARGIN", 0)
-        m.setattr(search_mod, "TIE_MARGIN_FRACTION", 0.0)
-        got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
-                     memory_budget_bytes=case["budget"], device="cpu")
-    assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
+    assert_matches_reference(case, TIE_MARGIN=0, TIE_MARGIN_FRACTION=0.0)
 
 
 @pytest.mark.parametrize("slack", [-1.0, 10.0])
@@ -77,15 +80,8 @@ def test_matches_reference_without_margin(case: dict) -> None:
 def test_tie_fix_floor_extremes(case: dict, slack: float) -> None:
     """A floor above every cut-off (each row takes the full-block fallback) and one below every score
     (each rescored candidate is collected) both give the reference answer."""
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(search_mod, "TIE_MARGIN", 0)
-        m.setattr(search_mod, "TIE_MARGIN_FRACTION", 0.0)
-        m.setattr(search_mod, "_TIE_SLACK", slack)
-        m.setattr(search_mod, "_TILE_ROWS", 97)       # several tiles per block
-        m.setattr(search_mod, "_TILE_QUERIES", 7)
-        got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
-                     memory_budget_bytes=case["budget"], device="cpu")
-    assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
+    assert_matches_reference(case, TIE_MARGIN=0, TIE_MARGIN_FRACTION=0.0, _TIE_SLACK=slack,
+                             _TILE_ROWS=97, _TILE_QUERIES=7)      # several tiles per block
 
 
 @settings(max_examples=30, deadline=None)
@@ -263,14 +259,8 @@ def test_rule_order_equals_two_key_lexsort(seed: int, rows: int, cols: int, key_
 @given(case=tie_heavy_cases())
 def test_matches_reference_when_ordering_is_split_across_threads(case: dict) -> None:
     """Every ordering step split into one part per row (or a few entries): the same answer."""
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(search_mod, "TIE_MARGIN", 0)
-        m.setattr(search_mod, "TIE_MARGIN_FRACTION", 0.0)
-        m.setattr(search_mod, "_ROWS_PER_THREAD", 1)
-        m.setattr(search_mod, "_ENTRIES_PER_THREAD", 3)
-        got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
-                     memory_budget_bytes=case["budget"], device="cpu")
-    assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
+    assert_matches_reference(case, TIE_MARGIN=0, TIE_MARGIN_FRACTION=0.0, _ROWS_PER_THREAD=1,
+                             _ENTRIES_PER_THREAD=3)
 
 
 @settings(max_examples=100, deadline=None)
