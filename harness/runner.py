@@ -140,6 +140,21 @@ def load_task_data(spec: TaskSpec, config: RunConfig) -> TaskData:
     return load(spec, _data_root(spec, config), instructions=config.instructions, seed=config.seed)
 
 
+def with_model_instructions(data: TaskData, meta: ModelMeta, config: RunConfig) -> TaskData:
+    """An MTEB task whose queries have no instruction (mteb gives the task no prompt) takes the model's
+    own instruction for it (``meta.task_instructions``), as the model's authors evaluated it; unchanged
+    otherwise, and always with ``--instructions none``."""
+    if (data.mteb is None or meta.task_instructions is None or not meta.uses_instructions
+            or data.queries.instructions is not None or config.instructions == "none"):
+        return data
+    instruction = import_target(meta.task_instructions)(data.mteb["name"])
+    if not instruction:
+        return data
+    queries = replace(data.queries, instructions=[instruction] * len(data.queries))
+    note = f"query instruction from {meta.name}'s table (mteb has no prompt for this task): {instruction!r}"
+    return replace(data, queries=queries, notes=[*data.notes, note])
+
+
 def _query_key(meta: ModelMeta, config: RunConfig, data: TaskData) -> EmbeddingKey:
     h = hashlib.sha256(data.fingerprints["queries"].encode())
     h.update(json.dumps(data.queries.instructions).encode())
@@ -197,7 +212,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
     config_hash = config.config_hash()
     data: dict[str, TaskData] = {}
     for spec in {s.name: s for s in [*specs, *pool_specs]}.values():
-        data[spec.name] = load_task_data(spec, config)
+        data[spec.name] = with_model_instructions(load_task_data(spec, config), meta, config)
 
     pools: dict[str, Pool] = {}
     model_settings: dict = {}

@@ -9,6 +9,9 @@ layout (its state dict *is* the official layout), not transformers.
 from __future__ import annotations
 
 import os
+import sys
+import types
+import typing
 from collections import OrderedDict
 from pathlib import Path
 
@@ -338,6 +341,12 @@ def uniir_clip_sf(tmp_path_factory, bert_tokenizer):
     return ref, path, processor
 
 
+def _openai_tokens(tokenizer, texts: list[str]):
+    """(input ids, EOS positions) padded to 77, as the reference model takes them."""
+    tok = tokenizer(texts, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+    return tok["input_ids"], (tok["input_ids"] == tokenizer.sep_token_id).int().argmax(1)
+
+
 def test_uniir_clip_sf_equals_openai_layout_reference(uniir_clip_sf, images):
     from transformers import CLIPImageProcessor
 
@@ -355,11 +364,15 @@ def test_uniir_clip_sf_equals_openai_layout_reference(uniir_clip_sf, images):
     pixels = CLIPImageProcessor.from_pretrained(processor)(images=[r.load() for r in images],
                                                           return_tensors="pt")["pixel_values"]
     with torch.inference_mode():
-        dt = l2_normalize(ref.encode_text(tok["input_ids"], eos).numpy())
-        dv = l2_normalize(ref.encode_image(pixels).numpy())
+        rt = ref.encode_text(tok["input_ids"], eos).numpy()
+        rv = ref.encode_image(pixels).numpy()
+    dt, dv = l2_normalize(rt), l2_normalize(rv)
     np.testing.assert_allclose(t, dt, atol=1e-5)
     np.testing.assert_allclose(v, dv, atol=1e-5)
-    np.testing.assert_allclose(f, dt + dv, atol=1e-5)       # UniIR score fusion: sum of unit embeddings
+    # UniIR's CLIPScoreFusion: raw text + raw image embedding, normalised at index time, which is
+    # not the sum of unit embeddings (the tiny model's two norms differ, so the two tell apart)
+    np.testing.assert_allclose(f, l2_normalize(rt + rv), atol=1e-5)
+    assert np.abs(l2_normalize(dt + dv) - l2_normalize(rt + rv)).max() > 1e-3
 
     # queries carry UniIR's instruction: format_string(f"{instruction} {query}"); an image query becomes image+text
     assert UNIIR_CLIP_SF_L.uses_instructions
@@ -367,7 +380,10 @@ def test_uniir_clip_sf_equals_openai_layout_reference(uniir_clip_sf, images):
     qt = encoder.encode([q], role="query", batch_size=2)
     prompt = format_string("Find a caption for the image ")
     alone = encoder.encode([Item("p", "text", prompt)], role="candidate", batch_size=2)
-    np.testing.assert_allclose(qt, alone + dv[:1], atol=1e-5)
+    with torch.inference_mode():
+        raw_prompt = ref.encode_text(*_openai_tokens(encoder.tokenizer, [prompt])).numpy()
+    np.testing.assert_allclose(qt, l2_normalize(raw_prompt + rv[:1]), atol=1e-5)
+    np.testing.assert_allclose(alone, l2_normalize(raw_prompt), atol=1e-5)
 
 
 def test_uniir_checkpoint_errors(tmp_path, uniir_clip_sf):
@@ -378,6 +394,65 @@ def test_uniir_checkpoint_errors(tmp_path, uniir_clip_sf):
     torch.save({"model": {"visual_encoder.cls_token": torch.zeros(1)}}, wrong)
     with pytest.raises(DataError, match="not a UniIR CLIP_SF checkpoint"):
         load(UNIIR_CLIP_SF_L, path=str(wrong), processor=str(processor), device="cpu")
+
+
+class _TrainingConfig:
+    """Pickled like OmegaConf's DictConfig (a custom state), from a module that is gone at load time."""
+
+    def __init__(self) -> None:
+        self._content = {"model": {"name": "CLIPScoreFusion"}, "lr": 1e-5}
+        self._metadata = {"key_type": typing.Any}
+
+    def __getstate__(self) -> dict:
+        return dict(self.__dict__)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch " + os.environ["MMBENCH_TEST_MARK"],))
+
+
+def _save_with_foreign_objects(path: Path, obj: dict) -> None:
+    """torch.save ``obj`` with ``_TrainingConfig`` pickled as ``omegaconf_stub.dictconfig.DictConfig``
+    (a module that does not exist when the file is read back)."""
+    parent, module = types.ModuleType("omegaconf_stub"), types.ModuleType("omegaconf_stub.dictconfig")
+    parent.dictconfig, module.DictConfig = module, _TrainingConfig
+    saved = (_TrainingConfig.__module__, _TrainingConfig.__qualname__)
+    _TrainingConfig.__module__, _TrainingConfig.__qualname__ = module.__name__, "DictConfig"
+    sys.modules.update({parent.__name__: parent, module.__name__: module})
+    try:
+        torch.save(obj, path)
+    finally:
+        del sys.modules[module.__name__], sys.modules[parent.__name__]
+        _TrainingConfig.__module__, _TrainingConfig.__qualname__ = saved
+
+
+def test_uniir_checkpoint_as_uniir_saves_it_loads_without_running_its_code(tmp_path, uniir_clip_sf, images,
+                                                                            monkeypatch):
+    _, path, processor = uniir_clip_sf
+    state = torch.load(path, weights_only=True)["model"]
+    full = tmp_path / "full" / "clip_sf_large.pth"        # UniIR's save_checkpoint: epoch, model, optimizer, scheduler, config
+    full.parent.mkdir()
+    _save_with_foreign_objects(full, {
+        "epoch": 19, "model": state, "config": _TrainingConfig(),
+        "optimizer": {"state": {0: {"exp_avg": torch.zeros(3)}}, "param_groups": [{"lr": 1e-5, "params": [0]}]},
+        "scheduler": {"last_epoch": 19}})
+    assert "omegaconf_stub.dictconfig.DictConfig" in torch.serialization.get_unsafe_globals_in_checkpoint(full)
+    t_items, _, f_items = _items(images)
+    plain = load(UNIIR_CLIP_SF_L, path=str(path), processor=str(processor), device="cpu")
+    loaded = load(UNIIR_CLIP_SF_L, path=str(full), processor=str(processor), device="cpu")
+    for items in (t_items, f_items):
+        np.testing.assert_array_equal(loaded.encode(items, role="candidate", batch_size=3),
+                                      plain.encode(items, role="candidate", batch_size=3))
+
+    mark = tmp_path / "code-ran"
+    monkeypatch.setenv("MMBENCH_TEST_MARK", str(mark))
+    evil = tmp_path / "evil" / "clip_sf_large.pth"
+    evil.parent.mkdir()
+    torch.save({"model": state, "hook": _RunsCode()}, evil)
+    with pytest.raises(DataError, match="weights-only unpickler.*(posix|os)"):
+        load(UNIIR_CLIP_SF_L, path=str(evil), processor=str(processor), device="cpu")
+    assert not mark.exists()
 
 
 # -- UniIR BLIP_FF: BLIP ViT (timm names) + med.py BERT in a UniIR .pth ----------------------------------------
@@ -444,3 +519,18 @@ def test_uniir_blip_ff_feature_fusion(tmp_path, bert_tokenizer, images):
     np.testing.assert_allclose(v, fused([""] * 4, pixels), atol=1e-5)      # image only: empty text
     np.testing.assert_allclose(f, fused(TEXTS, pixels), atol=1e-5)
     assert not np.allclose(f, l2_normalize(t + v), atol=1e-3)              # feature fusion, not a sum
+
+    # texts go to the model longest first, each image with its own text; rows return in item order
+    seen: list[list[int]] = []
+    forward = encoder._forward
+
+    def recording(texts, pixels):
+        seen.append([len(encoder.tokenizer(x)["input_ids"]) for x in texts])
+        return forward(texts, pixels)
+
+    encoder._forward = recording
+    order = [2, 0, 3, 1]
+    again = encoder.encode([f_items[i] for i in order], role="candidate", batch_size=3)
+    lengths = [n for batch in seen for n in batch]
+    assert lengths == sorted(lengths, reverse=True) and len(set(lengths)) > 1
+    np.testing.assert_allclose(again, f[order], atol=1e-5)

@@ -2,8 +2,10 @@
 
 :class:`ModelMeta` is known without loading weights (``mmbench list models`` prints it). An
 :class:`Encoder` turns a batch of :class:`~harness.data.types.Item` (text, image or both) into
-float32 embeddings. :class:`FusionEncoder` implements image+text items the way UniIR's score-fusion
-(SF) models do: the sum of the unit text embedding and the unit image embedding.
+float32 embeddings. :class:`FusionEncoder` implements image+text items by score fusion, in one of
+two forms (``ModelMeta.fusion``): ``"score-sum"``, the sum of the unit text embedding and the unit
+image embedding (the zero-shot dual encoders), or ``"raw-sum"``, UniIR's ``CLIPScoreFusion``: the
+sum of the raw projected embeddings, L2-normalised afterwards (as UniIR's indexer does).
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ class ModelMeta:
     embed_dim: int | None
     description: str
     similarity: str = "cosine"
-    fusion: str | None = None         # how image+text items are embedded: "score-sum", "feature", None
+    fusion: str | None = None         # how image+text items are embedded: "score-sum", "raw-sum", "feature", None
     uses_instructions: bool = False   # whether query instructions reach the encoder
+    task_instructions: str | None = None   # "module:fn", fn(mteb task name) -> the model's query instruction
+                                           # for a task mteb gives no prompt (None: no table)
     max_tokens: int | None = None
     n_parameters: int | None = None
     license: str | None = None
@@ -97,7 +101,10 @@ class FusionEncoder:
     """Base for dual encoders: subclasses embed texts and images; this class routes and fuses.
 
     * text items -> ``encode_texts``; image items -> ``encode_images``;
-    * image+text items -> ``normalize(text) + normalize(image)`` (UniIR score fusion);
+    * image+text items -> ``normalize(text) + normalize(image)`` (``fusion="score-sum"``), or
+      ``normalize(text + image)`` over the raw embeddings (``fusion="raw-sum"``: UniIR's
+      ``CLIPScoreFusion.encode_multimodal_input``, then ``faiss.normalize_L2`` at index time);
+      single-modality rows are unit either way (a cosine model's rows are all normalised later);
     * queries use :meth:`Item.prompted_text` when ``meta.uses_instructions`` (UniIR's
       ``format_string(f"{instruction} {query}")``), so an image query with an instruction becomes an
       image+text query, as in UniIR. Otherwise the instruction is ignored.
@@ -146,19 +153,21 @@ class FusionEncoder:
         both = set(text_rows) & set(image_rows)
         if both and self.meta.fusion is None:
             raise IncompatibleModelError(f"model {self.meta.name!r} has no fusion for image+text items")
+        unit_parts = self.meta.fusion != "raw-sum"       # raw-sum: normalise the sum, not its parts
+        part = l2_normalize if unit_parts else (lambda x: np.asarray(x, dtype=np.float32))
         out: np.ndarray | None = None
         if text_rows:
-            t = l2_normalize(self.encode_texts([texts[i] for i in text_rows], role=role, batch_size=batch_size))
+            t = part(self.encode_texts([texts[i] for i in text_rows], role=role, batch_size=batch_size))
             out = np.zeros((len(items), t.shape[1]), dtype=np.float32)
             out[text_rows] += t
         if image_rows:
             refs = [items[i].image for i in image_rows]
-            v = l2_normalize(self.encode_image_refs(refs, role=role, batch_size=batch_size))
+            v = part(self.encode_image_refs(refs, role=role, batch_size=batch_size))
             if out is None:
                 out = np.zeros((len(items), v.shape[1]), dtype=np.float32)
             out[image_rows] += v
         assert out is not None
-        return out
+        return out if unit_parts else l2_normalize(out, inplace=True)
 
 
 def weights_revision(path: Path, names: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin", "config.json")) -> str:

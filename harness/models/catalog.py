@@ -150,9 +150,10 @@ UNIIR_CLIP_SF_L = ModelMeta(
     embed_dim=768,
     description=(
         "UniIR CLIP_SF-Large (released checkpoint clip_sf_large.pth): OpenAI CLIP ViT-L/14 fine-tuned on "
-        "M-BEIR with instructions; score fusion. Published M-BEIR global avg 48.9 (pyserini reproduction 47.5)."
+        "M-BEIR with instructions; score fusion of the raw embeddings (UniIR's code). Published M-BEIR global "
+        "avg 48.9 (pyserini reproduction 47.5)."
     ),
-    fusion="score-sum",
+    fusion="raw-sum",
     uses_instructions=True,
     max_tokens=77,
     n_parameters=427_616_513,
@@ -174,6 +175,7 @@ UNIIR_BLIP_FF_L = ModelMeta(
     fusion="feature",
     uses_instructions=True,
     max_tokens=100,
+    n_parameters=445_869_312,   # the loaded parts: BlipVisionModel ViT-L/16 at 224 px + BlipTextModel (BERT-base, vocab 30524, cross-attention to 1024-d, pooler), meta device
     license="MIT",
     reference="https://huggingface.co/TIGER-Lab/UniIR",
     options={"path": "TIGER-Lab/UniIR", "filename": "blip_ff_large.pth", "tokenizer": "bert-base-uncased"},
@@ -193,6 +195,7 @@ MM_EMBED = ModelMeta(
     ),
     fusion="feature",
     uses_instructions=True,
+    task_instructions="harness.models.mmembed.instructions:mteb_instruction",
     max_tokens=4096,
     n_parameters=8_175_507_456,
     license="CC-BY-NC-4.0",

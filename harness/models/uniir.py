@@ -5,9 +5,11 @@ A UniIR checkpoint is ``torch.save({"model": state_dict, ...})`` of UniIR's trai
 * **CLIP_SF** (``clip_sf_large.pth``): ``CLIPScoreFusion`` wraps OpenAI's CLIP as ``clip_model``, so keys
   are ``clip_model.`` + OpenAI CLIP's names (``visual.conv1.weight``, ``transformer.resblocks.N.attn.in_proj_weight``...).
   They are mapped onto transformers' ``CLIPModel`` (the config is read off the tensor shapes, as
-  OpenAI's ``build_model`` does). Embedding = unit text embedding + unit image embedding (score
-  fusion); UniIR multiplies each raw embedding by a 0/1 presence mask, sums, and L2-normalises at
-  index time, which :class:`~harness.models.base.FusionEncoder` reproduces.
+  OpenAI's ``build_model`` does). Image+text items: UniIR's ``encode_multimodal_input`` multiplies
+  each *raw* projected embedding by a 0/1 presence mask and sums them; its indexer and retriever then
+  ``faiss.normalize_L2`` every embedding. So the embedding is ``normalize(text + image)`` over the raw
+  embeddings, not the sum of unit embeddings of the zero-shot models (``fusion="raw-sum"`` in
+  :class:`~harness.models.base.FusionEncoder`); the two differ whenever the two norms do.
 * **BLIP_FF** (``blip_ff_large.pth``): ``BLIPFeatureFusion`` = a BLIP ViT (``visual_encoder.``, timm
   layout) and BLIP's BERT with cross-attention in every layer (``text_encoder.``, the ``med.py`` layout,
   which is transformers' ``BlipTextModel`` layout). Every item, whatever its modality, is encoded as
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ import torch
 
 from harness.errors import DataError
 from harness.models.base import FusionEncoder, ModelMeta, Role, l2_normalize
-from harness.models.batching import OomGuard, image_batches
+from harness.models.batching import OomGuard, image_batches, length_order
 from harness.models.clip import ClipEncoder, hf_source
 
 UNIIR_REPO = "TIGER-Lab/UniIR"
@@ -64,19 +65,61 @@ def resolve_checkpoint(path: str, filename: str) -> Path:
     return resolve_checkpoint(str(folder), filename)
 
 
+class _Opaque:
+    """Stands in for a class a checkpoint names but that is not needed for its weights (UniIR saves its
+    OmegaConf training config next to the model): constructed and filled without running any of its
+    code, so it holds nothing."""
+
+    global_name = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Opaque:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<not loaded: {self.global_name}>"
+
+
+def _opaque(name: str) -> tuple[type, str]:
+    return type("Opaque", (_Opaque,), {"global_name": name}), name
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The ``"model"`` state dict of a UniIR ``.pth`` (tensors only when the file allows it)."""
+    """The ``"model"`` state dict of a UniIR ``.pth``, read with torch's weights-only unpickler.
+
+    UniIR's ``save_checkpoint`` stores more than tensors (``"config"``: an OmegaConf object, next to
+    the optimizer and scheduler states). Those classes are not unpickled: each global the file names
+    beyond torch's allowed set becomes an empty placeholder (:class:`_Opaque`), so nothing of the
+    file's code runs and ``omegaconf`` need not be installed. A file that names a blocked global
+    (``os.system`` and the like) is refused.
+    """
+    from torch import serialization
+
+    def load() -> Any:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError) as exc:
-        if "weights_only" not in str(exc) and "Unsupported global" not in str(exc):
-            raise DataError(path, f"cannot read checkpoint ({type(exc).__name__}: {exc})") from None
-        warnings.warn(f"{path}: holds non-tensor objects; loading it with full unpickling (trusted file)", stacklevel=2)
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            ckpt = load()
+        except pickle.UnpicklingError as exc:
+            if "GLOBAL" not in str(exc) and "global" not in str(exc):
+                raise
+            extra = serialization.get_unsafe_globals_in_checkpoint(path)
+            with serialization.safe_globals([_opaque(name) for name in extra]):
+                ckpt = load()
+    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else type(exc).__name__)
+        raise DataError(path, f"cannot read checkpoint with torch's weights-only unpickler: {why}") from None
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError(path, "not a UniIR checkpoint (expected a dict with a 'model' state dict)")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
 def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -197,7 +240,7 @@ class UniirClipSF(ClipEncoder):
         self.max_length = config.text_config.max_position_embeddings    # 77, UniIR: context_length=77, truncate=True
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "checkpoint": self.checkpoint.name, "fusion": "score-sum (unit text + unit image)"}
+        return {**super().settings(), "checkpoint": self.checkpoint.name, "fusion": "raw-sum (normalize(text + image), raw projected embeddings)"}
 
 
 # -- BLIP_FF: BLIP ViT (timm layout) + BERT with cross-attention (med.py layout) ----------------------------
@@ -300,7 +343,7 @@ class UniirBlipFF(FusionEncoder):
         return {"checkpoint": self.checkpoint.name, "fusion": "feature (BERT cross-attending to the ViT)",
                 "max_length": self.max_length, "padding_side": self.tokenizer.padding_side,
                 "image_size": self.image_size, "resize": "squash, bicubic", "missing_image": "zeros(3,H,W)",
-                "missing_text": "\"\"", "embedding": "text_encoder pooler_output",
+                "missing_text": "\"\"", "embedding": "text_encoder pooler_output", "text_batches": "longest first",
                 "autocast": str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "off",
                 "oom_halvings": self._oom.halvings if self._oom else 0}
 
@@ -330,14 +373,19 @@ class UniirBlipFF(FusionEncoder):
         if self._oom is None or self._oom.limit > batch_size:
             self._oom = OomGuard(batch_size)
         texts = [self._text_of(it, role) or "" for it in items]
-        refs = [it.image if it.image is not None else _NO_IMAGE for it in items]
+        # longest text first (each batch pads to a similar length); images travel with their texts
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
+        order = length_order(lengths)
+        texts = [texts[i] for i in order]
+        refs = [items[i].image if items[i].image is not None else _NO_IMAGE for i in order]
         parts, start = [], 0
         for pixels in image_batches(refs, self._pixels_or_blank, batch_size, num_workers=self.num_workers):
             batch_texts = texts[start:start + len(pixels)]
             start += len(pixels)
             parts.append(self._oom(lambda idx: self._forward([batch_texts[i] for i in idx], pixels[list(idx)]),
                                    list(range(len(pixels)))))
-        out = np.concatenate(parts)
+        out = np.empty((len(items), parts[0].shape[1]), np.float32)
+        out[order] = np.concatenate(parts)
         return l2_normalize(out)
 
 

@@ -4,10 +4,15 @@ M-BEIR tasks: the task's instruction chosen by the loader (UniIR TSV ``prompt_1`
 ``--instructions first``, pyserini's MM-Embed convention; ``mbeir.md`` §4). MTEB text retrieval: the
 E5-Mistral / NV-Embed instruction of each task (``mmembed.md`` §5.2), which are also mteb's own task
 prompts (``mteb.get_task(name).metadata.prompt["query"]``) — the mteb loader passes those to the
-encoder as ``Item.instruction``. CQADupStack (no mteb prompt) uses E5-Mistral's instruction.
+encoder as ``Item.instruction``. Tasks mteb gives no prompt (the CQADupStack forums, the
+``HardNegatives`` variants, ``Touche2020Retrieval.v3``) take this table's instruction of their
+base task: MM-Embed's ``task_instructions`` names :func:`mteb_instruction`, which the runner
+applies (:func:`harness.runner.with_model_instructions`).
 """
 
 from __future__ import annotations
+
+import re
 
 MTEB_INSTRUCTIONS: dict[str, str] = {
     "ArguAna": "Given a claim, find documents that refute the claim",
@@ -30,7 +35,12 @@ MTEB_INSTRUCTIONS: dict[str, str] = {
 
 
 def mteb_instruction(task: str) -> str | None:
-    """The instruction for an MTEB task name (CQADupStack sub-forums share one)."""
+    """The instruction for an MTEB task name: the CQADupStack forums share one; a variant of a
+    listed task (``FEVERHardNegatives``, ``Touche2020Retrieval.v3``) takes its base task's."""
     if task.startswith("CQADupstack") or task.startswith("CQADupStack"):
         return MTEB_INSTRUCTIONS["CQADupStack"]
-    return MTEB_INSTRUCTIONS.get(task)
+    base = re.sub(r"\.v\d+$", "", task)
+    for name in (task, base, base.removesuffix("HardNegatives"), base.removesuffix("Retrieval")):
+        if name in MTEB_INSTRUCTIONS:
+            return MTEB_INSTRUCTIONS[name]
+    return None
