@@ -111,12 +111,26 @@ def list_(
     candidate_modality: Annotated[Optional[str], typer.Option("--candidate-modality")] = None,
     domain: Annotated[Optional[str], typer.Option("--domain")] = None,
     source: Annotated[Optional[str], typer.Option("--source", help="mbeir, mbeir-mini, ...")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON (every field) instead of a table.")] = False,
 ) -> None:
     """List tasks (with filters), suites or models. Loads no weights and no data."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from harness import api
     from harness.console import make_console
+
+    if as_json:
+        import json
+
+        if kind is Kind.models:
+            entries = [m.to_dict() for m in api.list_models()]
+        elif kind is Kind.suites:
+            entries = [_plain(s) for s in api.list_suites()]
+        else:
+            entries = [_plain(t) for t in api.list_tasks(query_modality=query_modality, domain=domain,
+                                                         candidate_modality=candidate_modality, source=source)]
+        typer.echo(json.dumps(entries, indent=1, default=str))
+        return
 
     console = make_console()
     if kind is Kind.tasks:
@@ -131,13 +145,23 @@ def list_(
         for s in api.list_suites():
             table.add_row(s.name, s.pool, str(len(s.tasks)), s.description)
     else:
-        table = Table("model", "modalities", "fusion", "dim", "similarity", "max tokens", "params", "licence",
-                      "instructions", "revision", "description")
+        # identifiers and numbers are never cut or wrapped (the description wraps instead); a
+        # revision too long for its column folds onto the next line
+        table = Table(*(Column(h, no_wrap=True) for h in ("model", "modalities", "fusion", "dim", "similarity",
+                                                           "max tokens", "params", "licence", "instr.")),
+                      Column("revision", overflow="fold", min_width=12), Column("description", min_width=24))
         for m in api.list_models():
             table.add_row(m.name, "+".join(m.modalities), m.fusion or "-", _num(m.embed_dim), m.similarity,
                           _num(m.max_tokens), _num(m.n_parameters), m.license or "-",
                           "yes" if m.uses_instructions else "no", m.revision, m.description)
     console.print(table)
+
+
+def _plain(spec) -> dict:
+    """A spec dataclass as JSON-ready fields."""
+    import dataclasses
+
+    return dataclasses.asdict(spec) if dataclasses.is_dataclass(spec) else dict(vars(spec))
 
 
 def _num(v) -> str:

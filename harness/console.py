@@ -13,7 +13,12 @@ from harness.runner import Reporter, SuiteOutcome
 
 
 def make_console() -> Console:
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    """A terminal's own width; written to a file or pipe, ``$COLUMNS`` or 200 (wide enough that the
+    model table keeps every identifier whole)."""
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    columns = os.environ.get("COLUMNS", "")
+    return Console(highlight=False, width=int(columns) if columns.isdigit() and int(columns) > 0 else 200)
 
 
 class RichReporter(Reporter):
