@@ -153,6 +153,92 @@ def test_batching_sorting_padding_and_oom_halving(encoder, tiny, monkeypatch):
     np.testing.assert_allclose(batched, alone, atol=2e-5)
 
 
+@pytest.fixture(scope="module")
+def encoder_w2(tiny, meta):
+    """The same checkpoint with two image-decoding DataLoader workers."""
+    _, folder, nv = tiny
+    return enc_mod.load_mmembed(meta, path=str(folder), retriever=str(nv), device="cpu", num_workers=2)
+
+
+def _image_items(root: Path) -> list[Item]:
+    """Images, images+text and a text longer than an image's 577 positions: it sorts first, so the
+    length batches hold 2 images then 2 while the loader hands out 3 then 1 (rows carried over)."""
+    long_text = " ".join(f"zq{i}x" for i in range(200))
+    return [
+        Item("i1", "image", image=_img(root, "wide.png"), instruction=INSTR),
+        Item("it1", "image,text", text="x", raw_text="what is this", image=_img(root, "noise.png"), instruction="Find a caption"),
+        Item("t", "text", text="x", raw_text=long_text, instruction=INSTR),
+        Item("it2", "image,text", text="x", raw_text="a red bus", image=_img(root, "wide.png"), instruction=INSTR),
+        Item("i2", "image", image=_img(root, "noise.png"), instruction=None),
+    ]
+
+
+def _in_process_reference(encoder, items: list[Item], role: str, batch_size: int) -> np.ndarray:
+    """The adapter's algorithm written out with images decoded and preprocessed here, in this process
+    (``batch_tensors`` → ``processor.pixel_values``), batch by batch in length order."""
+    from harness.models.base import l2_normalize
+    from harness.models.batching import length_order
+
+    encoded = encoder.processor.encode([encoder._prompt(it, role) for it in items])
+    order = length_order([len(e.input_ids) + 576 * e.n_images for e in encoded])
+    out = np.empty((len(items), encoder.embed_dim), dtype=np.float32)
+    for s in range(0, len(items), batch_size):
+        rows = order[s:s + batch_size]
+        b = encoder.batch_tensors([encoded[r] for r in rows], [items[r].image.load() for r in rows if items[r].image is not None])
+        with torch.inference_mode():
+            out[rows] = encoder.model(**b, pad_token_id=encoder.processor.pad_id).float().numpy()
+    return l2_normalize(out)
+
+
+def test_images_are_decoded_in_workers_with_identical_embeddings(encoder, encoder_w2, tiny, monkeypatch):
+    import os
+
+    from harness.models import batching
+
+    items = _image_items(tiny[0])
+    encoded = encoder.processor.encode([encoder._prompt(it, "query") for it in items])
+    assert len(encoded[2].input_ids) > 577                       # the long text sorts before the images
+    loads, workers = [], []
+    real_load, real_batches = ImageRef.load, batching.image_batches
+    parent = os.getpid()
+    monkeypatch.setattr(ImageRef, "load", lambda self: loads.append(os.getpid()) or real_load(self))
+    monkeypatch.setattr(batching, "image_batches",
+                        lambda *a, **kw: workers.append(kw.get("num_workers")) or real_batches(*a, **kw))
+    in_workers = encoder_w2.encode(items, role="query", batch_size=3)
+    assert workers == [2] and parent not in loads                # no image was decoded in this process
+    automatic = encoder.encode(items, role="query", batch_size=3)      # the module encoder: num_workers None
+    monkeypatch.setattr(encoder, "num_workers", 0)
+    zero = encoder.encode(items, role="query", batch_size=3)
+    assert workers == [2, None, 0] and loads.count(parent) == 4         # 0 workers: decoded here, once each
+    reference = _in_process_reference(encoder, items, "query", 3)
+    assert in_workers.tobytes() == zero.tobytes() == automatic.tobytes() == reference.tobytes()
+    one_by_one = encoder_w2.encode(items, role="candidate", batch_size=1)
+    assert one_by_one.tobytes() == _in_process_reference(encoder, items, "candidate", 1).tobytes()
+
+
+def test_settings_count_oom_halvings_and_report_workers(encoder_w2, encoder, tiny, monkeypatch):
+    s = encoder_w2.settings()
+    assert s["oom_halvings"] == 0 and s["image_workers"] == 2 and "DataLoader" in s["image_decoding"]
+    assert encoder.settings()["image_workers"] == "auto"
+    items = [it for it in _image_items(tiny[0]) if it.image is not None]
+    alone = encoder_w2.encode(items, role="query", batch_size=1)
+    real = encoder_w2.model.forward
+
+    def flaky(input_ids, *a, **kw):
+        if input_ids.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(input_ids, *a, **kw)
+
+    monkeypatch.setattr(encoder_w2.model, "forward", flaky)
+    halved = encoder_w2.encode(items, role="query", batch_size=4)
+    assert encoder_w2.last_halvings == 2                         # 4 → 2 (fails: → 1 + 1) + 2 (split at the limit, 1)
+    assert encoder_w2.settings()["oom_halvings"] == 2
+    assert halved.tobytes() == alone.tobytes()                   # every half got the pixels of its own items
+    encoder_w2.encode(items[:2], role="query", batch_size=2)
+    assert encoder_w2.settings()["oom_halvings"] == 3            # counted over all encode() calls
+    json.dumps(encoder_w2.settings())
+
+
 # --- the parts that decide scores ---------------------------------------------------------------------
 
 def test_prompts_follow_the_original_template():

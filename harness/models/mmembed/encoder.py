@@ -4,18 +4,19 @@ checkpoint's own ``modeling_nvmmembed.py``.
 Items → prompts (queries: ``Item.instruction`` + ``Item.raw_text``; candidates: no instruction) →
 one token sequence per item with the image's 577 vectors spliced in at ``<image>`` → bidirectional
 Mistral → latent-attention pooling with the instruction masked out → unit 4096-d vectors.
-Batches are sorted by length (longest first); an out-of-memory batch is halved and retried
-(:class:`harness.models.batching.OomGuard`); on CUDA the forward runs in fp16 (the checkpoint's
-storage dtype) or bf16 under autocast.
+Batches are sorted by length (longest first); images are decoded and squashed to the global view
+in DataLoader workers (:func:`harness.models.batching.image_batches`), in that same order; an
+out-of-memory batch is halved and retried (:class:`harness.models.batching.OomGuard`); on CUDA the
+forward runs in fp16 (the checkpoint's storage dtype) or bf16 under autocast.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from harness.data.types import Item
 from harness.errors import MmbenchError
 from harness.models.base import ModelMeta, Role, l2_normalize
 from harness.models.minilm import resolve_device
+
+if TYPE_CHECKING:
+    from harness.models.batching import OomGuard
 
 HUB_ID = "nvidia/MM-Embed"
 HUB_REVISION = "a2542c237b5b700ed01b829689756425441cef97"
@@ -67,15 +71,48 @@ def refuse_remote_code() -> MmbenchError:
         "native implementation.")
 
 
+class PixelQueue:
+    """Pixel rows from ``image_batches`` (fixed-size batches), handed out ``n`` at a time: a
+    length-sorted batch of items holds any number of images, from none to all."""
+
+    def __init__(self, batches: Iterator[torch.Tensor]):
+        self.batches = batches
+        self.rest: torch.Tensor | None = None
+
+    def take(self, n: int) -> torch.Tensor | None:
+        """The next ``n`` rows ([n, 3, S, S]), or None for ``n == 0``."""
+        if n == 0:
+            return None
+        chunks = [self.rest] if self.rest is not None else []
+        have = sum(len(c) for c in chunks)
+        while have < n:
+            batch = next(self.batches, None)
+            if batch is None:
+                raise RuntimeError(f"mm-embed: the image loader ended {n - have} image(s) early")
+            chunks.append(batch)
+            have += len(batch)
+        rows = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+        self.rest = rows[n:] if have > n else None
+        return rows[:n]
+
+    def close(self) -> None:
+        """Stop the loader now (its worker processes exit) rather than when it is garbage-collected."""
+        close = getattr(self.batches, "close", None)
+        if close is not None:
+            close()
+
+
 class MMEmbedEncoder:
     """Native MM-Embed. ``options``: ``path`` (folder or hub id), ``device``, ``dtype``, ``max_length``
     (4096, what the card and pyserini pass), ``retriever`` (an NV-Embed config folder; default: the
-    built-in NV-Embed-v1 values), ``revision`` (for hub ids)."""
+    built-in NV-Embed-v1 values), ``revision`` (for hub ids), ``num_workers`` (image-decoding
+    DataLoader processes; None = automatic, 0 = in this process; as the CLIP adapter)."""
 
     implementation = "native"
 
     def __init__(self, meta: ModelMeta, *, path: str = HUB_ID, device: str = "auto", dtype: str = "auto",
-                 max_length: int = 4096, retriever: str | None = None, revision: str | None = HUB_REVISION):
+                 max_length: int = 4096, retriever: str | None = None, revision: str | None = HUB_REVISION,
+                 num_workers: int | None = None):
         from harness.models.mmembed.config import read_config
         from harness.models.mmembed.modules import MMEmbedModel
         from harness.models.mmembed.processor import MMEmbedProcessor
@@ -93,7 +130,9 @@ class MMEmbedEncoder:
         self.stored_dtypes = load_weights(model, self.folder, dtype=self.dtype, device=self.device)
         self.model = model.eval()
         self.embed_dim = self.config.text["hidden_size"]
-        self.last_halvings = 0
+        self.num_workers = num_workers
+        self.last_halvings = 0      # batch halvings in the latest encode() call
+        self.oom_halvings = 0       # ... and in all calls so far (settings())
 
     # -- settings -----------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -119,7 +158,15 @@ class MMEmbedEncoder:
             "pooling": (f"latent attention ({c.latent['num_latents_value']} latents, {c.latent['num_cross_heads']} heads "
                         f"x {c.latent['cross_dim_head']}) + masked mean + L2"),
             "normalize": True,
+            **self.batching_settings(),
         }
+
+    def batching_settings(self) -> dict[str, Any]:
+        """Batch order, where images are decoded, and how often an out-of-memory batch was halved."""
+        return {"text_order": "longest-first (text tokens + image positions)",
+                "image_decoding": "DataLoader workers (harness.models.batching.image_batches), length order",
+                "image_workers": "auto" if self.num_workers is None else self.num_workers,
+                "oom_halvings": self.oom_halvings}
 
     # -- encoding -----------------------------------------------------------------------------------
     def _prompt(self, item: Item, role: Role) -> str:
@@ -134,31 +181,59 @@ class MMEmbedEncoder:
             raise ValueError(f"item {item.id!r} has neither text nor image")
         return build_prompt(text, has_image=item.image is not None, instruction=instruction, is_query=is_query)
 
-    def encode(self, items: Sequence[Item], *, role: Role, batch_size: int) -> np.ndarray:
-        from harness.models.batching import OomGuard, length_order
-
-        if not items:
-            return np.zeros((0, self.embed_dim), dtype=np.float32)
+    def _encode_prompts(self, items: Sequence[Item], role: Role) -> list:
+        """Token ids per item; refuses an item whose ``<image>`` token was truncated away."""
         encoded = self.processor.encode([self._prompt(it, role) for it in items])
         for it, enc in zip(items, encoded):
             if enc.n_images != (1 if it.image is not None else 0):
                 raise MmbenchError(f"mm-embed: item {it.id!r}: its <image> token did not survive truncation "
                                    f"to {self.processor.max_length} tokens")
+        return encoded
+
+    def _pixel_queue(self, refs: list, batch_size: int) -> PixelQueue:
+        """Global views of ``refs`` (in the order the batches will need them), decoded in workers."""
+        from harness.models.batching import image_batches
+
+        batches = image_batches(refs, self.processor.global_view.tensor, batch_size,
+                                num_workers=self.num_workers) if refs else iter(())
+        return PixelQueue(batches)
+
+    def encode(self, items: Sequence[Item], *, role: Role, batch_size: int) -> np.ndarray:
+        from harness.models.batching import OomGuard, length_order
+
+        if not items:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        encoded = self._encode_prompts(items, role)
         per_image = self.config.tokens_per_image - 1
-        lengths = [len(e.input_ids) + per_image * e.n_images for e in encoded]
-        order = length_order(lengths)
+        order = [int(i) for i in length_order([len(e.input_ids) + per_image * e.n_images for e in encoded])]
+        pixels = self._pixel_queue([items[i].image for i in order if items[i].image is not None], batch_size)
         guard = OomGuard(batch_size)
-
-        def run(rows: list[int]) -> np.ndarray:
-            return self._forward([encoded[i] for i in rows], [items[i] for i in rows])
-
-        parts = [guard(run, [int(i) for i in order[s:s + batch_size]]) for s in range(0, len(items), batch_size)]
-        self.last_halvings = guard.halvings
+        try:
+            parts = [self._encode_batch(order[s:s + batch_size], encoded, items, pixels, guard)
+                     for s in range(0, len(items), batch_size)]
+        finally:
+            pixels.close()
+            self.last_halvings = guard.halvings
+            self.oom_halvings += guard.halvings
         out = np.empty((len(items), self.embed_dim), dtype=np.float32)
         out[order] = np.concatenate(parts)
         return l2_normalize(out)
 
-    def batch_tensors(self, encoded: list, images: list) -> dict[str, torch.Tensor]:
+    def _encode_batch(self, rows: list[int], encoded: list, items: Sequence[Item], pixels: PixelQueue,
+                      guard: OomGuard) -> np.ndarray:
+        """One length-sorted batch through ``guard`` (halved on OOM); its images' pixels are taken
+        from the queue once, and each half gets the rows of its own images."""
+        with_image = [r for r in rows if items[r].image is not None]
+        batch_pixels = pixels.take(len(with_image))
+        where = {r: k for k, r in enumerate(with_image)}
+
+        def run(sub: list[int]) -> np.ndarray:
+            picked = [where[r] for r in sub if r in where]
+            return self._forward([encoded[r] for r in sub], batch_pixels[picked] if picked else None)
+
+        return guard(run, rows)
+
+    def text_tensors(self, encoded: list) -> dict[str, torch.Tensor]:
         """Right-padded ``input_ids`` (pad = the tokenizer's pad id, or EOS), ``attention_mask`` and the
         pooling mask (attention mask with the instruction positions zeroed)."""
         pad = self.processor.pad_id if self.processor.pad_id is not None else self.processor.eos_id
@@ -171,15 +246,22 @@ class MMEmbedEncoder:
         pool = attn.clone()
         for b, e in enumerate(encoded):
             pool[b, :e.instruction_length] = 0
-        out = {"input_ids": ids, "attention_mask": attn, "pool_mask": pool}
+        return {"input_ids": ids, "attention_mask": attn, "pool_mask": pool}
+
+    def batch_tensors(self, encoded: list, images: list) -> dict[str, torch.Tensor]:
+        """:meth:`text_tensors` plus ``pixel_values`` of PIL ``images`` preprocessed here, in this process
+        (the in-process reference for what :meth:`encode` gets from the DataLoader workers)."""
+        out = self.text_tensors(encoded)
         if images:
             out["pixel_values"] = torch.from_numpy(self.processor.pixel_values(images))
         return out
 
     @torch.inference_mode()
-    def _forward(self, encoded: list, items: list[Item]) -> np.ndarray:
-        images = [it.image.load() for it in items if it.image is not None]
-        batch = {k: v.to(self.device) for k, v in self.batch_tensors(encoded, images).items()}
+    def _forward(self, encoded: list, pixels: torch.Tensor | None) -> np.ndarray:
+        batch = self.text_tensors(encoded)
+        if pixels is not None:
+            batch["pixel_values"] = pixels
+        batch = {k: v.to(self.device) for k, v in batch.items()}
         with self._autocast():
             emb = self.model(**batch, pad_token_id=self.processor.pad_id)
         return emb.float().cpu().numpy()
@@ -245,13 +327,14 @@ class RemoteMMEmbedEncoder:
 
 def load_mmembed(meta: ModelMeta, *, path: str = HUB_ID, device: str = "auto", dtype: str = "auto",
                  trust_remote_code: bool = False, implementation: str = "auto", max_length: int = 4096,
-                 retriever: str | None = None, revision: str | None = HUB_REVISION):
+                 retriever: str | None = None, revision: str | None = HUB_REVISION, num_workers: int | None = None):
     """Registry loader. ``implementation``: ``auto`` (remote code iff ``trust_remote_code``), ``native``,
-    or ``remote`` (refused with an :class:`MmbenchError` unless ``trust_remote_code``)."""
+    or ``remote`` (refused with an :class:`MmbenchError` unless ``trust_remote_code``). ``num_workers``
+    applies to the native implementation (the remote code decodes images itself)."""
     if implementation not in IMPLEMENTATIONS:
         raise MmbenchError(f"mm-embed: implementation must be one of {', '.join(IMPLEMENTATIONS)}, not {implementation!r}")
     if implementation == "remote" or (implementation == "auto" and trust_remote_code):
         return RemoteMMEmbedEncoder(meta, path=path, device=device, dtype=dtype, max_length=max_length,
                                     retriever=retriever, revision=revision, trust_remote_code=trust_remote_code)
     return MMEmbedEncoder(meta, path=path, device=device, dtype=dtype, max_length=max_length,
-                          retriever=retriever, revision=revision)
+                          retriever=retriever, revision=revision, num_workers=num_workers)

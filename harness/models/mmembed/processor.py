@@ -60,6 +60,36 @@ def load_tokenizer(folder: Path):
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
+class GlobalView:
+    """One PIL image → its [3, S, S] float32 global view: squash to S×S (bicubic), centre crop (a no-op),
+    rescale, normalise. Holds only the image config, so it pickles cheaply into DataLoader workers."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+
+    def __call__(self, im) -> np.ndarray:
+        from PIL import Image
+
+        c = self.config
+        mean = np.asarray(c["image_mean"], dtype=np.float32)
+        std = np.asarray(c["image_std"], dtype=np.float32)
+        im = im.convert("RGB") if im.mode != "RGB" else im
+        im = im.resize((c["resize"], c["resize"]), resample=Image.Resampling(c["resample"]), reducing_gap=None)
+        arr = np.asarray(im)
+        h, w = c["crop"]
+        top, left = (arr.shape[0] - h) // 2, (arr.shape[1] - w) // 2
+        arr = arr[top:top + h, left:left + w]
+        x = (arr.astype(np.float64) * c["rescale_factor"]).astype(np.float32)
+        x = (x - mean) / std
+        return x.transpose(2, 0, 1).astype(np.float32)
+
+    def tensor(self, im):
+        """The view as a ``torch.Tensor`` (what :func:`harness.models.batching.image_batches` stacks)."""
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(self(im)))
+
+
 @dataclass
 class Encoded:
     input_ids: list[int]
@@ -125,24 +155,13 @@ class MMEmbedProcessor:
         }
 
     def pixel_values(self, images: list) -> np.ndarray:
-        """[n, 3, S, S] float32: squash to S×S (bicubic), centre crop (a no-op), rescale, normalise."""
-        from PIL import Image
+        """[n, 3, S, S] float32: the global view (:class:`GlobalView`) of each image."""
+        return np.stack([self.global_view(im) for im in images]).astype(np.float32)
 
-        c = self.image_config
-        mean = np.asarray(c["image_mean"], dtype=np.float32)
-        std = np.asarray(c["image_std"], dtype=np.float32)
-        out = []
-        for im in images:
-            im = im.convert("RGB") if im.mode != "RGB" else im
-            im = im.resize((c["resize"], c["resize"]), resample=Image.Resampling(c["resample"]), reducing_gap=None)
-            arr = np.asarray(im)
-            h, w = c["crop"]
-            top, left = (arr.shape[0] - h) // 2, (arr.shape[1] - w) // 2
-            arr = arr[top:top + h, left:left + w]
-            x = (arr.astype(np.float64) * c["rescale_factor"]).astype(np.float32)
-            x = (x - mean) / std
-            out.append(x.transpose(2, 0, 1))
-        return np.stack(out).astype(np.float32)
+    @property
+    def global_view(self) -> GlobalView:
+        """The image preprocessing alone (no tokenizer), small enough to send to DataLoader workers."""
+        return GlobalView(self.image_config)
 
     def settings(self) -> dict[str, Any]:
         from PIL import Image
