@@ -296,3 +296,57 @@ def test_clip_adapter_equals_direct_clipmodel(tiny_clip_dir, tmp_path):
     np.testing.assert_allclose(t, direct_t, atol=1e-5)
     np.testing.assert_allclose(v, direct_v, atol=1e-5)
     np.testing.assert_allclose(f, direct_t + direct_v, atol=1e-5)
+
+
+def _gpt2_byte_chars() -> list[str]:
+    """The byte -> printable character table of byte-level BPE (GPT-2's, which CLIP's tokenizer uses)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in keep]
+    return [chr(c) for c in keep] + [chr(256 + k) for k in range(len(extra))]
+
+
+def _tiny_clip_bpe_tokenizer(folder: Path):
+    """A real CLIPTokenizer (lower-cased byte-level BPE, ``</w>`` word ends, <|startoftext|> and
+    <|endoftext|> last, so EOS has the highest id and pads) with a handful of merges."""
+    from transformers import CLIPTokenizer
+
+    chars = _gpt2_byte_chars()
+    merges = [("t", "h"), ("th", "e</w>"), ("c", "a"), ("ca", "t</w>"), ("p", "h"), ("o", "t"), ("ph", "ot"),
+              ("phot", "o</w>"), ("o", "f</w>"), ("d", "o"), ("do", "g</w>"), ("r", "e"), ("re", "d</w>")]
+    vocab = [*chars, *(c + "</w>" for c in chars), *("".join(m) for m in merges), "<|startoftext|>", "<|endoftext|>"]
+    tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def test_clip_with_its_real_tokenizer_pools_at_the_first_eos_as_the_hub_config_does(tmp_path):
+    """openai/clip-vit-*'s config says eos_token_id=2 (transformers then pools at the argmax id: EOS,
+    the last id of CLIP's vocabulary), and its tokenizer pads with EOS. Batches mix lengths: every
+    text must still be pooled at its own first EOS."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    folder = tmp_path / "clip-bpe"
+    tokenizer = _tiny_clip_bpe_tokenizer(folder)
+    assert tokenizer.eos_token_id == len(tokenizer) - 1 and tokenizer.pad_token_id == tokenizer.eos_token_id
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    config = CLIPConfig(text_config=dict(small, vocab_size=len(tokenizer), max_position_embeddings=77,
+                                         bos_token_id=0, eos_token_id=2, pad_token_id=1),   # as the hub's config.json
+                        vision_config=dict(small, image_size=32, patch_size=8), projection_dim=16)
+    torch.manual_seed(1)
+    model = CLIPModel(config).eval()
+    model.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+
+    texts = ["the red dog", "A photo of a cat on the mat, the end!", "cat", "word " * 100]
+    encoder = load(resolve_dynamic_model(f"clip:{folder}"), device="cpu")
+    got = encoder.encode([Item(f"t{k}", "text", s) for k, s in enumerate(texts)], role="query", batch_size=3)
+
+    rows = []
+    for text in texts:                      # one text at a time, no padding, pooled where its EOS is
+        ids = tokenizer(text, truncation=True, max_length=77, return_tensors="pt")["input_ids"]
+        assert ids[0, -1] == tokenizer.eos_token_id
+        with torch.inference_mode():
+            hidden = model.text_model(input_ids=ids).last_hidden_state[0, -1]
+            rows.append((hidden @ model.text_projection.weight.T).numpy())
+    assert "photo</w>" in tokenizer.convert_ids_to_tokens(tokenizer("a photo")["input_ids"])
+    np.testing.assert_allclose(got, l2_normalize(np.stack(rows)), atol=1e-5)
