@@ -350,3 +350,40 @@ def test_clip_with_its_real_tokenizer_pools_at_the_first_eos_as_the_hub_config_d
             rows.append((hidden @ model.text_projection.weight.T).numpy())
     assert "photo</w>" in tokenizer.convert_ids_to_tokens(tokenizer("a photo")["input_ids"])
     np.testing.assert_allclose(got, l2_normalize(np.stack(rows)), atol=1e-5)
+
+
+def test_clip_oom_halving_is_per_modality_and_bad_options_are_refused(tiny_clip_dir, tmp_path):
+    from harness.errors import DataError
+    from harness.models.clip import hf_source
+
+    meta = resolve_dynamic_model(f"clip:{tiny_clip_dir}")
+    encoder = load(meta, device="cpu", num_workers=0)
+    pil = _rgb_images(4)
+    refs = []
+    for k, im in enumerate(pil):
+        refs.append(ImageRef(tmp_path / f"{k}.png"))
+        im.save(refs[-1].path)
+    expected = encoder.encode([Item(f"i{k}", "image", image=r) for k, r in enumerate(refs)], role="candidate",
+                              batch_size=4)
+    real = encoder._encode_pixels
+    text_batches: list[int] = []
+
+    def small_gpu(pixels):                   # pixels beyond 1 per batch "do not fit"
+        if len(pixels) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(pixels)
+
+    encoder._encode_pixels = small_gpu
+    got = encoder.encode([Item(f"i{k}", "image", image=r) for k, r in enumerate(refs)], role="candidate", batch_size=4)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert encoder.settings()["oom_halvings"] == 2           # 4 -> 2 -> 1, and the limit of 1 is kept
+    tokenize = encoder._tokenize
+    encoder._tokenize = lambda texts: (text_batches.append(len(texts)), tokenize(texts))[1]
+    encoder.encode([Item(f"t{k}", "text", f"text number {k}") for k in range(4)], role="query", batch_size=4)
+    assert text_batches == [4]                               # the image halvings left text batches alone
+
+    with pytest.raises(ValueError, match="precision must be"):
+        load(meta, device="cpu", precision="bf61")           # refused on CPU too, not silently fp32
+    with pytest.raises(DataError, match="model folder not found"):
+        hf_source(str(tmp_path / "no-such-model"))
+    assert hf_source("openai/clip-vit-base-patch32")[0] == "openai/clip-vit-base-patch32"

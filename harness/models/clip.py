@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.errors import DataError
 from harness.models.base import FusionEncoder, ModelMeta, Role
 from harness.models.batching import OomGuard, encode_in_length_order, image_batches
 from harness.models.minilm import resolve_device
@@ -33,6 +34,8 @@ def hf_source(path: str) -> tuple[str, bool]:
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     if source.is_dir():
         return str(source), True
+    if path.startswith(("/", "./", "../", "~")):          # meant as a folder: never a hub id
+        raise DataError(source, "model folder not found")
     return path, offline
 
 
@@ -59,13 +62,14 @@ class ClipEncoder(FusionEncoder):
         self.num_workers = num_workers
 
     def _autocast_dtype(self, precision: str) -> torch.dtype | None:
-        """bf16/fp16 autocast only on CUDA; "auto" picks bf16 where supported, else fp16."""
+        """bf16/fp16 autocast only on CUDA (CPU runs float32 whatever is asked); "auto" picks bf16 where
+        supported, else fp16. A misspelt precision is refused on every device."""
+        if precision not in ("auto", "fp32", *AUTOCAST_DTYPES):
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
         if precision == "fp32" or not self.device.startswith("cuda"):
             return None
         if precision == "auto":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if precision not in AUTOCAST_DTYPES:
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
         return AUTOCAST_DTYPES[precision]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -94,10 +98,13 @@ class ClipEncoder(FusionEncoder):
     text_padding = "longest"          # SigLIP overrides: "max_length" (it pools the last position)
     num_workers: int | None = None    # image-decoding DataLoader workers; None = automatic
 
-    def _guard(self, batch_size: int) -> OomGuard:
-        if getattr(self, "_oom", None) is None or self._oom.limit > batch_size:
-            self._oom = OomGuard(batch_size)
-        return self._oom
+    def _guard(self, batch_size: int, modality: str = "text") -> OomGuard:
+        """The OOM guard of one modality: a halving forced by large image batches does not shrink
+        the text batches, nor the reverse."""
+        guards = self.__dict__.setdefault("_oom_guards", {})
+        if modality not in guards or guards[modality].limit > batch_size:
+            guards[modality] = OomGuard(batch_size)
+        return guards[modality]
 
     def _tokenize(self, texts: list[str]) -> dict:
         return self.tokenizer(texts, padding=self.text_padding, truncation=True,
@@ -115,10 +122,10 @@ class ClipEncoder(FusionEncoder):
         return self.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
 
     def batching_settings(self) -> dict[str, Any]:
-        oom = getattr(self, "_oom", None)
+        guards = self.__dict__.get("_oom_guards", {})
         return {"text_padding": self.text_padding, "text_order": "longest-first",
                 "image_workers": "auto" if self.num_workers is None else self.num_workers,
-                "oom_halvings": oom.halvings if oom else 0}
+                "oom_halvings": sum(g.halvings for g in guards.values())}
 
     @torch.inference_mode()
     def encode_texts(self, texts: list[str], *, role: Role, batch_size: int) -> np.ndarray:
@@ -137,13 +144,13 @@ class ClipEncoder(FusionEncoder):
 
     def encode_images(self, images: list, *, role: Role, batch_size: int) -> np.ndarray:
         """PIL images, preprocessed here (``encode_image_refs`` decodes files in workers instead)."""
-        guard = self._guard(batch_size)
+        guard = self._guard(batch_size, "image")
         parts = [guard(self._encode_pixels, torch.stack([self.preprocess(im) for im in images[s:s + batch_size]]))
                  for s in range(0, len(images), batch_size)]
         return np.concatenate(parts)
 
     def encode_image_refs(self, refs: list, *, role: Role, batch_size: int) -> np.ndarray:
-        guard = self._guard(batch_size)
+        guard = self._guard(batch_size, "image")
         batches = image_batches(refs, self.preprocess, batch_size, num_workers=self.num_workers,
                                 pin_memory=self.device.startswith("cuda"))
         return np.concatenate([guard(self._encode_pixels, pixels) for pixels in batches])
