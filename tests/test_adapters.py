@@ -431,12 +431,12 @@ def test_uniir_checkpoint_as_uniir_saves_it_loads_without_running_its_code(tmp_p
                                                                             monkeypatch):
     _, path, processor = uniir_clip_sf
     state = torch.load(path, weights_only=True)["model"]
-    full = tmp_path / "full" / "clip_sf_large.pth"        # UniIR's save_checkpoint: epoch, model, optimizer, scheduler, config
+    full = tmp_path / "full" / "clip_sf_large.pth"   # UniIR's save_checkpoint: model, optimizer, scheduler, config, epoch, scaler
     full.parent.mkdir()
     _save_with_foreign_objects(full, {
         "epoch": 19, "model": state, "config": _TrainingConfig(),
         "optimizer": {"state": {0: {"exp_avg": torch.zeros(3)}}, "param_groups": [{"lr": 1e-5, "params": [0]}]},
-        "scheduler": {"last_epoch": 19}})
+        "scheduler": {"last_epoch": 19}, "scaler": {"scale": 65536.0, "_growth_tracker": 0}})
     assert "omegaconf_stub.dictconfig.DictConfig" in torch.serialization.get_unsafe_globals_in_checkpoint(full)
     t_items, _, f_items = _items(images)
     plain = load(UNIIR_CLIP_SF_L, path=str(path), processor=str(processor), device="cpu")
@@ -453,6 +453,34 @@ def test_uniir_checkpoint_as_uniir_saves_it_loads_without_running_its_code(tmp_p
     with pytest.raises(DataError, match="weights-only unpickler.*(posix|os)"):
         load(UNIIR_CLIP_SF_L, path=str(evil), processor=str(processor), device="cpu")
     assert not mark.exists()
+
+
+def test_uniir_hub_id_resolves_through_the_hub_cache_offline(tmp_path, uniir_clip_sf, images, monkeypatch):
+    """``path="TIGER-Lab/UniIR"`` (the default) goes through huggingface_hub's snapshot cache: a cache
+    filled on a connected machine (the repo's layout: checkpoint/CLIP_SF/clip_sf_large.pth) is used
+    offline, and an empty cache gives an error that names the repo."""
+    import huggingface_hub.constants as hf_constants
+
+    _, path, processor = uniir_clip_sf
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--TIGER-Lab--UniIR"
+    snapshot = repo / "snapshots" / commit / "checkpoint" / "CLIP_SF"
+    snapshot.mkdir(parents=True)
+    (snapshot / "clip_sf_large.pth").write_bytes(path.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert UNIIR_CLIP_SF_L.options["path"] == "TIGER-Lab/UniIR"
+    encoder = load(UNIIR_CLIP_SF_L, path="TIGER-Lab/UniIR", processor=str(processor), device="cpu")
+    assert encoder.checkpoint == snapshot / "clip_sf_large.pth"
+    local = load(UNIIR_CLIP_SF_L, path=str(path), processor=str(processor), device="cpu")
+    t_items, _, _ = _items(images)
+    np.testing.assert_array_equal(encoder.encode(t_items, role="candidate", batch_size=4),
+                                  local.encode(t_items, role="candidate", batch_size=4))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="TIGER-Lab/UniIR: clip_sf_large.pth is not in the local Hugging Face cache"):
+        load(UNIIR_CLIP_SF_L, path="TIGER-Lab/UniIR", processor=str(processor), device="cpu")
 
 
 # -- UniIR BLIP_FF: BLIP ViT (timm names) + med.py BERT in a UniIR .pth ----------------------------------------

@@ -433,3 +433,27 @@ def test_mteb_instructions_match_the_reference():
     assert mteb_instruction("SciFact") == "Given a scientific claim, retrieve documents that support or refute the claim"
     assert mteb_instruction("CQADupstackAndroidRetrieval").startswith("Given a question, retrieve detailed question")
     assert mteb_instruction("NoSuchTask") is None
+
+
+def test_hub_id_at_the_pinned_revision_loads_from_the_hub_cache_offline(tiny, meta, tmp_path, monkeypatch):
+    """``nvidia/MM-Embed`` at the catalog's pinned commit resolves through huggingface_hub's cache
+    (filled on a connected machine); another revision is not silently substituted."""
+    import shutil
+
+    import huggingface_hub.constants as hf_constants
+
+    root, folder, nv = tiny
+    snapshot = tmp_path / "hub" / "models--nvidia--MM-Embed" / "snapshots" / enc_mod.HUB_REVISION
+    shutil.copytree(folder, snapshot)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert meta.options["path"] == enc_mod.HUB_ID == "nvidia/MM-Embed"
+    assert meta.revision.endswith(enc_mod.HUB_REVISION)
+    assert enc_mod.resolve_folder("nvidia/MM-Embed", enc_mod.HUB_REVISION) == snapshot
+    from_hub = enc_mod.load_mmembed(meta, path="nvidia/MM-Embed", retriever=str(nv), device="cpu")
+    local = enc_mod.load_mmembed(meta, path=str(folder), retriever=str(nv), device="cpu")
+    items = [Item("q", "text", "a red square", instruction=INSTR, raw_text="a red square")]
+    np.testing.assert_array_equal(from_hub.encode(items, role="query", batch_size=2),
+                                  local.encode(items, role="query", batch_size=2))
+    with pytest.raises(MmbenchError, match="nvidia/MM-Embed@" + "f" * 40):
+        enc_mod.resolve_folder("nvidia/MM-Embed", "f" * 40)

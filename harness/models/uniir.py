@@ -59,9 +59,15 @@ def resolve_checkpoint(path: str, filename: str) -> Path:
     if path.startswith(("/", ".", "~")):
         raise DataError(p, f"UniIR checkpoint not found (expected {filename} or a folder holding it)")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     _, offline = hf_source(path)
-    folder = Path(snapshot_download(path, allow_patterns=[filename, f"**/{filename}"], local_files_only=offline))
+    try:
+        folder = Path(snapshot_download(path, allow_patterns=[filename, f"**/{filename}"], local_files_only=offline))
+    except LocalEntryNotFoundError:
+        raise DataError(path, f"{filename} is not in the local Hugging Face cache and the hub is offline: on a "
+                              f"connected machine run `huggingface-cli download {path} --include '*{filename}'`, "
+                              f"or pass the .pth file or a folder holding it as the model's path") from None
     return resolve_checkpoint(str(folder), filename)
 
 
