@@ -188,6 +188,41 @@ def test_siglip_adapter_equals_direct_model(tiny_siglip_dir, images):
     np.testing.assert_allclose(f, dt + dv, atol=1e-5)
 
 
+def test_siglip_with_its_real_sentencepiece_tokenizer_pads_every_text_to_full_length(tmp_path, images):
+    """SigLIP's own tokenizer class (SentencePiece, ``</s>`` appended and used as padding): a
+    mixed-length batch gives each text the embedding it has alone at full padding, no mask."""
+    import sentencepiece as spm
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipTokenizer
+
+    corpus = [*TEXTS[:2], "the dog sleeps on the mat", "a picture of two birds", TEXTS[3]] * 20
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_prefix=str(tmp_path / "spm"), vocab_size=60,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>",
+                                   eos_piece="</s>", unk_piece="<unk>", hard_vocab_limit=False, minloglevel=2)
+    folder = tmp_path / "siglip-spm"
+    tokenizer = SiglipTokenizer(vocab_file=str(tmp_path / "spm.model"), model_max_length=16)
+    tokenizer.save_pretrained(folder)
+    assert tokenizer.pad_token == tokenizer.eos_token == "</s>"
+    config = SiglipConfig(text_config=dict(SMALL, vocab_size=len(tokenizer), max_position_embeddings=16,
+                                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id),
+                          vision_config=dict(SMALL, image_size=32, patch_size=8))
+    torch.manual_seed(2)
+    model = SiglipModel(config).eval()
+    model.save_pretrained(folder)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+
+    encoder = load(resolve_dynamic_model(f"siglip:{folder}"), device="cpu", num_workers=0)
+    assert type(encoder.tokenizer).__name__ == "SiglipTokenizer"
+    texts = ["the dog", "a red car on a long road in the rain", "cat", "word " * 40]
+    got = encoder.encode([Item(f"t{k}", "text", s) for k, s in enumerate(texts)], role="query", batch_size=3)
+    rows = []
+    for text in texts:
+        ids = tokenizer(text, padding="max_length", truncation=True, max_length=16, return_tensors="pt")["input_ids"]
+        assert ids.shape == (1, 16) and (ids[0] == tokenizer.eos_token_id).any()
+        with torch.inference_mode():
+            rows.append(model.get_text_features(input_ids=ids).pooler_output[0].numpy())
+    np.testing.assert_allclose(got, l2_normalize(np.stack(rows)), atol=1e-5)
+
+
 # -- BLIP (zero-shot ITC) -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def test_table_fills_only_tasks_without_a_prompt(tmp_path):
     assert with_model_instructions(scifact, MM_EMBED, RunConfig(model="mm-embed")) is scifact   # mteb's prompt stays
 
 
-def test_mm_embed_run_encodes_the_forum_queries_with_the_instruction(tmp_path):
+def test_mm_embed_run_encodes_the_forum_queries_with_the_instruction(tmp_path, monkeypatch):
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,8 +77,9 @@ def test_mm_embed_run_encodes_the_forum_queries_with_the_instruction(tmp_path):
     name = "mm-embed-tiny-instructions-test"
     meta = replace(MM_EMBED, name=name, revision="tiny", options={**MM_EMBED.options, "path": str(folder),
                                                                     "retriever": str(nv), "device": "cpu"})
-    if name not in catalog.models():
-        catalog.models().register(name, meta)
+    registry = catalog.models()
+    registry.names()                                        # populated before the entry is added, and
+    monkeypatch.setitem(registry._entries, name, meta)      # removed again after the test
     _write_beir(tmp_path / "data" / "CQADupstackGamingRetrieval")
     out = api.run(RunConfig(model=name, tasks=("CQADupstackGamingRetrieval",), suite=None, data_root=tmp_path / "data",
                             output=tmp_path / "r", cache_dir=tmp_path / "c", device="cpu", batch_size=4))
