@@ -210,9 +210,11 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
     outcome = SuiteOutcome(label, pool_mode, meta.name, meta.revision, out_dir)
     encoder = LazyEncoder(meta, config, reporter)
     config_hash = config.config_hash()
-    data: dict[str, TaskData] = {}
+    loaded: dict[str, TaskData] = {}             # as the loaders give it (a reranker applies its own model's table)
+    data: dict[str, TaskData] = {}               # ... and as this model's queries are encoded
     for spec in {s.name: s for s in [*specs, *pool_specs]}.values():
-        data[spec.name] = with_model_instructions(load_task_data(spec, config), meta, config)
+        loaded[spec.name] = load_task_data(spec, config)
+        data[spec.name] = with_model_instructions(loaded[spec.name], meta, config)
 
     pools: dict[str, Pool] = {}
     model_settings: dict = {}
@@ -327,7 +329,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
     if config.rerank:                                   # second stage: reads the run files just written or reused
         from harness.rerank.stage import rerank_suite
 
-        outcome.experiment = rerank_suite(outcome, config, reporter, data=data)
+        outcome.experiment = rerank_suite(outcome, config, reporter, data=loaded)
     return outcome
 
 

@@ -95,3 +95,10 @@ def test_mm_embed_run_encodes_the_forum_queries_with_the_instruction(tmp_path, m
     expected = (with_instruction @ docs.T)[0]
     assert np.abs(expected - (without @ docs.T)[0]).max() > 1e-4       # the instruction changes the scores
     np.testing.assert_allclose([run["q1"]["d1"], run["q1"]["d2"]], expected, atol=1e-5)
+
+    # a reranker that rescores with MM-Embed applies MM-Embed's table too (after a first stage without one)
+    reranked = api.run(RunConfig(model="minilm", tasks=("CQADupstackGamingRetrieval",), suite=None,
+                                 data_root=tmp_path / "data", output=tmp_path / "r2", cache_dir=tmp_path / "c",
+                                 device="cpu", batch_size=4, rerank=f"rescore:{name}", rerank_top_k=2))
+    rescored = read_trec(reranked.experiment.directory / "CQADupstackGamingRetrieval.trec")
+    np.testing.assert_allclose([rescored["q1"]["d1"], rescored["q1"]["d2"]], expected, atol=1e-5)

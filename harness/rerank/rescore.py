@@ -40,11 +40,12 @@ class Rescorer:
         return np.einsum("ij,ij->i", q.astype(np.float64), c.astype(np.float64))
 
     def score_job(self, job: RerankJob, *, batch_size: int, progress: Progress | None = None) -> np.ndarray:
-        from harness.runner import _query_key
+        from harness.runner import _query_key, with_model_instructions
 
         cfg, m = self.config, self.model
         common = dict(cache_dir=cfg.cache_dir, batch_size=batch_size, chunk_size=cfg.chunk_size, overwrite=cfg.overwrite)
-        q_emb, _ = embed_table(job.data.queries, _query_key(m, cfg, job.data), self.encoder, **common)
+        data = with_model_instructions(job.data, m, cfg)       # the rescoring model's own instruction table
+        q_emb, _ = embed_table(data.queries, _query_key(m, cfg, data), self.encoder, **common)
         key = EmbeddingKey(m.name, m.revision, "candidate", "n/a", job.candidate_fingerprint, cfg.embed_dtype)
         c_emb, _ = embed_table(job.candidates, key, self.encoder, progress=progress, **common)
         q = self._normalise(q_emb)[job.query_rows].astype(np.float64)

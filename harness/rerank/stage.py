@@ -201,7 +201,7 @@ def rerank_suite(outcome, config: RunConfig, reporter=None, data: dict[str, Task
             for n in pool_names:
                 distinct.setdefault(task_data(n).pool_key, task_data(n))
             pools_cache[pool_id] = _Pools([d.pool for d in distinct.values()],
-                                          [d.fingerprints["pool"] for d in distinct.values()])
+                                          [d.pool_key for d in distinct.values()])
         pools = pools_cache[pool_id]
 
         # the first-stage run as arrays over the candidates it holds
