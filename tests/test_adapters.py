@@ -549,6 +549,8 @@ def test_uniir_blip_ff_feature_fusion(tmp_path, bert_tokenizer, images):
                          add_pooling_layer=True).eval()
     state = {f"visual_encoder.{k}": v for k, v in _blip_vit_state(vision).items()}
     state.update({f"text_encoder.{k}": v for k, v in text.state_dict().items()})
+    # med.py's BertEmbeddings saves its position_ids buffer with the weights (transformers does not)
+    state["text_encoder.embeddings.position_ids"] = torch.arange(128).expand((1, -1))
     assert "text_encoder.encoder.layer.0.crossattention.self.query.weight" in state
     assert "visual_encoder.blocks.1.attn.qkv.weight" in state
     state["visual_encoder_m.cls_token"] = torch.zeros(1)          # momentum encoder and queues are dropped

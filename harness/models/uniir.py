@@ -213,11 +213,14 @@ def openai_clip_to_transformers(state: dict[str, torch.Tensor]) -> dict[str, tor
 
 
 def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Every parameter, and nothing else, except ``position_ids``: BLIP's ``med.py`` saves that
+    buffer (``arange(max_positions)``) with the weights, transformers rebuilds it unsaved."""
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
-    if missing or result.unexpected_keys:
+    unexpected = [k for k in result.unexpected_keys if not k.endswith("position_ids")]
+    if missing or unexpected:
         raise DataError(source, f"checkpoint does not match the architecture: missing {missing[:5]}, "
-                                f"unexpected {list(result.unexpected_keys)[:5]}")
+                                f"unexpected {unexpected[:5]}")
 
 
 class UniirClipSF(ClipEncoder):
