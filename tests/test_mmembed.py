@@ -457,3 +457,21 @@ def test_hub_id_at_the_pinned_revision_loads_from_the_hub_cache_offline(tiny, me
                                   local.encode(items, role="query", batch_size=2))
     with pytest.raises(MmbenchError, match="nvidia/MM-Embed@" + "f" * 40):
         enc_mod.resolve_folder("nvidia/MM-Embed", "f" * 40)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_half_precision_weights_encode_close_to_fp32(tiny, meta, encoder, dtype):
+    """The bf16 / fp16 path that CUDA takes by default (weights in half precision, pixels and
+    masks cast to match, pooling and normalisation back in float32), run here on the CPU."""
+    root, folder, nv = tiny
+    half = enc_mod.load_mmembed(meta, path=str(folder), retriever=str(nv), device="cpu", dtype=dtype, num_workers=0)
+    assert {p.dtype for p in half.model.parameters()} == {enc_mod.DTYPES[dtype]}
+    items = [Item("t", "text", "a red square on white", instruction=INSTR, raw_text="a red square on white"),
+             Item("i", "image", image=_img(root, "wide.png")),
+             Item("f", "image,text", "noise", image=_img(root, "noise.png"))]
+    got = half.encode(items, role="query", batch_size=2)
+    ref = encoder.encode(items, role="query", batch_size=2)
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cosine = (got * ref).sum(axis=1)
+    assert cosine.min() > 0.98, cosine
