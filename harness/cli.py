@@ -37,6 +37,15 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks f
     _STATE["debug"] = debug
 
 
+def _model_options(pairs: list[str] | None) -> tuple:
+    from harness.config import parse_model_options
+
+    try:
+        return parse_model_options(pairs or [])
+    except ValueError as exc:
+        raise MmbenchError(str(exc)) from None
+
+
 def _split(values: list[str] | None) -> tuple[str, ...]:
     return tuple(v.strip() for raw in values or [] for v in raw.split(",") if v.strip())
 
@@ -62,6 +71,7 @@ def run(
     rerank: Annotated[Optional[str], typer.Option("--rerank", help="Rerank the first stage's top-k: rescore:<model>, cross-encoder:<folder-or-hub-id>, mllm-rerank:<folder-or-hub-id>.")] = None,
     rerank_top_k: Annotated[int, typer.Option("--rerank-top-k", min=1, max=1000, help="Hits reranked per query (with --rerank).")] = 10,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a model's own code from its repository (mm-embed: run modeling_nvmmembed.py instead of the native implementation).")] = False,
+    model_option: Annotated[Optional[list[str]], typer.Option("--model-option", help="KEY=VALUE passed to the model's loader over the catalog's options (repeatable), e.g. path=/models/clip_sf_large.pth, num_workers=8, dtype=bf16.")] = None,
 ) -> None:
     """Evaluate a model on a suite or tasks; with no arguments, the default model on mbeir-mini and mteb-mini."""
     from harness import api
@@ -78,6 +88,7 @@ def run(
         output=output, instructions=instructions.value, seed=seed, batch_size=batch_size, top_k=top_k,
         device=device, overwrite=overwrite, memory_budget_gb=memory_budget_gb, embed_dtype=embed_dtype, chunk_size=chunk_size,
         rerank=rerank, rerank_top_k=rerank_top_k, trust_remote_code=trust_remote_code,
+        model_options=_model_options(model_option),
         **({"cache_dir": cache_dir} if cache_dir else {}))
     console = make_console()
     console.print(f"[bold]mmbench run[/bold] model={config.model} suite={config.suite or '-'} "

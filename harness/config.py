@@ -37,19 +37,22 @@ class RunConfig:
     rerank_top_k: int = 10                 # pairs reranked per query; not in scoring_fields: the first-stage
                                            # hash stays the same, the experiment has its own (harness.rerank.stage)
     trust_remote_code: bool = False        # let adapters run a checkpoint's own code (mm-embed's remote path)
+    model_options: tuple[tuple[str, object], ...] = ()   # loader options over the catalog's (--model-option k=v)
 
     def scoring_fields(self) -> dict:
         """The settings that can change scores; their hash is the result's ``config_hash``."""
         return {"model": self.model, "instructions": self.instructions,
                 "seed": self.seed if self.instructions == "random" else None,
                 "top_k": self.top_k, "embed_dtype": self.embed_dtype,
-                **({"trust_remote_code": True} if self.trust_remote_code else {})}
+                **({"trust_remote_code": True} if self.trust_remote_code else {}),
+                **({"model_options": dict(self.model_options)} if self.model_options else {})}
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.scoring_fields(), sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["model_options"] = dict(self.model_options)
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
     def mbeir_root(self) -> Path | None:
@@ -57,3 +60,20 @@ class RunConfig:
             return Path(self.data_root)
         env = os.environ.get("MMBENCH_MBEIR_ROOT")
         return Path(env) if env else None
+
+
+def parse_model_options(pairs: list[str] | tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    """``["key=value", ...]`` -> sorted ``((key, value), ...)``; a value that reads as JSON (``8``,
+    ``true``, ``null``, ``"x"``) is that, anything else the string itself (``/models/x.pth``, ``bf16``)."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-option {pair!r}: expected KEY=VALUE with KEY a Python identifier (e.g. path=/models/x)")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[key] = value
+    return tuple(sorted(out.items()))

@@ -148,6 +148,21 @@ def test_fixture_tasks_run_with_cross_dataset_positive(mbeir_root, shared_env, t
     assert json.loads((d / "mscoco_task0.json").read_text())["n_candidates"] == 6
 
 
+def test_model_options_reach_the_loader_and_keep_their_results_apart(mbeir_root, shared_env, tmp_path):
+    from harness.models.minilm import package_model_path
+
+    _, env = shared_env
+    base = ["run", "--tasks", "mscoco_task0", "--data-root", str(mbeir_root), "--output", str(tmp_path / "out")]
+    mmbench(*base, env=env)
+    mmbench(*base, "--model-option", f"minilm_path={package_model_path()}", "--model-option", "device=cpu", env=env)
+    plain, optioned = sorted((tmp_path / "out" / DEFAULT_MODEL).iterdir(), key=lambda d: len(d.name))
+    assert "options-" in optioned.name and "options-" not in plain.name      # own revision: own cache and results
+    a, b = (json.loads((d / "local" / "mscoco_task0.json").read_text()) for d in (plain, optioned))
+    assert b["provenance"]["config"]["model_options"] == {"device": "cpu", "minilm_path": str(package_model_path())}
+    assert a["provenance"]["config_hash"] != b["provenance"]["config_hash"]
+    assert a["metrics"] == b["metrics"]                        # the same weights, given by path: the same numbers
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--model", "minilm", "--tasks", "tuxpaint_task0", "--suite", "mbeir-mini"], "has image candidates"),
     (["run", "--tasks", "mscoco_tsk0"], "Did you mean: mscoco_task0"),
@@ -155,6 +170,9 @@ def test_fixture_tasks_run_with_cross_dataset_positive(mbeir_root, shared_env, t
     (["run", "--model", "clip-vit-l-41"], "Did you mean"),
     (["run", "--tasks", "mscoco_task0"], "needs M-BEIR on disk: pass --data-root"),
     (["run", "--tasks", "mscoco_task0", "--data-root", "/nonexistent/M-BEIR"], "/nonexistent/M-BEIR: data root does not exist"),
+    (["run", "--model-option", "minilm_path"], "expected KEY=VALUE"),
+    (["run", "--suite", "mbeir-mini", "--tasks", "tuxpaint_task1", "--model-option", "bogus=1"],
+     "unexpected keyword argument 'bogus' (from --model-option; this loader takes cache_dir, device, minilm_path)"),
 ])
 def test_user_errors_exit_non_zero_with_one_clear_line(args, message, shared_env, tmp_path):
     _, env = shared_env
@@ -168,3 +186,12 @@ def test_debug_flag_shows_the_traceback(shared_env, tmp_path):
     _, env = shared_env
     out = mmbench("--debug", "run", "--tasks", "mscoco_tsk0", env=env, check=False)
     assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_a_hub_model_missing_offline_is_one_clear_error(shared_env, tmp_path):
+    _, env = shared_env
+    out = mmbench("run", "--model", "clip-vit-b-32", "--suite", "mbeir-mini", "--tasks", "tuxpaint_task1",
+                  "--output", str(tmp_path / "o"), env={**env, "HF_HUB_OFFLINE": "1"}, check=False)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "model 'clip-vit-b-32': its files are not on this machine" in out.stderr
+    assert "huggingface-cli download openai/clip-vit-base-patch32" in out.stderr
