@@ -509,6 +509,7 @@ def test_uniir_hub_id_resolves_through_the_hub_cache_offline(tmp_path, uniir_cli
     assert UNIIR_CLIP_SF_L.options["path"] == "TIGER-Lab/UniIR"
     encoder = load(UNIIR_CLIP_SF_L, path="TIGER-Lab/UniIR", processor=str(processor), device="cpu")
     assert encoder.checkpoint == snapshot / "clip_sf_large.pth"
+    assert encoder.settings()["checkpoint_commit"] == commit
     local = load(UNIIR_CLIP_SF_L, path=str(path), processor=str(processor), device="cpu")
     t_items, _, _ = _items(images)
     np.testing.assert_array_equal(encoder.encode(t_items, role="candidate", batch_size=4),

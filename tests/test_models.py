@@ -387,3 +387,26 @@ def test_clip_oom_halving_is_per_modality_and_bad_options_are_refused(tiny_clip_
     with pytest.raises(DataError, match="model folder not found"):
         hf_source(str(tmp_path / "no-such-model"))
     assert hf_source("openai/clip-vit-base-patch32")[0] == "openai/clip-vit-base-patch32"
+
+
+def test_a_hub_id_records_the_commit_its_weights_came_from(tiny_clip_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import huggingface_hub.constants as hf_constants
+
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = tmp_path / "hub" / "models--org--tiny-clip"
+    shutil.copytree(tiny_clip_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    meta = resolve_dynamic_model("clip:org/tiny-clip")
+    assert meta.revision == "hub"
+    from_hub = load(meta, device="cpu")
+    assert from_hub.settings()["weights"] == {"path": "org/tiny-clip", "hub_commit": commit}
+    local = load(resolve_dynamic_model(f"clip:{tiny_clip_dir}"), device="cpu")
+    assert local.settings()["weights"]["hub_commit"] is None
+    items = [Item("t", "text", "a photo of a cat")]
+    np.testing.assert_array_equal(from_hub.encode(items, role="query", batch_size=2),
+                                  local.encode(items, role="query", batch_size=2))

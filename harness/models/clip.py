@@ -39,6 +39,20 @@ def hf_source(path: str) -> tuple[str, bool]:
     return path, offline
 
 
+def hub_commit(path: str) -> str | None:
+    """The commit a hub id resolved to in the local Hugging Face cache (its snapshot folder), so a
+    result records exactly which weights ``hub`` meant; None for a local folder or when unknown."""
+    if Path(path).expanduser().is_dir():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(path, "config.json")
+    if not isinstance(cached, str):
+        return None
+    snapshot = Path(cached).parent
+    return snapshot.name if snapshot.parent.name == "snapshots" else None
+
+
 class ClipEncoder(FusionEncoder):
     """``options``: ``path`` (hub id or folder), ``device`` ("auto"), ``precision`` ("auto", "fp32", "bf16", "fp16"),
     ``num_workers`` (image-decoding processes; default automatic)."""
@@ -82,6 +96,7 @@ class ClipEncoder(FusionEncoder):
 
         proc = self.image_processor
         return {
+            "weights": {"path": str(self.path), "hub_commit": hub_commit(str(self.path))},
             "max_length": self.max_length,
             "padding_side": self.tokenizer.padding_side,
             "image_processor": type(proc).__name__,

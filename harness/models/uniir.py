@@ -128,6 +128,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
+def snapshot_commit(path: Path) -> str | None:
+    """The hub commit of a file inside a Hugging Face cache snapshot (``.../snapshots/<commit>/...``)."""
+    parts = Path(path).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
+
+
 def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
@@ -249,7 +255,8 @@ class UniirClipSF(ClipEncoder):
         self.max_length = config.text_config.max_position_embeddings    # 77, UniIR: context_length=77, truncate=True
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "checkpoint": self.checkpoint.name, "fusion": "raw-sum (normalize(text + image), raw projected embeddings)"}
+        return {**super().settings(), "checkpoint": self.checkpoint.name,
+                "checkpoint_commit": snapshot_commit(self.checkpoint), "fusion": "raw-sum (normalize(text + image), raw projected embeddings)"}
 
 
 # -- BLIP_FF: BLIP ViT (timm layout) + BERT with cross-attention (med.py layout) ----------------------------
@@ -349,7 +356,8 @@ class UniirBlipFF(FusionEncoder):
         self._oom: OomGuard | None = None
 
     def settings(self) -> dict[str, Any]:
-        return {"checkpoint": self.checkpoint.name, "fusion": "feature (BERT cross-attending to the ViT)",
+        return {"checkpoint": self.checkpoint.name, "checkpoint_commit": snapshot_commit(self.checkpoint),
+                "fusion": "feature (BERT cross-attending to the ViT)",
                 "max_length": self.max_length, "padding_side": self.tokenizer.padding_side,
                 "image_size": self.image_size, "resize": "squash, bicubic", "missing_image": "zeros(3,H,W)",
                 "missing_text": "\"\"", "embedding": "text_encoder pooler_output", "text_batches": "longest first",
