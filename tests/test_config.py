@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from harness.catalog import get_model
 from harness.config import RunConfig, parse_model_options
-from harness.runner import with_model_options
+from harness.model_loading import with_model_options
 
 keys = st.from_regex(r"[a-z_][a-z0-9_]{0,12}", fullmatch=True)
 scalars = st.one_of(st.integers(-10**6, 10**6), st.booleans(), st.none(), st.text(max_size=20),
