@@ -45,6 +45,9 @@ def with_model_options(meta: ModelMeta, options: tuple[tuple[str, object], ...])
     cached and results written under other options are never mixed with these."""
     if not options:
         return meta
+    if "trust_remote_code" in dict(options):
+        raise MmbenchError("--model-option trust_remote_code is refused: a checkpoint's own code runs only "
+                           "with the --trust-remote-code flag")
     digest = hashlib.sha256(json.dumps(dict(options), sort_keys=True, default=str).encode()).hexdigest()[:10]
     return replace(meta, options={**meta.options, **dict(options)}, revision=f"{meta.revision}+options-{digest}")
 

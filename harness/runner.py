@@ -100,8 +100,8 @@ class LazyEncoder:
             for key, value in extra.items():
                 if key in accepted:          # only options the factory names explicitly
                     opts.setdefault(key, value)
-            if self.config.trust_remote_code and "trust_remote_code" in accepted:
-                opts["trust_remote_code"] = True   # the user's flag overrides the catalog's False
+            if "trust_remote_code" in accepted:    # the user's flag decides, never an option
+                opts["trust_remote_code"] = bool(self.config.trust_remote_code)
             try:
                 self._encoder = factory(self.meta, **opts)
             except TypeError as exc:

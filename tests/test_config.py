@@ -34,6 +34,13 @@ def _is_json(s: str) -> bool:
     return True
 
 
+def test_remote_code_cannot_be_enabled_through_an_option():
+    from harness.errors import MmbenchError
+
+    with pytest.raises(MmbenchError, match="only with the --trust-remote-code flag"):
+        with_model_options(get_model("mm-embed"), parse_model_options(["trust_remote_code=true"]))
+
+
 @pytest.mark.parametrize("bad", ["path", "=x", "two words=1", "1x=2"])
 def test_malformed_pairs_are_refused_with_the_expected_form(bad):
     with pytest.raises(ValueError, match="expected KEY=VALUE"):

@@ -403,6 +403,12 @@ def test_runner_passes_the_flag_only_when_given(meta, monkeypatch):
     assert seen == {"trust_remote_code": False, "device": "cpu"}
     runner.LazyEncoder(meta, RunConfig(model="mm-embed", trust_remote_code=True), runner.Reporter())()
     assert seen["trust_remote_code"] is True
+    # metadata that asks for remote code (a plugin's options, say) does not get it without the flag
+    from dataclasses import replace
+
+    eager = replace(meta, options={**meta.options, "trust_remote_code": True})
+    runner.LazyEncoder(eager, RunConfig(model="mm-embed", device="cpu"), runner.Reporter())()
+    assert seen["trust_remote_code"] is False
     assert "trust_remote_code" not in RunConfig(model="mm-embed").scoring_fields()
     assert RunConfig(model="mm-embed", trust_remote_code=True).scoring_fields()["trust_remote_code"] is True
 
