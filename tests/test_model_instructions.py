@@ -101,4 +101,6 @@ def test_mm_embed_run_encodes_the_forum_queries_with_the_instruction(tmp_path, m
                                  data_root=tmp_path / "data", output=tmp_path / "r2", cache_dir=tmp_path / "c",
                                  device="cpu", batch_size=4, rerank=f"rescore:{name}", rerank_top_k=2))
     rescored = read_trec(reranked.experiment.directory / "CQADupstackGamingRetrieval.trec")
+    experiment = json.loads((reranked.experiment.directory / "CQADupstackGamingRetrieval.json").read_text())
+    assert experiment["first_stage"]["revision"] == reranked.revision          # the run's own revision
     np.testing.assert_allclose([rescored["q1"]["d1"], rescored["q1"]["d2"]], expected, atol=1e-5)

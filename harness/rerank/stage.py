@@ -274,7 +274,7 @@ def rerank_suite(outcome, config: RunConfig, reporter=None, data: dict[str, Task
             "rerank": {"reranker": meta.to_dict(), "settings": reranker.settings(), "top_k": k,
                        "scored_pairs": int(scored.sum()), "unscored_pairs_in_top_k": int((in_top & ~scored).sum()),
                        "order": ORDER_RULE, "seconds": round(t1 - t0, 3)},
-            "first_stage": {"model": model_meta.name, "revision": model_meta.revision, "config_hash": first_prov.get("config_hash"),
+            "first_stage": {"model": model_meta.name, "revision": outcome.revision, "config_hash": first_prov.get("config_hash"),
                             "result": str(outcome.directory / f"{spec.name}.json"), "run": str(trec_path),
                             "trec_sha256": trec_sha, "main_score": first.main_score, "metrics": first.metrics},
             "files": {"run": f"{spec.name}.trec", "per_query": f"{spec.name}.per_query.tsv"},
