@@ -147,12 +147,14 @@ class CacheWriter:
 def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], object], *,
                 cache_dir: Path, batch_size: int, chunk_size: int = 4096, overwrite: bool = False,
                 progress: Callable[[int, int], None] | None = None,
-                writer: CacheWriter | None = None, normalize: bool = False) -> tuple[np.ndarray, EncodeStats]:
+                writer: CacheWriter | None = None, normalize: bool = False,
+                normalized_dtype: str = "float32") -> tuple[np.ndarray, EncodeStats]:
     """Embeddings of every item of ``table``, encoding only what is not cached.
 
     The cache holds the encoder's output (in the key's dtype). The returned array is that, or with
     ``normalize`` its rows at unit L2 norm in float32 (chunk by chunk: the bits of normalising the
-    whole). Items with identical content (:meth:`ItemTable.duplicate_rows`) get the embedding of
+    whole), or, with ``normalized_dtype="float16"``, those float32 unit rows rounded to float16 (half
+    the memory of a large pool; the search computes in float32 block by block). Items with identical content (:meth:`ItemTable.duplicate_rows`) get the embedding of
     the first of them: encoded in different batches, with other padding, they would differ in the
     last bits, and float noise, not the tie-break rule, would order them (measured: the duplicate
     captions of mbeir-mini's t->t task swapped places between two CPU kinds). Chunk files are
@@ -174,10 +176,12 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     def place(i: int, arr: np.ndarray) -> None:
         nonlocal out
         if out is None:
-            out = np.empty((store.n, *arr.shape[1:]), dtype=np.float32 if normalize else arr.dtype)
+            out = np.empty((store.n, *arr.shape[1:]), dtype=np.dtype(normalized_dtype) if normalize else arr.dtype)
         lo = i * chunk_size
-        if normalize and arr.ndim == 2:
+        if normalize and arr.ndim == 2 and out.dtype == np.float32:
             l2_normalize(arr, out=out[lo: lo + arr.shape[0]])
+        elif normalize and arr.ndim == 2:
+            out[lo: lo + arr.shape[0]] = l2_normalize(arr)        # float32 arithmetic, then rounded
         else:
             out[lo: lo + arr.shape[0]] = arr
 
@@ -218,7 +222,7 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     if settings_path.exists():
         stats.settings = json.loads(settings_path.read_text())
     if out is None:                              # an empty table (no chunks)
-        return np.zeros((0, 0), dtype=np.float32 if normalize else key.dtype), stats
+        return np.zeros((0, 0), dtype=np.dtype(normalized_dtype) if normalize else key.dtype), stats
     rows, sources = table.duplicate_rows()
     out[rows] = out[sources]        # identical items, identical bits: their ties are exact, whatever the batching
     return out, stats

@@ -230,18 +230,20 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
     pools: dict[str, Pool] = {}
     model_settings: dict = {}
 
-    def embed(table: ItemTable, key: EmbeddingKey, label: str):
-        """float32 embeddings as searched (unit rows for cosine models), through the cache."""
+    def embed(table: ItemTable, key: EmbeddingKey, label: str, dtype: str = "float32"):
+        """Embeddings as searched (unit rows for cosine models), through the cache: float32, or for a
+        pool with ``--embed-dtype float16`` float16 (half the memory; searched in float32 block by block)."""
         emb, stats = embed_table(table, key, encoder, cache_dir=config.cache_dir, batch_size=config.batch_size,
                                  chunk_size=config.chunk_size, overwrite=config.overwrite,
                                  progress=reporter.progress(label, len(table)), writer=cache_writer,
-                                 normalize=meta.similarity == "cosine")
-        return np.asarray(emb, np.float32), stats
+                                 normalize=meta.similarity == "cosine", normalized_dtype=dtype)
+        return np.asarray(emb, dtype), stats
 
     def local_pool(spec: TaskSpec) -> Pool:
         td = data[spec.name]
         if td.pool_key not in pools:
-            emb, stats = embed(td.pool, _pool_key(meta, config, td), f"{spec.name}: encode candidates")
+            emb, stats = embed(td.pool, _pool_key(meta, config, td), f"{spec.name}: encode candidates",
+                               dtype=config.embed_dtype)
             pools[td.pool_key] = Pool(spec.name, td.pool, [emb], stats.seconds, stats.cached)
         return pools[td.pool_key]
 

@@ -195,3 +195,17 @@ def test_a_hub_model_missing_offline_is_one_clear_error(shared_env, tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "model 'clip-vit-b-32': its files are not on this machine" in out.stderr
     assert "huggingface-cli download openai/clip-vit-base-patch32" in out.stderr
+
+
+def test_float16_embeddings_run_end_to_end(mbeir_root, shared_env, tmp_path):
+    _, env = shared_env
+    base = ["run", "--tasks", "mscoco_task0,mscoco_task3", "--data-root", str(mbeir_root)]
+    mmbench(*base, "--output", str(tmp_path / "a"), env=env)
+    mmbench(*base, "--output", str(tmp_path / "b"), "--embed-dtype", "float16", env=env)
+    for task in ("mscoco_task0", "mscoco_task3"):
+        a, b = (json.loads((results_of(tmp_path / o, DEFAULT_MODEL, "local") / f"{task}.json").read_text())
+                for o in ("a", "b"))
+        assert b["provenance"]["config"]["embed_dtype"] == "float16"
+        assert a["provenance"]["config_hash"] != b["provenance"]["config_hash"]
+        for name, value in a["metrics"].items():       # 6 candidates: float16 rounding moves no hit here
+            assert b["metrics"][name] == pytest.approx(value, abs=1e-3), (task, name)

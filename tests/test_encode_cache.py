@@ -123,3 +123,21 @@ def test_identical_items_get_the_bits_of_the_first_cold_and_warm(tmp_path, norma
     warm, _ = embed_table(t, KEY, lambda: pytest.fail("model loaded"), cache_dir=tmp_path, batch_size=2,
                           chunk_size=4, normalize=normalize)
     np.testing.assert_array_equal(warm, cold)
+
+
+def test_a_float16_pool_is_normalised_in_float32_then_held_in_float16(tmp_path):
+    """--embed-dtype float16: the cache holds the raw float16 output, and the pool the run searches is
+    its float32 unit rows rounded to float16 (half the memory), the same cold and warm."""
+    key16 = EmbeddingKey("m", "1", "candidate", "n/a", "fp", dtype="float16")
+    args = dict(cache_dir=tmp_path, batch_size=4, chunk_size=5, normalize=True, normalized_dtype="float16")
+    cold, _ = embed_table(table(23), key16, lambda: ReusingEncoder(), **args)
+    warm, stats = embed_table(table(23), key16, lambda: pytest.fail("model loaded"), **args)
+    raw16 = raw_rows(23).astype(np.float16)
+    want = l2_normalize(raw16.astype(np.float32)).astype(np.float16)
+    assert cold.dtype == warm.dtype == np.float16 and stats.cached == 23
+    np.testing.assert_array_equal(cold, want)
+    np.testing.assert_array_equal(warm, want)
+    np.testing.assert_allclose(np.linalg.norm(cold.astype(np.float32), axis=1), 1.0, atol=2e-3)
+    as32, _ = embed_table(table(23), key16, lambda: pytest.fail("model loaded"), cache_dir=tmp_path, batch_size=4,
+                          chunk_size=5, normalize=True)                       # queries: float32 rows
+    np.testing.assert_array_equal(as32, l2_normalize(raw16.astype(np.float32)))
