@@ -154,8 +154,8 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     The cache holds the encoder's output (in the key's dtype). The returned array is that, or with
     ``normalize`` its rows at unit L2 norm in float32 (chunk by chunk: the bits of normalising the
     whole), or, with ``normalized_dtype="float16"``, those float32 unit rows rounded to float16 (half
-    the memory of a large pool; the search computes in float32 block by block). Items with identical content (:meth:`ItemTable.duplicate_rows`) get the embedding of
-    the first of them: encoded in different batches, with other padding, they would differ in the
+    the memory of a large pool; the search computes in float32 block by block). Items with identical
+    content (:meth:`ItemTable.duplicate_rows`) get the embedding of the first of them: encoded in different batches, with other padding, they would differ in the
     last bits, and float noise, not the tie-break rule, would order them (measured: the duplicate
     captions of mbeir-mini's t->t task swapped places between two CPU kinds). Chunk files are
     written by ``writer`` when one is given (the caller closes it: the cache is complete then),

@@ -47,10 +47,13 @@ def hub_commit(path: str) -> str | None:
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(path, "config.json")
-    if not isinstance(cached, str):
-        return None
-    snapshot = Path(cached).parent
-    return snapshot.name if snapshot.parent.name == "snapshots" else None
+    return snapshot_commit(Path(cached)) if isinstance(cached, str) else None
+
+
+def snapshot_commit(path: Path) -> str | None:
+    """The hub commit of a file inside a Hugging Face cache snapshot (``.../snapshots/<commit>/...``)."""
+    parts = Path(path).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
 
 
 class ClipEncoder(FusionEncoder):

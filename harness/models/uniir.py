@@ -35,7 +35,7 @@ import torch
 from harness.errors import DataError
 from harness.models.base import FusionEncoder, ModelMeta, Role, l2_normalize
 from harness.models.batching import OomGuard, image_batches, length_order
-from harness.models.clip import ClipEncoder, hf_source
+from harness.models.clip import ClipEncoder, hf_source, snapshot_commit
 
 UNIIR_REPO = "TIGER-Lab/UniIR"
 CLIP_VIT_L_14 = "openai/clip-vit-large-patch14"     # tokenizer + image processor of CLIP_SF-Large
@@ -113,7 +113,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             ckpt = load()
         except pickle.UnpicklingError as exc:
-            if "GLOBAL" not in str(exc) and "global" not in str(exc):
+            if "global" not in str(exc).lower():
                 raise
             extra = serialization.get_unsafe_globals_in_checkpoint(path)
             with serialization.safe_globals([_opaque(name) for name in extra]):
@@ -126,12 +126,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError(path, "not a UniIR checkpoint (expected a dict with a 'model' state dict)")
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def snapshot_commit(path: Path) -> str | None:
-    """The hub commit of a file inside a Hugging Face cache snapshot (``.../snapshots/<commit>/...``)."""
-    parts = Path(path).parts
-    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
 
 
 def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
