@@ -61,17 +61,31 @@ def assert_matches_reference(case: dict, **patches: object) -> None:
     assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
 
 
+# Blocks of at most GEMM_TOPK_ROWS_PER_HIT rows per hit are ranked from their full score rows on the
+# CPU, larger ones by faiss with a margin and the tie fix: each test says which path it checks.
+FAISS_PATH = {"GEMM_TOPK_ROWS_PER_HIT": 0}
+GEMM_PATH = {"GEMM_TOPK_ROWS_PER_HIT": 10**9}
+
+
+@pytest.mark.parametrize("path", [FAISS_PATH, GEMM_PATH, {}], ids=["faiss", "gemm", "default"])
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=tie_heavy_cases())
-def test_matches_reference_with_ties(case: dict) -> None:
-    assert_matches_reference(case)
+def test_matches_reference_with_ties(case: dict, path: dict) -> None:
+    assert_matches_reference(case, **path)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=tie_heavy_cases())
+def test_gemm_path_in_small_query_chunks(case: dict) -> None:
+    """The full-score-rows path a few queries at a time, its ordering split per row: the same answer."""
+    assert_matches_reference(case, **GEMM_PATH, _GEMM_CHUNK_BYTES=1, _ROWS_PER_THREAD=1, _ENTRIES_PER_THREAD=3)
 
 
 @settings(max_examples=40, deadline=None)
 @given(case=tie_heavy_cases())
 def test_matches_reference_without_margin(case: dict) -> None:
     """With no margin nearly every row goes through the exact cut-off recompute."""
-    assert_matches_reference(case, TIE_MARGIN=0, TIE_MARGIN_FRACTION=0.0)
+    assert_matches_reference(case, **FAISS_PATH, TIE_MARGIN=0, TIE_MARGIN_FRACTION=0.0)
 
 
 @pytest.mark.parametrize("slack", [-1.0, 10.0])
@@ -80,7 +94,7 @@ def test_matches_reference_without_margin(case: dict) -> None:
 def test_tie_fix_floor_extremes(case: dict, slack: float) -> None:
     """A floor above every cut-off (each row takes the full-block fallback) and one below every score
     (each rescored candidate is collected) both give the reference answer."""
-    assert_matches_reference(case, TIE_MARGIN=0, TIE_MARGIN_FRACTION=0.0, _TIE_SLACK=slack,
+    assert_matches_reference(case, **FAISS_PATH, TIE_MARGIN=0, TIE_MARGIN_FRACTION=0.0, _TIE_SLACK=slack,
                              _TILE_ROWS=97, _TILE_QUERIES=7)      # several tiles per block
 
 
@@ -95,9 +109,12 @@ def test_torch_path_matches_reference(case: dict) -> None:
     assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
 
 
+@pytest.mark.parametrize("path", [FAISS_PATH, GEMM_PATH], ids=["faiss", "gemm"])
 @pytest.mark.parametrize("seed", range(5))
-def test_matches_reference_on_random_floats(seed: int) -> None:
+def test_matches_reference_on_random_floats(seed: int, path: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """Unquantised normalised data, several blocks: equal wherever rounding cannot swap two hits."""
+    for name, value in path.items():
+        monkeypatch.setattr(search_mod, name, value)
     rng = np.random.default_rng(seed)
     queries = rng.standard_normal((40, 24)).astype(np.float32)
     pool = rng.standard_normal((2500, 24)).astype(np.float32)
@@ -259,7 +276,7 @@ def test_rule_order_equals_two_key_lexsort(seed: int, rows: int, cols: int, key_
 @given(case=tie_heavy_cases())
 def test_matches_reference_when_ordering_is_split_across_threads(case: dict) -> None:
     """Every ordering step split into one part per row (or a few entries): the same answer."""
-    assert_matches_reference(case, TIE_MARGIN=0, TIE_MARGIN_FRACTION=0.0, _ROWS_PER_THREAD=1,
+    assert_matches_reference(case, **FAISS_PATH, TIE_MARGIN=0, TIE_MARGIN_FRACTION=0.0, _ROWS_PER_THREAD=1,
                              _ENTRIES_PER_THREAD=3)
 
 
