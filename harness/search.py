@@ -212,13 +212,20 @@ def _exact_block_topk(queries: np.ndarray, block: _Block, n: int, tiebreak: np.n
                       budget: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-n (at most the block's rows) of one block for each query row, by the tie-break
     rule, in global row ids, from the block's full score rows (BLAS GEMM, a chunk of queries at a
-    time): ``argpartition`` picks n best, which are then put in the rule's order. A row whose n-th
-    score also belongs to a candidate left out (a tie straddling the cut-off) instead takes every
-    candidate scoring at least that much, ordered by the rule (:func:`_select_ragged`)."""
+    time): ``argpartition`` picks n best, which are then put in the rule's order.
+
+    ``argpartition`` takes every candidate above the n-th score, but *some* of those at it. Where a
+    row's n-th score also belongs to a candidate left out (a tie straddling the cut-off), the row's
+    slots holding that score are given to the candidates at it with the largest tiebreak: only
+    the tie group is ordered (bag-of-words embeddings put ties past the cut-off in most rows, a few
+    dozen candidates each)."""
     matrix = _as_f32(block.rows)
     size = matrix.shape[0]
     n = min(n, size)
     chunk = max(1, min(budget, _GEMM_CHUNK_BYTES) // (32 * size))
+    rule_keys = np.arange(block.offset, block.offset + size)
+    if tiebreak is not None:
+        rule_keys = tiebreak[rule_keys]
     out_i = np.empty((queries.shape[0], n), np.int64)
     out_s = np.empty((queries.shape[0], n), np.float32)
     for start in range(0, queries.shape[0], chunk):
@@ -231,15 +238,28 @@ def _exact_block_topk(queries: np.ndarray, block: _Block, n: int, tiebreak: np.n
         run_parts(part, row_parts(scores.shape[0], min_rows=_ROWS_PER_THREAD))
         top_s = np.take_along_axis(scores, top, axis=1)
         kth = top_s.min(axis=1, keepdims=True)
-        straddle = np.flatnonzero(np.count_nonzero(scores == kth, axis=1) > np.count_nonzero(top_s == kth, axis=1))
+        at_cut, slots = scores == kth, top_s == kth
+        straddle = np.flatnonzero(np.count_nonzero(at_cut, axis=1) > np.count_nonzero(slots, axis=1))
+        if straddle.size:
+            _give_tied_slots(top, straddle, at_cut[straddle], slots[straddle], rule_keys)
         rows = slice(start, start + scores.shape[0])
         out_i[rows], out_s[rows] = _select(top_s, top + block.offset, tiebreak, n)
-        if straddle.size:
-            tied = scores[straddle]
-            r, c = np.nonzero(tied >= kth[straddle])
-            out_i[start + straddle], out_s[start + straddle] = _select_ragged(
-                r, c.astype(np.int64) + block.offset, tied[r, c], straddle.size, n, tiebreak)
     return out_i, out_s
+
+
+def _give_tied_slots(top: np.ndarray, straddle: np.ndarray, at_cut: np.ndarray, slots: np.ndarray,
+                     rule_keys: np.ndarray) -> None:
+    """In rows ``straddle`` of ``top``, the slots marked in ``slots`` (those holding the cut-off
+    score) get, in place, the columns at the cut-off (``at_cut``) with the largest ``rule_keys``."""
+    r, c = np.nonzero(at_cut)                         # every candidate at the cut-off, row by row
+    best_first = np.lexsort((-rule_keys[c], r))       # by row, then largest key first
+    per_row = np.bincount(r, minlength=straddle.size)
+    wanted = np.count_nonzero(slots, axis=1)          # slots to give per row (fewer than per_row)
+    row_first = np.cumsum(per_row) - per_row
+    nth = np.arange(wanted.sum()) - np.repeat(np.cumsum(wanted) - wanted, wanted)
+    chosen = c[best_first[np.repeat(row_first, wanted) + nth]]
+    slot_r, slot_c = np.nonzero(slots)                # row by row too, ``wanted`` per row
+    top[straddle[slot_r], slot_c] = chosen
 
 
 def _entries_above(queries: np.ndarray, block: _Block, floor: np.ndarray
