@@ -43,6 +43,7 @@ if __name__ == "__main__":     # mmbench's model loader imports "bench_mteb": le
     sys.modules.setdefault("bench_mteb", sys.modules["__main__"])
 
 DIM = 384
+BATCH_SIZE = 32             # the encode batch size of both sides (the default of both)
 _TOKEN = re.compile(r"\w+")
 SIZES = {"10k": "WordNetGlossRetrieval-10k", "100k": "WordNetGlossRetrieval"}
 
@@ -51,10 +52,10 @@ ENCODE_SECONDS = {"mteb": 0.0, "mmbench": 0.0}
 _LOOKUP: dict[str, np.ndarray] = {}   # text -> embedding row, filled by precompute() for --encoder lookup
 
 
-def timed(side: str, fn, *args):
+def timed(side: str, fn, *args, **kwargs):
     t = time.perf_counter()
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     finally:
         ENCODE_SECONDS[side] += time.perf_counter() - t
 
@@ -148,7 +149,7 @@ def run_mteb(model, name: str, folder: Path) -> tuple[float, float]:
     task = local_mteb_task(name, folder)
     gc.collect()                      # each side starts without the other's garbage
     t = time.perf_counter()
-    res = mteb.evaluate(model, task, cache=None, show_progress_bar=False)
+    res = mteb.evaluate(model, task, cache=None, show_progress_bar=False, encode_kwargs={"batch_size": BATCH_SIZE})
     return time.perf_counter() - t, res.task_results[0].scores["test"][0]["ndcg_at_10"]
 
 
@@ -159,7 +160,7 @@ def run_mmbench(model: str, name: str) -> tuple[float, float, dict]:
         gc.collect()
         t = time.perf_counter()
         out = api.run(api.RunConfig(model=model, tasks=(name,), suite=None, output=Path(tmp) / "r",
-                                    cache_dir=Path(tmp) / "c", device="cpu", batch_size=128))
+                                    cache_dir=Path(tmp) / "c", device="cpu", batch_size=BATCH_SIZE))
         wall = time.perf_counter() - t
     rec = out.tasks[0]
     return wall, rec.metrics["ndcg@10"], {}
