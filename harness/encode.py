@@ -46,7 +46,7 @@ class EmbeddingKey:
 
 def ids_digest(ids: list[str]) -> str:
     """sha256 of every id followed by a NUL byte (hashed in one call: same digest as id by id)."""
-    return hashlib.sha256("".join(i + "\0" for i in ids).encode()).hexdigest()
+    return hashlib.sha256(("\0".join(ids) + "\0" if ids else "").encode()).hexdigest()
 
 
 def slug(name: str) -> str:

@@ -141,3 +141,14 @@ def test_a_float16_pool_is_normalised_in_float32_then_held_in_float16(tmp_path):
     as32, _ = embed_table(table(23), key16, lambda: pytest.fail("model loaded"), cache_dir=tmp_path, batch_size=4,
                           chunk_size=5, normalize=True)                       # queries: float32 rows
     np.testing.assert_array_equal(as32, l2_normalize(raw16.astype(np.float32)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(ids=st.lists(st.text(max_size=6), max_size=12))
+def test_ids_digest_is_the_hash_of_each_id_then_a_nul_fed_one_by_one(ids):
+    import hashlib
+
+    h = hashlib.sha256()
+    for i in ids:
+        h.update(i.encode() + b"\0")
+    assert ids_digest(ids) == h.hexdigest()
