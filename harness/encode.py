@@ -108,16 +108,19 @@ class EmbeddingStore:
         return arr
 
 
-class CacheWriter:
-    """One background thread that writes cache chunks (atomically, fsynced) while encoding goes on.
+class BackgroundWriter:
+    """One background thread that writes files (each atomically, fsynced), in submission order,
+    while the caller goes on: cache chunks while encoding goes on, a task's result files while its
+    hits are scored and the next task loads.
 
     ``close`` (or leaving the ``with`` block, also on an exception) waits for every write and
     raises the first failure; a failure seen earlier is raised at the next ``submit``. A run keeps
     one writer open across its tasks, so the last chunks of a pool are written while it is searched.
+    Callers must not change an array they passed to ``submit``.
     """
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmbench-cache")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmbench-writer")
         self._pending: list = []
 
     def submit(self, fn: Callable, *args) -> None:
@@ -137,7 +140,7 @@ class CacheWriter:
         finally:
             self._pool.shutdown(wait=True)
 
-    def __enter__(self) -> CacheWriter:
+    def __enter__(self) -> BackgroundWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -147,7 +150,7 @@ class CacheWriter:
 def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], object], *,
                 cache_dir: Path, batch_size: int, chunk_size: int = 4096, overwrite: bool = False,
                 progress: Callable[[int, int], None] | None = None,
-                writer: CacheWriter | None = None, normalize: bool = False,
+                writer: BackgroundWriter | None = None, normalize: bool = False,
                 normalized_dtype: str = "float32") -> tuple[np.ndarray, EncodeStats]:
     """Embeddings of every item of ``table``, encoding only what is not cached.
 
@@ -195,7 +198,7 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
         # Chunk files are written by one background thread while the next chunk encodes; if
         # encoding fails, every chunk encoded before the failure is still saved.
         own = writer is None
-        chunks = CacheWriter() if own else writer
+        chunks = BackgroundWriter() if own else writer
         try:
             for i in missing:
                 lo = i * chunk_size

@@ -25,6 +25,12 @@ def result_dir(output: Path, model: str, revision: str, suite_label: str) -> Pat
     return Path(output) / slug(model) / slug(revision) / slug(suite_label)
 
 
+def trec_tag(*names: str) -> str:
+    """The run tag of a TREC line: ``mmbench.<name>[.<name>...]``, each name slugged, so that a model
+    path with spaces (``st:/models/my model``) cannot split the tag into more fields."""
+    return ".".join(["mmbench", *(slug(n) for n in names)])
+
+
 TREC_PART_HITS = 1 << 17      # hits formatted per part: small enough for Arrow to reuse its memory
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from harness.catalog import get_model, loaders, resolve_tasks, tasks
 from harness.config import RunConfig
 from harness.data.types import ItemTable, TaskData
-from harness.encode import CacheWriter, EmbeddingKey, embed_table
+from harness.encode import BackgroundWriter, EmbeddingKey, embed_table
 from harness.errors import DataError, MmbenchError
 from harness.model_loading import hub_miss_error, is_hub_miss, loader_options, with_model_options
 from harness.models.base import ModelMeta, l2_normalize
@@ -29,6 +29,7 @@ from harness.registry import import_target
 from harness.results import (
     load_task_result,
     result_dir,
+    trec_tag,
     write_per_query,
     write_summary,
     write_task_result,
@@ -235,7 +236,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
         pool with ``--embed-dtype float16`` float16 (half the memory; searched in float32 block by block)."""
         emb, stats = embed_table(table, key, encoder, cache_dir=config.cache_dir, batch_size=config.batch_size,
                                  chunk_size=config.chunk_size, overwrite=config.overwrite,
-                                 progress=reporter.progress(label, len(table)), writer=cache_writer,
+                                 progress=reporter.progress(label, len(table)), writer=writer,
                                  normalize=meta.similarity == "cosine", normalized_dtype=dtype)
         return np.asarray(emb, dtype), stats
 
@@ -261,8 +262,9 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
                                    sum(p.encode_seconds for p in parts), sum(p.from_cache for p in parts))
         return pools["global"]
 
-    # cache chunks are written in the background; leaving the block waits for them (also on failure)
-    with CacheWriter() as cache_writer:
+    # cache chunks and result files are written in the background, in submission order; leaving the
+    # block waits for them (also on failure)
+    with BackgroundWriter() as writer:
         for spec in specs:
             td = data[spec.name]
             path = out_dir / f"{spec.name}.json"
@@ -289,15 +291,17 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
                 indices, scores = drop_identical_ids(list(td.queries.ids), pool.candidate_ids, indices, scores)
             t2 = time.perf_counter()
             ranked = Run(list(td.queries.ids), pool.candidate_ids, indices, scores)
+            # the run file is written by the background writer while the hits are scored; the task's
+            # JSON (what marks it finished) is submitted after it, so it never names a missing run file
+            writer.submit(write_trec, out_dir / f"{spec.name}.trec", ranked.query_ids, pool.table.ids, indices,
+                          scores, trec_tag(meta.name))
             scored = evaluate(ranked, td.qrels, spec.metrics)
             ks = sorted({parse_metric(spec.main_metric)[1], 10, min(top_k, 100)} - {0})
             modality = modality_report(indices, pool.modalities, spec.candidate_modality, [k for k in ks if k <= top_k])
             t3 = time.perf_counter()
             model_settings = encoder.settings() or q_stats.settings or model_settings
 
-            tag = f"mmbench.{meta.name}"
-            write_trec(out_dir / f"{spec.name}.trec", ranked.query_ids, pool.table.ids, indices, scores, tag)
-            write_per_query(out_dir / f"{spec.name}.per_query.tsv", scored.query_ids, scored.per_query)
+            writer.submit(write_per_query, out_dir / f"{spec.name}.per_query.tsv", scored.query_ids, scored.per_query)
             record = {
                 "task": {"name": spec.name, "source": spec.source, "dataset": spec.dataset,
                          "dataset_id": spec.dataset_id, "task_id": spec.task_id,
@@ -330,11 +334,11 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
                                "data_fingerprints": td.fingerprints,
                                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
             }
-            write_task_result(out_dir, spec.name, record)
+            writer.submit(write_task_result, out_dir, spec.name, record)
             if spec.loader == "mteb":                    # also mteb's own results format
                 from harness.mteb_results import write_mteb_result
 
-                write_mteb_result(config.output, meta, spec, td, scored.mean, record)
+                writer.submit(write_mteb_result, config.output, meta, spec, td, scored.mean, record)
             outcome.tasks.append(_outcome_from_record(spec, record, path, reused=False))
 
     outcome.average, outcome.summary_path = _write_summary(outcome, suite.tasks if suite else tuple(s.name for s in specs), config_hash,

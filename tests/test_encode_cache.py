@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.data.types import ItemTable
-from harness.encode import CacheWriter, EmbeddingKey, EmbeddingStore, embed_table, ids_digest
+from harness.encode import BackgroundWriter, EmbeddingKey, EmbeddingStore, embed_table, ids_digest
 from harness.models.base import l2_normalize
 
 
@@ -61,7 +61,7 @@ def test_cold_and_warm_runs_return_the_same_bits_and_the_cache_holds_raw_output(
 
 
 def test_shared_writer_completes_the_cache_when_closed(tmp_path):
-    with CacheWriter() as writer:
+    with BackgroundWriter() as writer:
         out, _ = embed_table(table(12), KEY, ReusingEncoder, cache_dir=tmp_path, batch_size=4, chunk_size=4,
                              writer=writer, normalize=True)
     store = EmbeddingStore(tmp_path, KEY, 12, ids_digest(table(12).ids), 4)
@@ -73,11 +73,11 @@ def test_a_failed_write_is_raised(tmp_path):
     def fail(*_):
         raise OSError("disk full")
 
-    writer = CacheWriter()
+    writer = BackgroundWriter()
     writer.submit(fail)
     with pytest.raises(OSError, match="disk full"):
         writer.close()
-    with CacheWriter() as writer:
+    with BackgroundWriter() as writer:
         writer.submit(fail)
         writer._pending[0].exception()            # let it fail
         with pytest.raises(OSError, match="disk full"):

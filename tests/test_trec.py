@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.results import read_trec, write_trec
+from harness.results import read_trec, trec_tag, write_trec
 
 
 @settings(max_examples=40, deadline=None)
@@ -36,3 +36,12 @@ def test_write_trec_round_trips(tmp_path_factory, q, k, n, seed, odd_ids, part_h
     parted = path.with_name("parted.trec")
     write_trec(parted, qids, ids, idx, scores, "tag%1", part_hits=part_hits, threads=3)
     assert parted.read_bytes() == path.read_bytes()
+
+
+def test_a_model_name_with_spaces_still_gives_six_fields_per_line(tmp_path):
+    tag = trec_tag("st:/models/my model", "rerank", "cross encoder")
+    assert tag.startswith("mmbench.") and len(tag.split()) == 1
+    path = tmp_path / "run.trec"
+    write_trec(path, ["q"], ["d1", "d2"], np.array([[1, 0]]), np.array([[0.5, 0.25]], np.float32), tag)
+    assert read_trec(path) == {"q": {"d2": 0.5, "d1": 0.25}}
+    assert {len(line.split()) for line in path.read_text().splitlines()} == {6}

@@ -36,7 +36,7 @@ from harness.encode import ids_digest, slug
 from harness.errors import IncompatibleModelError, MmbenchError
 from harness.provenance import environment
 from harness.rerank.base import Reranker, RerankerMeta, RerankJob, load_reranker, parse_reranker
-from harness.results import load_task_result, write_per_query, write_summary, write_task_result, write_trec
+from harness.results import load_task_result, trec_tag, write_per_query, write_summary, write_task_result, write_trec
 
 ORDER_RULE = ("top-k: scored pairs by reranker score descending, then candidate id descending; below them the "
               "unscorable pairs of the top-k and every position beyond k, in first-stage order")
@@ -260,7 +260,7 @@ def rerank_suite(outcome, config: RunConfig, reporter=None, data: dict[str, Task
         modality = modality_report(out_idx, modalities, spec.candidate_modality, [x for x in ks if x <= depth])
 
         write_trec(exp_dir / f"{spec.name}.trec", qids, universe, out_idx, out_scores,
-                   f"mmbench.{model_meta.name}.rerank.{slug(meta.name)}")
+                   trec_tag(model_meta.name, "rerank", meta.name))
         write_per_query(exp_dir / f"{spec.name}.per_query.tsv", scored_eval.query_ids, scored_eval.per_query)
         record = {
             **{key: first_rec[key] for key in ("task", "suite", "pool", "notes") if key in first_rec},
