@@ -152,3 +152,50 @@ def test_ids_digest_is_the_hash_of_each_id_then_a_nul_fed_one_by_one(ids):
     for i in ids:
         h.update(i.encode() + b"\0")
     assert ids_digest(ids) == h.hexdigest()
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_chunks_written_slower_than_encoded_each_hold_their_own_rows(tmp_path, monkeypatch, normalize):
+    """Staging buffers are reused only once written: a slow disk must not let a later chunk overwrite
+    an earlier one that is still waiting for the writer."""
+    import time
+
+    import harness.encode as encode
+
+    real_save = encode.save_npy
+
+    def slow_save(path, array):
+        time.sleep(0.01)
+        real_save(path, array)
+
+    monkeypatch.setattr(encode, "save_npy", slow_save)
+    out, stats = embed_table(table(41), KEY, ReusingEncoder, cache_dir=tmp_path, batch_size=2, chunk_size=3,
+                             normalize=normalize)
+    assert stats.encoded == 41
+    store = EmbeddingStore(tmp_path, KEY, 41, ids_digest(table(41).ids), 3)
+    np.testing.assert_array_equal(store.load(), raw_rows(41))
+    np.testing.assert_array_equal(out, l2_normalize(raw_rows(41)) if normalize else raw_rows(41))
+
+
+def test_staging_buffers_wait_for_the_oldest_write_then_reuse_its_buffer():
+    import threading
+    from concurrent.futures import Future
+
+    from harness.encode import _StagingBuffers
+
+    staging = _StagingBuffers(4)
+    futures, bases = [], []
+    for _ in range(_StagingBuffers.IN_FLIGHT):
+        view = staging.take((4, 2), "float32")
+        assert all(not np.shares_memory(view, b) for b in bases)      # distinct while all are in flight
+        bases.append(view.base)
+        futures.append(Future())
+        staging.hand_over(view, futures[-1])
+    got = []
+    taker = threading.Thread(target=lambda: got.append(staging.take((3, 2), "float32")))
+    taker.start()
+    taker.join(0.2)
+    assert taker.is_alive() and not got                  # the oldest write is not done: it waits
+    futures[0].set_result(None)
+    taker.join(5)
+    assert got[0].shape == (3, 2) and np.shares_memory(got[0], bases[0])
