@@ -115,22 +115,34 @@ class BackgroundWriter:
     hits are scored and the next task loads.
 
     ``close`` (or leaving the ``with`` block, also on an exception) waits for every write and
-    raises the first failure; a failure seen earlier is raised at the next ``submit``. A run keeps
-    one writer open across its tasks, so the last chunks of a pool are written while it is searched.
-    Callers must not change an array they passed to ``submit`` before its future is done.
+    raises the first failure; a failure seen earlier is raised at the next ``submit``. Once a write
+    has failed, the writes queued after it are not run (their futures raise): a task's JSON, which
+    marks it finished, is never written after its run file failed. A run keeps one writer open
+    across its tasks, so the last chunks of a pool are written while it is searched. Callers must
+    not change an array they passed to ``submit`` before its future is done.
     """
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmbench-writer")
         self._pending: list = []
+        self._failure: BaseException | None = None     # read and set on the writer thread only
 
     def submit(self, fn: Callable, *args) -> Future:
         for done in [f for f in self._pending if f.done()]:   # surface a failed write early
             self._pending.remove(done)
             done.result()
-        future = self._pool.submit(fn, *args)
+        future = self._pool.submit(self._write, fn, args)
         self._pending.append(future)
         return future
+
+    def _write(self, fn: Callable, args: tuple) -> object:
+        if self._failure is not None:
+            raise RuntimeError(f"not written: an earlier background write failed ({self._failure!r})")
+        try:
+            return fn(*args)
+        except BaseException as exc:
+            self._failure = exc
+            raise
 
     def drain(self) -> None:
         pending, self._pending = self._pending, []

@@ -199,3 +199,29 @@ def test_staging_buffers_wait_for_the_oldest_write_then_reuse_its_buffer():
     futures[0].set_result(None)
     taker.join(5)
     assert got[0].shape == (3, 2) and np.shares_memory(got[0], bases[0])
+
+
+def test_nothing_queued_after_a_failed_write_is_written(tmp_path):
+    """The runner queues a task's run file, then its JSON (the mark of a finished task): if the run
+    file fails while the JSON waits in the queue, the JSON must not appear."""
+    import threading
+
+    from harness.io import write_json
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow_failing_run_file(*_):
+        started.set()
+        release.wait(5)
+        raise OSError("disk full")
+
+    writer = BackgroundWriter()
+    writer.submit(slow_failing_run_file)
+    started.wait(5)
+    marker = writer.submit(write_json, tmp_path / "task.json", {"done": True})   # queued behind it
+    release.set()
+    with pytest.raises(OSError, match="disk full"):
+        writer.close()
+    assert not (tmp_path / "task.json").exists()
+    with pytest.raises(RuntimeError, match="earlier background write failed"):
+        marker.result()
