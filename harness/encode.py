@@ -269,14 +269,13 @@ class _StagingBuffers:
         if len(self._queue) >= self.IN_FLIGHT:
             future, base = self._queue.popleft()
             future.result()                              # its write is done (or raise its failure)
-        rows = max(self.chunk_rows, shape[0])
         if base is None or base.dtype != np.dtype(dtype) or base.shape[1:] != tuple(shape[1:]) or base.shape[0] < shape[0]:
-            base = np.empty((rows, *shape[1:]), dtype)
-        return base[: shape[0]]
+            base = np.empty((max(self.chunk_rows, shape[0]), *shape[1:]), dtype)
+        return base[: shape[0]]                          # always a view: ``hand_over`` keeps its base
 
     def hand_over(self, view: np.ndarray, future: Future) -> None:
         """``view`` (from :meth:`take`) is being written by ``future``: reuse it only after that."""
-        self._queue.append((future, view.base if view.base is not None else view))
+        self._queue.append((future, view.base))
 
 
 def _chunk_len(store: EmbeddingStore, i: int) -> int:
