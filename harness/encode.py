@@ -127,19 +127,19 @@ class BackgroundWriter:
         self._pending: list = []
         self._failure: BaseException | None = None     # read and set on the writer thread only
 
-    def submit(self, fn: Callable, *args) -> Future:
+    def submit(self, fn: Callable, *args, **kwargs) -> Future:
         for done in [f for f in self._pending if f.done()]:   # surface a failed write early
             self._pending.remove(done)
             done.result()
-        future = self._pool.submit(self._write, fn, args)
+        future = self._pool.submit(self._write, fn, args, kwargs)
         self._pending.append(future)
         return future
 
-    def _write(self, fn: Callable, args: tuple) -> object:
+    def _write(self, fn: Callable, args: tuple, kwargs: dict) -> object:
         if self._failure is not None:
             raise RuntimeError(f"not written: an earlier background write failed ({self._failure!r})")
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except BaseException as exc:
             self._failure = exc
             raise

@@ -1,4 +1,10 @@
-"""Atomic file writes: write to a temporary file in the same folder, fsync, then rename over."""
+"""Atomic file writes: write to a temporary file in the same folder, fsync, then rename over.
+
+A killed process never leaves a half-written file under the final name (the rename is atomic).
+The fsync also makes the content durable before the rename, against an OS crash or power loss;
+:func:`atomic_open` with ``fsync=False`` skips it for a large file whose completeness the reader
+checks another way (the run file: its size is recorded in the task JSON and checked on reuse).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,9 @@ from typing import IO, Any
 
 
 @contextmanager
-def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
-    """Yield a file object; on success the content replaces ``path`` at once, on failure nothing changes."""
+def atomic_open(path: Path, mode: str = "w", *, fsync: bool = True) -> Iterator[IO]:
+    """Yield a file object; on success the content replaces ``path`` at once, on failure nothing
+    changes. ``fsync=False``: not flushed to the disk before the rename (see the module docstring)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -21,7 +28,8 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ import inspect
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from harness.registry import import_target
 from harness.results import (
     load_task_result,
     result_dir,
+    run_file_problem,
     trec_tag,
     write_per_query,
     write_summary,
@@ -272,9 +274,12 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
             top_k = config.top_k or spec.top_k
             if previous and previous.get("provenance", {}).get("config_hash") == config_hash \
                     and previous.get("provenance", {}).get("data_fingerprints") == td.fingerprints:
-                reporter.message(f"{spec.name}: finished result found, reused ({path})")
-                outcome.tasks.append(_outcome_from_record(spec, previous, path, reused=True))
-                continue
+                problem = run_file_problem(out_dir, previous)
+                if problem is None:
+                    reporter.message(f"{spec.name}: finished result found, reused ({path})")
+                    outcome.tasks.append(_outcome_from_record(spec, previous, path, reused=True))
+                    continue
+                reporter.message(f"{spec.name}: finished result found, but its {problem}: computed again")
 
             pool = global_pool() if pool_mode == "global" else local_pool(spec)
             if pool.candidate_ids is None:
@@ -292,9 +297,10 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
             t2 = time.perf_counter()
             ranked = Run(list(td.queries.ids), pool.candidate_ids, indices, scores)
             # the run file is written by the background writer while the hits are scored; the task's
-            # JSON (what marks it finished) is submitted after it, so it never names a missing run file
-            writer.submit(write_trec, out_dir / f"{spec.name}.trec", ranked.query_ids, pool.table.ids, indices,
-                          scores, trec_tag(meta.name))
+            # JSON (what marks it finished) is submitted after it, so it never names a missing run file,
+            # and records its size (the run file is not fsynced: a reuse checks the size instead)
+            run_file = writer.submit(write_trec, out_dir / f"{spec.name}.trec", ranked.query_ids, pool.table.ids,
+                                     indices, scores, trec_tag(meta.name), fsync=False)
             scored = evaluate(ranked, td.qrels, spec.metrics)
             ks = sorted({parse_metric(spec.main_metric)[1], 10, min(top_k, 100)} - {0})
             modality = modality_report(indices, pool.modalities, spec.candidate_modality, [k for k in ks if k <= top_k])
@@ -334,7 +340,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
                                "data_fingerprints": td.fingerprints,
                                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
             }
-            writer.submit(write_task_result, out_dir, spec.name, record)
+            writer.submit(_write_record, out_dir, spec.name, record, run_file)
             if spec.loader == "mteb":                    # also mteb's own results format
                 from harness.mteb_results import write_mteb_result
 
@@ -354,6 +360,11 @@ def _normalise(emb: np.ndarray, meta: ModelMeta) -> np.ndarray:
     """Encoder output as searched: unit rows for cosine models (in place: the caller owns ``emb``).
     The runner gets the same from :func:`embed_table` with ``normalize``."""
     return l2_normalize(emb, inplace=True) if meta.similarity == "cosine" else np.asarray(emb, dtype=np.float32)
+
+
+def _write_record(directory: Path, task: str, record: dict, run_file: Future) -> None:
+    """The task JSON, with the size of its run file (written before it by the same writer)."""
+    write_task_result(directory, task, {**record, "files": {**record["files"], "run_bytes": run_file.result()}})
 
 
 def _outcome_from_record(spec: TaskSpec, record: dict, path: Path, *, reused: bool) -> TaskOutcome:

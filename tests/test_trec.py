@@ -1,6 +1,10 @@
 """The TREC run writer: every hit written, in rank order, and its float32 score read back exactly."""
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +27,8 @@ def test_write_trec_round_trips(tmp_path_factory, q, k, n, seed, odd_ids, part_h
             idx[r, c:] = -1
             scores[r, c:] = -np.inf
     path = tmp_path_factory.mktemp("trec") / "run.trec"
-    write_trec(path, qids, ids, idx, scores, "tag%1")
+    size = write_trec(path, qids, ids, idx, scores, "tag%1")
+    assert size == path.stat().st_size                                 # what the task JSON records
     lines = [ln.split(" ") for ln in path.read_text(encoding="utf-8").splitlines()]
     expected = [(qids[r], ids[i], c + 1, scores[r, c]) for r in range(q) for c, i in enumerate(idx[r]) if i >= 0]
     assert len(lines) == len(expected)
@@ -34,7 +39,7 @@ def test_write_trec_round_trips(tmp_path_factory, q, k, n, seed, odd_ids, part_h
     assert sum(map(len, back.values())) == len(expected)
     # written in parts of queries, on threads: the same bytes
     parted = path.with_name("parted.trec")
-    write_trec(parted, qids, ids, idx, scores, "tag%1", part_hits=part_hits, threads=3)
+    assert write_trec(parted, qids, ids, idx, scores, "tag%1", part_hits=part_hits, threads=3, fsync=False) == size
     assert parted.read_bytes() == path.read_bytes()
 
 
@@ -45,3 +50,49 @@ def test_a_model_name_with_spaces_still_gives_six_fields_per_line(tmp_path):
     write_trec(path, ["q"], ["d1", "d2"], np.array([[1, 0]]), np.array([[0.5, 0.25]], np.float32), tag)
     assert read_trec(path) == {"q": {"d2": 0.5, "d1": 0.25}}
     assert {len(line.split()) for line in path.read_text().splitlines()} == {6}
+
+
+class _Messages:
+    def __init__(self):
+        self.messages = []
+
+    def progress(self, description, total):
+        return lambda done, total: None
+
+    def message(self, text):
+        self.messages.append(text)
+
+
+def test_a_finished_task_whose_run_file_is_short_or_missing_is_computed_again(tmp_path):
+    """The run file is not fsynced; its size is recorded in the task JSON and checked on reuse."""
+    from harness import api
+
+    folder = tmp_path / "data" / "SciFact"
+    (folder / "qrels").mkdir(parents=True)
+    docs = [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(
+        ["boot loader reinstall", "a recipe for bread", "grub rescue prompt", "sourdough starter"])]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": t}) + "\n"
+                                                  for i, t in enumerate(["grub broken", "bake bread"])))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq1\td1\t1\n")
+    config = api.RunConfig(model="minilm", tasks=("SciFact",), suite=None, data_root=tmp_path / "data",
+                           output=tmp_path / "r", cache_dir=tmp_path / "c", device="cpu")
+
+    def run() -> tuple[list[str], Path]:
+        reporter = _Messages()
+        outcome = api.run(config, reporter)
+        return reporter.messages, Path(outcome.tasks[0].path)
+
+    _, record_path = run()
+    record = json.loads(record_path.read_text())
+    trec = record_path.with_name(record["files"]["run"])
+    written = trec.read_bytes()
+    assert record["files"]["run_bytes"] == len(written) > 0
+    messages, _ = run()
+    assert any("finished result found, reused" in m for m in messages)
+    for damage in (lambda: trec.write_bytes(written[: len(written) // 2]), trec.unlink):
+        damage()
+        messages, _ = run()
+        assert not any("reused" in m for m in messages)
+        assert any("computed again" in m and str(trec) in m for m in messages), messages
+        assert trec.read_bytes() == written

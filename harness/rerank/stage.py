@@ -36,7 +36,8 @@ from harness.encode import ids_digest, slug
 from harness.errors import IncompatibleModelError, MmbenchError
 from harness.provenance import environment
 from harness.rerank.base import Reranker, RerankerMeta, RerankJob, load_reranker, parse_reranker
-from harness.results import load_task_result, trec_tag, write_per_query, write_summary, write_task_result, write_trec
+from harness.results import (load_task_result, run_file_problem, trec_tag, write_per_query, write_summary,
+                             write_task_result, write_trec)
 
 ORDER_RULE = ("top-k: scored pairs by reranker score descending, then candidate id descending; below them the "
               "unscorable pairs of the top-k and every position beyond k, in first-stage order")
@@ -187,7 +188,8 @@ def rerank_suite(outcome, config: RunConfig, reporter=None, data: dict[str, Task
         path = exp_dir / f"{spec.name}.json"
         previous = None if config.overwrite else load_task_result(path)
         if previous and previous.get("provenance", {}).get("config_hash") == exp_hash \
-                and previous.get("first_stage", {}).get("trec_sha256") == trec_sha:
+                and previous.get("first_stage", {}).get("trec_sha256") == trec_sha \
+                and run_file_problem(exp_dir, previous) is None:
             reporter.message(f"{spec.name}: finished rerank result found, reused ({path})")
             exp.tasks.append(TaskOutcome(spec.name, previous["main_metric"], previous["main_score"], previous["metrics"],
                                          previous["n_queries"], previous["n_candidates"], True, path))
@@ -259,8 +261,8 @@ def rerank_suite(outcome, config: RunConfig, reporter=None, data: dict[str, Task
         ks = sorted({parse_metric(spec.main_metric)[1], 10, min(top_k, 100)} - {0})
         modality = modality_report(out_idx, modalities, spec.candidate_modality, [x for x in ks if x <= depth])
 
-        write_trec(exp_dir / f"{spec.name}.trec", qids, universe, out_idx, out_scores,
-                   trec_tag(model_meta.name, "rerank", meta.name))
+        run_bytes = write_trec(exp_dir / f"{spec.name}.trec", qids, universe, out_idx, out_scores,
+                               trec_tag(model_meta.name, "rerank", meta.name), fsync=False)
         write_per_query(exp_dir / f"{spec.name}.per_query.tsv", scored_eval.query_ids, scored_eval.per_query)
         record = {
             **{key: first_rec[key] for key in ("task", "suite", "pool", "notes") if key in first_rec},
@@ -277,7 +279,7 @@ def rerank_suite(outcome, config: RunConfig, reporter=None, data: dict[str, Task
             "first_stage": {"model": model_meta.name, "revision": outcome.revision, "config_hash": first_prov.get("config_hash"),
                             "result": str(outcome.directory / f"{spec.name}.json"), "run": str(trec_path),
                             "trec_sha256": trec_sha, "main_score": first.main_score, "metrics": first.metrics},
-            "files": {"run": f"{spec.name}.trec", "per_query": f"{spec.name}.per_query.tsv"},
+            "files": {"run": f"{spec.name}.trec", "per_query": f"{spec.name}.per_query.tsv", "run_bytes": run_bytes},
             "provenance": {**environment(), "config_hash": exp_hash, "config": config.to_dict(),
                            "data_fingerprints": td.fingerprints,
                            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
