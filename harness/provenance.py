@@ -30,7 +30,10 @@ def git_commit() -> dict[str, object]:
         return {"commit": None, "dirty": None}
 
 
+@cache
 def package_versions() -> dict[str, str]:
+    """Versions of the installed packages that change scores. Read once per process (every task
+    record carries them; the modules a process imported do not change when pip runs beside it)."""
     out = {}
     for name in PACKAGES:
         try:
@@ -46,5 +49,5 @@ def environment() -> dict[str, object]:
         **git_commit(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "packages": package_versions(),
+        "packages": dict(package_versions()),
     }
