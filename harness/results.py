@@ -53,6 +53,7 @@ def write_trec(path: Path, query_ids: list[str], candidate_ids, indices: np.ndar
     (:func:`run_file_problem`).
     """
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from harness.parallel import map_parts
 
@@ -63,7 +64,8 @@ def write_trec(path: Path, query_ids: list[str], candidate_ids, indices: np.ndar
     with atomic_open(path, "wb", fsync=fsync) as f:
         if q == 0 or width == 0:
             return size
-        qid_strings = pa.array([str(x) for x in query_ids], pa.string())
+        # "qid Q0" once per query, not once per hit: one piece fewer to join per line
+        qid_strings = pc.binary_join_element_wise(pa.array([str(x) for x in query_ids], pa.string()), "Q0", " ")
         did_strings = pa.array(list(candidate_ids), pa.string())
         rank_strings = pa.array(np.arange(1, width + 1, dtype=np.int64)).cast(pa.string())
 
@@ -99,7 +101,8 @@ def run_file_problem(directory: Path, record: dict) -> str | None:
 
 def _trec_lines(rows: slice, indices: np.ndarray, scores: np.ndarray, qid_strings, did_strings,
                 rank_strings, tag: str) -> memoryview | None:
-    """The bytes of the TREC lines of query rows ``rows`` (None when they have no hit)."""
+    """The bytes of the TREC lines of query rows ``rows`` (None when they have no hit);
+    ``qid_strings`` holds each query's ``"qid Q0"``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -112,7 +115,7 @@ def _trec_lines(rows: slice, indices: np.ndarray, scores: np.ndarray, qid_string
     query_rows = np.repeat(np.arange(rows.start, rows.start + q, dtype=np.int64), width)[keep]
     columns = np.tile(np.arange(width, dtype=np.int64), q)[keep]
     joined = pc.binary_join_element_wise(
-        qid_strings.take(pa.array(query_rows)), "Q0", did_strings.take(pa.array(hits)),
+        qid_strings.take(pa.array(query_rows)), did_strings.take(pa.array(hits)),
         rank_strings.take(pa.array(columns)), pa.array(scores[rows].ravel()[keep]).cast(pa.string()),
         tag + "\n", " ").cast(pa.large_string())
     # the string array's data buffer, from the first offset to the last, is the part's bytes
