@@ -214,6 +214,14 @@ def test_real_rescoring_run_reads_the_first_stage_and_links_it(tmp_path, monkeyp
     assert [float(c[4]) for c in q0] == sorted((float(c[4]) for c in q0), reverse=True)
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["first_stage_config_hash"] == first_rec["provenance"]["config_hash"]
+    # the experiment's run file is not fsynced: a short one is not reused, the task is reranked again
+    written = (exp / "tuxpaint_task1.trec").read_bytes()
+    assert rec["files"]["run_bytes"] == len(written)
+    (exp / "tuxpaint_task1.trec").write_bytes(written[:100])
+    r3 = Recorder()
+    api.run(api.RunConfig(**cfg, rerank="rescore:minilm", rerank_top_k=10), r3)
+    assert any("finished rerank result found, but its run file" in m and "reranked again" in m for m in r3.messages)
+    assert (exp / "tuxpaint_task1.trec").read_bytes() == written
 
     # the CLI, identical again: both stages reused, no model loaded, both tables printed
     env = {**os.environ, "MMBENCH_NO_PROGRESS": "1"}

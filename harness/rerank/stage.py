@@ -187,9 +187,13 @@ def rerank_suite(outcome, config: RunConfig, reporter=None, data: dict[str, Task
         first_scores_of[spec.name] = first.main_score
         path = exp_dir / f"{spec.name}.json"
         previous = None if config.overwrite else load_task_result(path)
-        if previous and previous.get("provenance", {}).get("config_hash") == exp_hash \
-                and previous.get("first_stage", {}).get("trec_sha256") == trec_sha \
-                and run_file_problem(exp_dir, previous) is None:
+        if previous and not (previous.get("provenance", {}).get("config_hash") == exp_hash
+                             and previous.get("first_stage", {}).get("trec_sha256") == trec_sha):
+            previous = None                         # another configuration or another first stage
+        if previous and (problem := run_file_problem(exp_dir, previous)):
+            reporter.message(f"{spec.name}: finished rerank result found, but its {problem}: reranked again")
+            previous = None
+        if previous:
             reporter.message(f"{spec.name}: finished rerank result found, reused ({path})")
             exp.tasks.append(TaskOutcome(spec.name, previous["main_metric"], previous["main_score"], previous["metrics"],
                                          previous["n_queries"], previous["n_candidates"], True, path))
