@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +23,7 @@ def atomic_open(path: Path, mode: str = "w", *, fsync: bool = True) -> Iterator[
     changes. ``fsync=False``: not flushed to the disk before the rename (see the module docstring)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
@@ -34,6 +34,18 @@ def atomic_open(path: Path, mode: str = "w", *, fsync: bool = True) -> Iterator[
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new file beside ``path`` (``.<name>.<random>.tmp``), open for writing, with the permissions
+    of any new file (0666 less the umask; ``tempfile.mkstemp`` would make it 0600, and the rename
+    would leave results and cache files unreadable to the user's group)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def write_json(path: Path, obj: Any) -> None:

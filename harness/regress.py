@@ -199,7 +199,6 @@ def update(run: RunResults, path: Path) -> dict:
     """Write (atomically) a new baseline from ``run``; returns it."""
     data = make_baseline(run)
     write_json(Path(path), data)
-    Path(path).chmod(0o644)               # a file meant to be committed (mkstemp creates 0600)
     return data
 
 

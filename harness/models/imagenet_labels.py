@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.io import save_npy
 from harness.models.base import FusionEncoder, ModelMeta, Role, l2_normalize
 from harness.models.catalog import MINILM
 from harness.models.efficientnet_lite import IMAGE_SIZE, load_efficientnet_lite0, preprocess
@@ -42,17 +42,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MMBENCH_CACHE") or "~/.cache/mmbench").expanduser() / "assets"
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 class ImagenetLabelsMiniLM(FusionEncoder):
@@ -78,7 +67,7 @@ class ImagenetLabelsMiniLM(FusionEncoder):
             if cached.shape == (len(names), self.text_encoder.model.config.hidden_size):
                 return cached
         emb = l2_normalize(self.text_encoder.encode_texts(names, role="candidate", batch_size=CLASS_BATCH))
-        _save_atomic(path, emb)
+        save_npy(path, emb)
         return emb
 
     def settings(self) -> dict[str, Any]:
