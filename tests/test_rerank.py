@@ -15,6 +15,7 @@ from harness.errors import IncompatibleModelError, MmbenchError, UnknownNameErro
 from harness.metrics import CandidateIds, Run
 from harness.rerank.base import load_reranker, parse_reranker
 from harness.rerank.stage import experiment_name, rerank_order
+from recorder import Recorder
 
 HAS_STAMPS = Path("/usr/share/tuxpaint/stamps").is_dir()
 
@@ -164,17 +165,6 @@ def test_mllm_rerank_text_image_and_both_batched_equals_unbatched(tiny_llava, im
 
 
 # --- a real two-stage run with the packaged models -----------------------------------------------
-
-class Recorder:
-    def __init__(self):
-        self.messages = []
-
-    def progress(self, description, total):
-        return lambda done, total: None
-
-    def message(self, text):
-        self.messages.append(text)
-
 
 @pytest.mark.skipif(not HAS_STAMPS, reason="needs Debian's tuxpaint-stamps-default (make setup installs it)")
 def test_real_rescoring_run_reads_the_first_stage_and_links_it(tmp_path, monkeypatch):

@@ -4,11 +4,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.results import read_trec, trec_tag, write_trec
+from recorder import Recorder
 
 
 @settings(max_examples=40, deadline=None)
@@ -52,17 +52,6 @@ def test_a_model_name_with_spaces_still_gives_six_fields_per_line(tmp_path):
     assert {len(line.split()) for line in path.read_text().splitlines()} == {6}
 
 
-class _Messages:
-    def __init__(self):
-        self.messages = []
-
-    def progress(self, description, total):
-        return lambda done, total: None
-
-    def message(self, text):
-        self.messages.append(text)
-
-
 def test_a_finished_task_whose_run_file_is_short_or_missing_is_computed_again(tmp_path):
     """The run file is not fsynced; its size is recorded in the task JSON and checked on reuse."""
     from harness import api
@@ -79,7 +68,7 @@ def test_a_finished_task_whose_run_file_is_short_or_missing_is_computed_again(tm
                            output=tmp_path / "r", cache_dir=tmp_path / "c", device="cpu")
 
     def run() -> tuple[list[str], Path]:
-        reporter = _Messages()
+        reporter = Recorder()
         outcome = api.run(config, reporter)
         return reporter.messages, Path(outcome.tasks[0].path)
 
