@@ -110,7 +110,7 @@ class EmbeddingStore:
 
 
 class BackgroundWriter:
-    """One background thread that writes files (each atomically, fsynced), in submission order,
+    """One background thread that writes files (each atomically), in submission order,
     while the caller goes on: cache chunks while encoding goes on, a task's result files while its
     hits are scored and the next task loads.
 
