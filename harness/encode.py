@@ -6,6 +6,16 @@ written atomically. A killed run leaves only complete chunks, so the next run en
 missing ones: at most the chunk that was in flight is redone. The model is loaded only when some
 chunk is missing, so a fully cached run never loads weights.
 
+Chunks are not fsynced: the cache is a cache, and a flush per chunk made encoding wait for the
+disk (a 6 MB chunk took 30-40 ms to write and flush on this project's virtual disk, where a fast
+encoder makes one in 10 ms: the 180 MB of a 118k-document pool held encoding back by ~0.3 s). A
+process that is killed loses nothing written (the data is in the OS's page cache); an OS crash
+or power loss can leave a renamed chunk empty or short. So a chunk is reused only when its
+``.npy`` header reads back, declares the chunk's row count, and the file's size is the header's
+plus that array's: otherwise it is encoded again, with a message that names the file. (A file
+system that can leave a file at its full size with its data never written, as ext4 mounted
+``data=writeback`` can, is not covered: delete the model's cache folder after such a crash.)
+
 The key holds model name and revision, role (query/candidate), the instruction policy, and the
 fingerprint of the data (file hashes and, for queries, the resolved per-query instructions).
 """
@@ -14,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -29,6 +41,7 @@ from harness.io import save_npy, write_json
 from harness.models.base import l2_normalize
 
 CACHE_FORMAT = 1
+CHUNK_ABSENT = "absent"      # EmbeddingStore.chunk_problem of a chunk with no file
 
 
 @dataclass(frozen=True)
@@ -92,7 +105,36 @@ class EmbeddingStore:
             write_json(path, self.manifest)
 
     def missing_chunks(self) -> list[int]:
-        return [i for i in range(self.n_chunks) if not self.chunk_path(i).exists()]
+        """The chunks to encode: absent, or present but incomplete (:meth:`chunk_problem`)."""
+        return [i for i in range(self.n_chunks) if self.chunk_problem(i) is not None]
+
+    def chunk_problem(self, i: int) -> str | None:
+        """None when chunk ``i``'s file is complete, else why not (``CHUNK_ABSENT`` when there is none).
+
+        Complete: its ``.npy`` header reads back and declares ``(rows of chunk i, ...)``, and the
+        file is exactly the header plus that array long. Chunks are not fsynced (module docstring),
+        so after an OS crash a chunk may be empty or short; the data itself is not read here.
+        """
+        path = self.chunk_path(i)
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                try:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(f)
+                except (ValueError, OSError, SyntaxError) as exc:
+                    return f"{path} has no readable .npy header ({size} bytes; {exc})"
+                expected = f.tell() + math.prod(shape) * dtype.itemsize
+        except FileNotFoundError:
+            return CHUNK_ABSENT
+        rows = _chunk_len(self, i)
+        if not shape or shape[0] != rows:
+            return f"{path} declares shape {shape}, expected {rows} rows"
+        if size != expected:
+            return f"{path} is {size} bytes, its header declares {expected}"
+        return None
 
     def load(self) -> np.ndarray:
         parts = [np.load(self.chunk_path(i)) for i in range(self.n_chunks)]
@@ -166,7 +208,8 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
                 cache_dir: Path, batch_size: int, chunk_size: int = 4096, overwrite: bool = False,
                 progress: Callable[[int, int], None] | None = None,
                 writer: BackgroundWriter | None = None, normalize: bool = False,
-                normalized_dtype: str = "float32") -> tuple[np.ndarray, EncodeStats]:
+                normalized_dtype: str = "float32",
+                message: Callable[[str], None] | None = None) -> tuple[np.ndarray, EncodeStats]:
     """Embeddings of every item of ``table``, encoding only what is not cached.
 
     The cache holds the encoder's output (in the key's dtype). The returned array is that, or with
@@ -177,12 +220,18 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     last bits, and float noise, not the tie-break rule, would order them (measured: the duplicate
     captions of mbeir-mini's t->t task swapped places between two CPU kinds). Chunk files are
     written by ``writer`` when one is given (the caller closes it: the cache is complete then),
-    else by a writer of this call (the cache is complete on return).
+    else by a writer of this call (the cache is complete on return), without an fsync (module
+    docstring). ``message`` receives a line for each incomplete chunk file found (encoded again).
     """
 
     store = EmbeddingStore(cache_dir, key, len(table), ids_digest(table.ids), chunk_size)
     store.open(overwrite)
-    missing = store.missing_chunks()
+    problems = {i: store.chunk_problem(i) for i in range(store.n_chunks)}
+    missing = [i for i, problem in problems.items() if problem is not None]
+    if message:
+        for problem in problems.values():
+            if problem not in (None, CHUNK_ABSENT):
+                message(f"embedding cache chunk {problem} (not written to the disk before an OS crash?): encoded again")
     stats = EncodeStats(cached=len(table) - sum(_chunk_len(store, i) for i in missing))
     done = stats.cached
     if progress:
@@ -226,7 +275,7 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
                 raw = staging.take(emb.shape, key.dtype)  # our own memory: the encoder may reuse its buffer
                 raw[...] = emb
                 place(i, raw)
-                staging.hand_over(raw, chunks.submit(save_npy, store.chunk_path(i), raw))
+                staging.hand_over(raw, chunks.submit(save_npy, store.chunk_path(i), raw, fsync=False))
                 stats.encoded += len(items)
                 done += len(items)
                 if progress:

@@ -3,7 +3,8 @@
 A killed process never leaves a half-written file under the final name (the rename is atomic).
 The fsync also makes the content durable before the rename, against an OS crash or power loss;
 :func:`atomic_open` with ``fsync=False`` skips it for a large file whose completeness the reader
-checks another way (the run file: its size is recorded in the task JSON and checked on reuse).
+checks another way: the run file (its size is recorded in the task JSON and checked on reuse) and
+the embedding cache's chunks (each ``.npy`` header's shape is checked against the file's size).
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def write_json(path: Path, obj: Any) -> None:
         f.write("\n")
 
 
-def save_npy(path: Path, array) -> None:
+def save_npy(path: Path, array, *, fsync: bool = True) -> None:
     import numpy as np
 
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb", fsync=fsync) as f:
         np.save(f, array)

@@ -239,7 +239,8 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
         emb, stats = embed_table(table, key, encoder, cache_dir=config.cache_dir, batch_size=config.batch_size,
                                  chunk_size=config.chunk_size, overwrite=config.overwrite,
                                  progress=reporter.progress(label, len(table)), writer=writer,
-                                 normalize=meta.similarity == "cosine", normalized_dtype=dtype)
+                                 normalize=meta.similarity == "cosine", normalized_dtype=dtype,
+                                 message=reporter.message)
         return np.asarray(emb, dtype), stats
 
     def local_pool(spec: TaskSpec) -> Pool:

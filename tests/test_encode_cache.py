@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.data.types import ItemTable
-from harness.encode import BackgroundWriter, EmbeddingKey, EmbeddingStore, embed_table, ids_digest
+from harness.encode import CHUNK_ABSENT, BackgroundWriter, EmbeddingKey, EmbeddingStore, embed_table, ids_digest
 from harness.models.base import l2_normalize
 
 
@@ -97,6 +97,56 @@ def test_non_finite_output_names_the_item_and_is_not_cached(tmp_path):
     assert store.missing_chunks() == [1, 2]          # chunk 0 saved, the bad chunk 1 never written
 
 
+def test_incomplete_chunk_files_are_encoded_again_and_named(tmp_path):
+    """Chunks are not fsynced: after an OS crash one may be empty, short or (another writer's) wrong;
+    such a file is not reused: only its chunk is encoded again, with a message naming the file."""
+    enc = ReusingEncoder()
+    cold, _ = embed_table(table(23), KEY, lambda: enc, cache_dir=tmp_path, batch_size=5, chunk_size=5)
+    store = EmbeddingStore(tmp_path, KEY, 23, ids_digest(table(23).ids), 5)
+    written = {i: store.chunk_path(i).read_bytes() for i in range(5)}
+    np.save(store.chunk_path(0), raw_rows(4))                              # a complete .npy, 4 rows not 5
+    store.chunk_path(1).write_bytes(written[1][: len(written[1]) - 4])   # short by one float
+    store.chunk_path(2).write_bytes(b"")                                  # renamed, never written
+    store.chunk_path(3).write_bytes(written[3][:5])                       # not even the magic string
+    store.chunk_path(4).unlink()                                          # absent: no message
+    assert store.missing_chunks() == [0, 1, 2, 3, 4]
+    messages: list[str] = []
+    enc.calls = 0
+    warm, stats = embed_table(table(23), KEY, lambda: enc, cache_dir=tmp_path, batch_size=5, chunk_size=5,
+                              message=messages.append)
+    assert stats.encoded == 23 and enc.calls == 5
+    np.testing.assert_array_equal(warm, cold)
+    assert len(messages) == 4 and all("encoded again" in m for m in messages)
+    for i, fragment in [(0, "expected 5 rows"), (1, "its header declares"), (2, "no readable .npy header (0 bytes"),
+                        (3, "no readable .npy header (5 bytes")]:
+        assert any(str(store.chunk_path(i)) in m and fragment in m for m in messages), (i, messages)
+    assert {i: store.chunk_path(i).read_bytes() for i in range(5)} == written
+    assert store.missing_chunks() == []
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.integers(1, 9), dims=st.sampled_from([(), (3,), (2, 4)]), dtype=st.sampled_from(["float32", "float16"]),
+       cut=st.floats(0, 1, exclude_max=True), extra=st.integers(0, 3))
+def test_chunk_problem_accepts_exactly_the_complete_file(tmp_path_factory, rows, dims, dtype, cut, extra):
+    folder = tmp_path_factory.mktemp("chunks")
+    store = EmbeddingStore(folder, KEY, rows, "h", rows)
+    store.chunk_path(0).parent.mkdir(parents=True, exist_ok=True)
+    np.save(store.chunk_path(0), np.ones((rows, *dims), dtype))
+    full = store.chunk_path(0).read_bytes()
+    assert store.chunk_problem(0) is None
+    store.chunk_path(0).write_bytes(full[: int(cut * len(full))])         # any proper prefix
+    assert store.chunk_problem(0) is not None
+    if extra:
+        store.chunk_path(0).write_bytes(full + b"\0" * extra)             # trailing bytes
+        assert "header declares" in store.chunk_problem(0)
+    other = EmbeddingStore(folder, EmbeddingKey("m", "2", "candidate", "n/a", "fp"), rows + 1, "h", rows + 1)
+    other.chunk_path(0).parent.mkdir(parents=True, exist_ok=True)
+    np.save(other.chunk_path(0), np.ones((rows, *dims), dtype))           # complete, one row short
+    assert "expected" in other.chunk_problem(0)
+    store.chunk_path(0).unlink()
+    assert store.chunk_problem(0) == CHUNK_ABSENT
+
+
 @settings(max_examples=60, deadline=None)
 @given(rows=st.lists(st.tuples(st.sampled_from(["text", "image", "image,text"]), st.sampled_from([None, "a", "b", "A"]),
                                st.sampled_from([None, "1.png", "2.png"]), st.sampled_from([None, "inst"])),
@@ -164,9 +214,9 @@ def test_chunks_written_slower_than_encoded_each_hold_their_own_rows(tmp_path, m
 
     real_save = encode.save_npy
 
-    def slow_save(path, array):
+    def slow_save(path, array, **kwargs):
         time.sleep(0.01)
-        real_save(path, array)
+        real_save(path, array, **kwargs)
 
     monkeypatch.setattr(encode, "save_npy", slow_save)
     out, stats = embed_table(table(41), KEY, ReusingEncoder, cache_dir=tmp_path, batch_size=2, chunk_size=3,

@@ -85,3 +85,13 @@ def test_a_finished_task_whose_run_file_is_short_or_missing_is_computed_again(tm
         assert not any("reused" in m for m in messages)
         assert any("computed again" in m and str(trec) in m for m in messages), messages
         assert trec.read_bytes() == written
+    # nor are cache chunks: one left short by an OS crash is encoded again, to the same run
+    chunks = sorted((tmp_path / "c").rglob("chunk_*.npy"))
+    assert len(chunks) == 2                                   # queries and corpus, one chunk each
+    for chunk in chunks:
+        chunk.write_bytes(chunk.read_bytes()[:-1])
+    trec.unlink()
+    messages, _ = run()
+    for chunk in chunks:
+        assert any(f"embedding cache chunk {chunk}" in m and "encoded again" in m for m in messages), messages
+    assert trec.read_bytes() == written
