@@ -39,6 +39,7 @@ import numpy as np
 from harness.data.types import ItemTable
 from harness.io import save_npy, write_json
 from harness.models.base import l2_normalize
+from harness.prefault import prepare_pool_memory
 
 CACHE_FORMAT = 1
 CHUNK_ABSENT = "absent"      # EmbeddingStore.chunk_problem of a chunk with no file
@@ -244,6 +245,7 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
         nonlocal out
         if out is None:
             out = np.empty((store.n, *arr.shape[1:]), dtype=np.dtype(normalized_dtype) if normalize else arr.dtype)
+            prepare_pool_memory(out)      # no huge pages; mapped on another core while chunks arrive
         lo = i * chunk_size
         if normalize and arr.ndim == 2 and out.dtype == np.float32:
             l2_normalize(arr, out=out[lo: lo + arr.shape[0]])
