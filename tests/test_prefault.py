@@ -38,34 +38,46 @@ def test_small_or_strided_arrays_are_left_alone():
     assert prefault.prepare_pool_memory(big[:, 0]) is None          # not contiguous
 
 
-def _mapped_kb(first: int, length: int) -> dict[str, int]:
-    """Rss and AnonHugePages (kB) summed over the mappings of /proc/self/smaps that overlap
-    [first, first + length) (an madvise may split the array's mapping in several)."""
-    total, inside = {"Rss": 0, "AnonHugePages": 0}, False
+def _resident_pages(first: int, length: int) -> int:
+    """How many pages of [first, first + length) are mapped in memory (mincore(2))."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    vec = (ctypes.c_ubyte * (length // PAGE))()
+    assert libc.mincore(ctypes.c_void_p(first), ctypes.c_size_t(length), vec) == 0, ctypes.get_errno()
+    return sum(v & 1 for v in vec)
+
+
+def _mappings_of(first: int, length: int) -> list[dict[str, str]]:
+    """The /proc/self/smaps entries (field -> value) of the mappings that overlap [first, first + length)."""
+    out, current = [], None
     for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split()[0]
+        head, _, rest = line.partition(" ")
         if "-" in head and not head.endswith(":"):
             lo, hi = (int(x, 16) for x in head.split("-"))
-            inside = lo < first + length and hi > first
-        elif inside and head[:-1] in total:
-            total[head[:-1]] += int(line.split()[1])
-    return total
+            current = {} if lo < first + length and hi > first else None
+            if current is not None:
+                out.append(current)
+        elif current is not None:
+            current[head.rstrip(":")] = rest.strip()
+    return out
 
 
 @linux_only
 def test_pages_are_mapped_without_huge_pages_and_without_a_write():
     array = np.empty(prefault.PREFAULT_MIN_BYTES // 4, np.float32)   # fresh memory, never written
     first, length = prefault.page_range(array)
-    before = _mapped_kb(first, length)["Rss"]
-    assert before < length // 1024 // 2                     # numpy does not touch a new buffer
+    before = _resident_pages(first, length)
+    assert before < length // PAGE // 2                     # numpy does not touch a new buffer
     thread = prefault.prepare_pool_memory(array)
     assert thread is not None
     thread.join(timeout=60)
-    after = _mapped_kb(first, length)
-    if after["Rss"] - before < length // 1024 // 2:
+    if _resident_pages(first, length) - before < length // PAGE // 2:
         pytest.skip("this kernel does not support MADV_POPULATE_WRITE (Linux 5.14+)")
-    assert after["Rss"] >= length // 1024                   # every page of the range is mapped
-    assert after["AnonHugePages"] == 0                      # MADV_NOHUGEPAGE held for the whole range
+    assert _resident_pages(first, length) == length // PAGE          # every page of the range is mapped
+    mappings = _mappings_of(first, length)                            # the madvise split them off exactly
+    assert mappings and all("nh" in m["VmFlags"].split() for m in mappings)   # MADV_NOHUGEPAGE
+    assert all(m["AnonHugePages"] == "0 kB" for m in mappings)
 
 
 @linux_only
