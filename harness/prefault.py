@@ -15,7 +15,8 @@ compaction) and (2) has the kernel map every page on a background thread
 busy in Python. Neither call reads or writes the memory's contents, so they may run while the
 caller fills the array. Measured in ``bench/bench_mteb.py`` (117k documents, lookup encoder,
 alternating with mteb in one process): mmbench's run took 2.04-2.10 s before, 1.71 s with (1), 1.59-1.77 s
-with both. Where the calls are not available (another OS, an older kernel) nothing happens and
+with both. Where the calls are not available (another OS, an older kernel, a C library without
+madvise) nothing happens and
 the pages fault on first write, as before.
 """
 
@@ -73,7 +74,11 @@ def prepare_pool_memory(array: np.ndarray) -> threading.Thread | None:
     span = page_range(array)
     if span is None:
         return None
-    _madvise()(span[0], span[1], MADV_NOHUGEPAGE)    # advisory: a failure leaves the default
+    try:
+        madvise = _madvise()
+    except (OSError, AttributeError):                # no C library to call, or one without madvise
+        return None
+    madvise(span[0], span[1], MADV_NOHUGEPAGE)       # advisory: a failure leaves the default
     thread = threading.Thread(target=_populate, args=(array, *span), name="mmbench-prefault", daemon=True)
     thread.start()
     return thread

@@ -38,6 +38,14 @@ def test_small_or_strided_arrays_are_left_alone():
     assert prefault.prepare_pool_memory(big[:, 0]) is None          # not contiguous
 
 
+def test_without_madvise_nothing_is_done(monkeypatch):
+    def missing():
+        raise AttributeError("madvise")
+
+    monkeypatch.setattr(prefault, "_madvise", missing)
+    assert prefault.prepare_pool_memory(np.empty(prefault.PREFAULT_MIN_BYTES // 4, np.float32)) is None
+
+
 def _resident_pages(first: int, length: int) -> int:
     """How many pages of [first, first + length) are mapped in memory (mincore(2))."""
     import ctypes
