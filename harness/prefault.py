@@ -14,10 +14,9 @@ compaction) and (2) has the kernel map every page on a background thread
 (``madvise(MADV_POPULATE_WRITE)``, Linux 5.14+) while the caller encodes, which keeps one core
 busy in Python. Neither call reads or writes the memory's contents, so they may run while the
 caller fills the array. Measured in ``bench/bench_mteb.py`` (117k documents, lookup encoder,
-alternating with mteb in one process): mmbench's run took 2.04-2.10 s before, 1.71 s with (1), 1.59-1.77 s
-with both. Where the calls are not available (another OS, an older kernel, a C library without
-madvise) nothing happens and
-the pages fault on first write, as before.
+alternating with mteb in one process): mmbench's run took 2.04-2.10 s before, 1.71 s with (1),
+1.59-1.77 s with both. Where the calls are not available (another OS, an older kernel, a C library
+without madvise) nothing happens and the pages fault on first write, as before.
 """
 
 from __future__ import annotations
