@@ -73,10 +73,13 @@ def _mappings_of(first: int, length: int) -> list[dict[str, str]]:
 
 @linux_only
 def test_pages_are_mapped_without_huge_pages_and_without_a_write():
-    array = np.empty(prefault.PREFAULT_MIN_BYTES // 4, np.float32)   # fresh memory, never written
+    # a fresh anonymous mapping, never written (np.empty may hand back heap memory that earlier
+    # tests of the process made resident)
+    buf = mmap.mmap(-1, prefault.PREFAULT_MIN_BYTES + 16 * PAGE)
+    array = np.frombuffer(buf, np.float32)
     first, length = prefault.page_range(array)
     before = _resident_pages(first, length)
-    assert before < length // PAGE // 2                     # numpy does not touch a new buffer
+    assert before < length // PAGE // 2                     # nothing has written to it yet
     thread = prefault.prepare_pool_memory(array)
     assert thread is not None
     thread.join(timeout=60)
