@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness import prefault
+from harness.data.types import ItemTable
 from harness.encode import EmbeddingKey, embed_table
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise is Linux's")
@@ -114,8 +115,6 @@ def test_embed_table_fills_a_pool_while_its_pages_are_mapped(tmp_path, monkeypat
     class Encoder:
         def encode(self, items, *, role, batch_size):
             return rows[[int(it.id) for it in items]]
-
-    from harness.data.types import ItemTable
 
     table = ItemTable(ids=[str(i) for i in range(n)], modalities=["text"] * n, texts=[f"t{i}" for i in range(n)],
                       image_paths=[None] * n, root=Path("/"))
