@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ import numpy as np
 from harness.data.types import ItemTable
 from harness.io import save_npy, write_json
 from harness.models.base import l2_normalize
+from harness.pool_map import DATA_OFFSET, MAP_MIN_BYTES, can_map, map_chunk_files
 from harness.prefault import prepare_pool_memory
 
 CACHE_FORMAT = 1
@@ -53,9 +54,18 @@ class EmbeddingKey:
     instruction_policy: str   # "first" | "random:<seed>" | "none" | "n/a" for candidates
     data_fingerprint: str
     dtype: str = "float32"
+    rows: str = "raw"         # "raw": the encoder's output; "unit": those rows at unit L2 norm
+
+    def fields(self) -> dict:
+        """The key as stored and hashed; ``rows`` only when not "raw", so that the caches of raw
+        rows written before the field existed keep their folder and manifest."""
+        fields = asdict(self)
+        if fields["rows"] == "raw":
+            del fields["rows"]
+        return fields
 
     def digest(self) -> str:
-        blob = json.dumps({"format": CACHE_FORMAT, **asdict(self)}, sort_keys=True)
+        blob = json.dumps({"format": CACHE_FORMAT, **self.fields()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -84,7 +94,7 @@ class EmbeddingStore:
     def __init__(self, cache_dir: Path, key: EmbeddingKey, n_items: int, ids_hash: str, chunk_size: int):
         self.key, self.n, self.chunk_size = key, n_items, chunk_size
         self.dir = Path(cache_dir) / "embeddings" / slug(key.model) / key.digest()
-        self.manifest = {"format": CACHE_FORMAT, "key": asdict(key), "n_items": n_items,
+        self.manifest = {"format": CACHE_FORMAT, "key": key.fields(), "n_items": n_items,
                          "ids_sha256": ids_hash, "chunk_size": chunk_size}
 
     @property
@@ -118,24 +128,33 @@ class EmbeddingStore:
         """
         path = self.chunk_path(i)
         try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                try:
-                    version = np.lib.format.read_magic(f)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read_header(f)
-                except (ValueError, OSError, SyntaxError) as exc:
-                    return f"{path} has no readable .npy header ({size} bytes; {exc})"
-                expected = f.tell() + math.prod(shape) * dtype.itemsize
+            header = self.chunk_header(i)
         except FileNotFoundError:
             return CHUNK_ABSENT
+        except ValueError as exc:
+            return f"{path} has no readable .npy header ({exc})"
+        offset, shape, dtype, size = header
+        expected = offset + math.prod(shape) * dtype.itemsize
         rows = _chunk_len(self, i)
         if not shape or shape[0] != rows:
             return f"{path} declares shape {shape}, expected {rows} rows"
         if size != expected:
             return f"{path} is {size} bytes, its header declares {expected}"
         return None
+
+    def chunk_header(self, i: int) -> tuple[int, tuple[int, ...], np.dtype, int]:
+        """(data offset, shape, dtype, file size) from chunk ``i``'s ``.npy`` header; raises
+        FileNotFoundError, or ValueError/OSError/SyntaxError for a header that does not read back."""
+        with open(self.chunk_path(i), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            try:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(f)
+            except (ValueError, OSError, SyntaxError) as exc:
+                raise ValueError(f"{size} bytes; {exc}") from None
+            return f.tell(), shape, dtype, size
 
     def load(self) -> np.ndarray:
         parts = [np.load(self.chunk_path(i)) for i in range(self.n_chunks)]
@@ -210,21 +229,31 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
                 progress: Callable[[int, int], None] | None = None,
                 writer: BackgroundWriter | None = None, normalize: bool = False,
                 normalized_dtype: str = "float32",
-                message: Callable[[str], None] | None = None) -> tuple[np.ndarray, EncodeStats]:
+                message: Callable[[str], None] | None = None,
+                map_min_bytes: int = MAP_MIN_BYTES) -> tuple[np.ndarray, EncodeStats]:
     """Embeddings of every item of ``table``, encoding only what is not cached.
 
-    The cache holds the encoder's output (in the key's dtype). The returned array is that, or with
-    ``normalize`` its rows at unit L2 norm in float32 (chunk by chunk: the bits of normalising the
-    whole), or, with ``normalized_dtype="float16"``, those float32 unit rows rounded to float16 (half
-    the memory of a large pool; the search computes in float32 block by block). Items with identical
-    content (:meth:`ItemTable.duplicate_rows`) get the embedding of the first of them: encoded in different batches, with other padding, they would differ in the
+    Returned: the encoder's output (in the key's dtype), or with ``normalize`` its rows at unit L2
+    norm in float32 (chunk by chunk: the bits of normalising the whole), or, with
+    ``normalized_dtype="float16"``, those float32 unit rows rounded to float16 (half the memory of a
+    large pool; the search computes in float32 block by block). The cache holds the rows as
+    returned when they are the encoder's float32 output at unit norm (``rows="unit"`` in the key:
+    the default for cosine models) or the raw output itself; otherwise (a float16 cache) the raw
+    output. Items with identical content (:meth:`ItemTable.duplicate_rows`) get the embedding of
+    the first of them: encoded in different batches, with other padding, they would differ in the
     last bits, and float noise, not the tie-break rule, would order them (measured: the duplicate
-    captions of mbeir-mini's t->t task swapped places between two CPU kinds). Chunk files are
-    written by ``writer`` when one is given (the caller closes it: the cache is complete then),
-    else by a writer of this call (the cache is complete on return), without an fsync (module
-    docstring). ``message`` receives a line for each incomplete chunk file found (encoded again).
-    """
+    captions of mbeir-mini's t->t task swapped places between two CPU kinds).
 
+    A table of at least ``map_min_bytes`` whose cached rows are the returned rows is returned as a
+    private mapping of its chunk files (:mod:`harness.pool_map`): no copy, no second 180 MB for a
+    118k x 384 pool; elsewhere the chunks are copied into a new array as they are encoded or read.
+    Chunk files are written by ``writer`` when one is given, else by a writer of this call, without
+    an fsync (module docstring); the cache is complete when the caller's writer is closed, or on
+    return. ``message`` receives a line for each incomplete chunk file found (encoded again).
+    """
+    unit = normalize and key.dtype == "float32" and normalized_dtype == "float32"
+    if unit:
+        key = replace(key, rows="unit")
     store = EmbeddingStore(cache_dir, key, len(table), ids_digest(table.ids), chunk_size)
     store.open(overwrite)
     problems = {i: store.chunk_problem(i) for i in range(store.n_chunks)}
@@ -237,27 +266,43 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     done = stats.cached
     if progress:
         progress(done, len(table))
-    # The result is assembled in memory: cached chunks are read, chunks encoded now are placed as
-    # encoded (and normalised on the way in, with ``normalize``), never read back.
+    as_cached = unit or not normalize         # the rows returned are the rows in the cache files
+    out_dtype = np.dtype(normalized_dtype) if normalize else None
+    # Either the result is mapped from the chunk files at the end (``plan["map"]``), or it is
+    # assembled in memory: cached chunks read, chunks encoded now placed as encoded, never read back.
+    plan: dict = {}
     out: np.ndarray | None = None
+
+    def decide(row_shape: tuple[int, ...], dtype: np.dtype) -> bool:
+        if "map" not in plan:
+            row_bytes = dtype.itemsize * math.prod(row_shape)
+            plan["map"] = (as_cached and store.n * row_bytes >= map_min_bytes and can_map(chunk_size * row_bytes)
+                           and all(store.chunk_header(i)[0] == DATA_OFFSET
+                                   for i in range(store.n_chunks) if i not in missing_set))
+            plan["row"] = (tuple(row_shape), np.dtype(dtype))
+        return plan["map"]
 
     def place(i: int, arr: np.ndarray) -> None:
         nonlocal out
         if out is None:
-            out = np.empty((store.n, *arr.shape[1:]), dtype=np.dtype(normalized_dtype) if normalize else arr.dtype)
+            out = np.empty((store.n, *arr.shape[1:]), dtype=out_dtype or arr.dtype)
             prepare_pool_memory(out)      # no huge pages; mapped on another core while chunks arrive
         lo = i * chunk_size
-        if normalize and arr.ndim == 2 and out.dtype == np.float32:
+        if normalize and not unit and arr.ndim == 2 and out.dtype == np.float32:
             l2_normalize(arr, out=out[lo: lo + arr.shape[0]])
-        elif normalize and arr.ndim == 2:
+        elif normalize and not unit and arr.ndim == 2:
             out[lo: lo + arr.shape[0]] = l2_normalize(arr)        # float32 arithmetic, then rounded
         else:
             out[lo: lo + arr.shape[0]] = arr
 
     missing_set = set(missing)
-    for i in range(store.n_chunks):
-        if i not in missing_set:
-            place(i, store.load_chunk(i))
+    cached = [i for i in range(store.n_chunks) if i not in missing_set]
+    if cached:
+        _, shape, dtype, _ = store.chunk_header(cached[0])
+        if not decide(shape[1:], dtype):
+            for i in cached:
+                place(i, store.load_chunk(i))
+    written: list[Future] = []
     if missing:
         encoder = get_encoder()
         start = time.perf_counter()
@@ -276,8 +321,12 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
                 _check_finite(emb, items, key)           # a NaN row would sort anywhere: never cache one
                 raw = staging.take(emb.shape, key.dtype)  # our own memory: the encoder may reuse its buffer
                 raw[...] = emb
-                place(i, raw)
-                staging.hand_over(raw, chunks.submit(save_npy, store.chunk_path(i), raw, fsync=False))
+                if unit and raw.ndim == 2:
+                    l2_normalize(raw, inplace=True)      # the bits of normalising the float32 output
+                if not decide(raw.shape[1:], raw.dtype):
+                    place(i, raw)
+                written.append(chunks.submit(save_npy, store.chunk_path(i), raw, fsync=False, data_offset=DATA_OFFSET))
+                staging.hand_over(raw, written[-1])
                 stats.encoded += len(items)
                 done += len(items)
                 if progress:
@@ -292,11 +341,32 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     settings_path = store.dir / "settings.json"
     if settings_path.exists():
         stats.settings = json.loads(settings_path.read_text())
+    if plan.get("map"):
+        for future in written:                   # this table's chunk files are on the page cache
+            future.result()
+        out = _mapped(store, *plan["row"])
+        if out is None:                          # the mapping failed: read the files back
+            for i in range(store.n_chunks):
+                place(i, store.load_chunk(i))
     if out is None:                              # an empty table (no chunks)
-        return np.zeros((0, 0), dtype=np.dtype(normalized_dtype) if normalize else key.dtype), stats
+        return np.zeros((0, 0), dtype=out_dtype or key.dtype), stats
     rows, sources = table.duplicate_rows()
     out[rows] = out[sources]        # identical items, identical bits: their ties are exact, whatever the batching
     return out, stats
+
+
+def _mapped(store: EmbeddingStore, row_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """The store's rows as one private mapping of its chunk files, or None where a file's header is
+    not the one mapping needs (data at ``DATA_OFFSET``, the chunk's shape and ``dtype``) or mapping fails."""
+    for i in range(store.n_chunks):
+        try:
+            offset, shape, got, _ = store.chunk_header(i)
+        except (OSError, ValueError):
+            return None
+        if offset != DATA_OFFSET or got != dtype or tuple(shape) != (_chunk_len(store, i), *row_shape):
+            return None
+    return map_chunk_files([store.chunk_path(i) for i in range(store.n_chunks)], store.n, row_shape, dtype,
+                           store.chunk_size)
 
 
 class _StagingBuffers:

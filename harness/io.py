@@ -55,8 +55,28 @@ def write_json(path: Path, obj: Any) -> None:
         f.write("\n")
 
 
-def save_npy(path: Path, array, *, fsync: bool = True) -> None:
+def save_npy(path: Path, array, *, fsync: bool = True, data_offset: int | None = None) -> None:
+    """``np.save`` of ``array``, atomically; with ``data_offset``, a version 1.0 ``.npy`` whose
+    header is padded so the data starts at that byte (a C-contiguous array; any numpy reads it)."""
     import numpy as np
 
     with atomic_open(path, "wb", fsync=fsync) as f:
-        np.save(f, array)
+        if data_offset is None:
+            np.save(f, array)
+            return
+        array = np.ascontiguousarray(array)
+        f.write(npy_header(array.dtype, array.shape, data_offset))
+        if array.size:
+            f.write(memoryview(array).cast("B"))
+
+
+def npy_header(dtype, shape: tuple[int, ...], data_offset: int) -> bytes:
+    """The bytes of a version 1.0 ``.npy`` header for a C-order array, padded to ``data_offset`` bytes."""
+    import numpy as np
+
+    text = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                 "shape": tuple(int(n) for n in shape)})
+    pad = data_offset - 10 - len(text) - 1      # magic (6) + version (2) + header length (2), then "\n"
+    if pad < 0 or data_offset - 10 > 0xFFFF:
+        raise ValueError(f"a .npy header for shape {shape} cannot end at byte {data_offset}")
+    return b"\x93NUMPY\x01\x00" + (data_offset - 10).to_bytes(2, "little") + (text + " " * pad + "\n").encode("latin1")

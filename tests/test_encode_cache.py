@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,19 +44,24 @@ def raw_rows(n: int) -> np.ndarray:
     return np.array([[i + 0.5, 3.0, -1.0 * (i % 7 + 1), 0.25, 7.0] for i in range(n)], np.float32)
 
 
+@pytest.mark.parametrize("map_min_bytes", [1 << 40, 0])          # copied into memory / mapped
 @pytest.mark.parametrize("normalize", [False, True])
-def test_cold_and_warm_runs_return_the_same_bits_and_the_cache_holds_raw_output(tmp_path, normalize):
+def test_cold_and_warm_runs_return_the_same_bits_and_the_cache_holds_the_rows_returned(tmp_path, normalize,
+                                                                                     map_min_bytes):
     enc = ReusingEncoder()
     cold, stats = embed_table(table(23), KEY, lambda: enc, cache_dir=tmp_path, batch_size=4, chunk_size=5,
-                              normalize=normalize)
+                              normalize=normalize, map_min_bytes=map_min_bytes)
     assert stats.encoded == 23 and enc.calls == 5
     want = l2_normalize(raw_rows(23)) if normalize else raw_rows(23)
     assert cold.dtype == np.float32
     np.testing.assert_array_equal(cold, want)     # the reused buffer corrupted nothing
-    store = EmbeddingStore(tmp_path, KEY, 23, ids_digest(table(23).ids), 5)
-    np.testing.assert_array_equal(store.load(), raw_rows(23))   # raw output cached, not normalised
+    key = replace(KEY, rows="unit") if normalize else KEY      # float32 unit rows: cached as returned
+    store = EmbeddingStore(tmp_path, key, 23, ids_digest(table(23).ids), 5)
+    np.testing.assert_array_equal(store.load(), want)
+    if normalize:                                  # the raw rows' folder is another one, untouched
+        assert not EmbeddingStore(tmp_path, KEY, 23, ids_digest(table(23).ids), 5).dir.exists()
     warm, stats = embed_table(table(23), KEY, lambda: pytest.fail("model loaded"), cache_dir=tmp_path,
-                              batch_size=4, chunk_size=5, normalize=normalize)
+                              batch_size=4, chunk_size=5, normalize=normalize, map_min_bytes=map_min_bytes)
     assert stats.cached == 23 and stats.encoded == 0
     np.testing.assert_array_equal(warm, cold)
 
@@ -64,9 +70,9 @@ def test_shared_writer_completes_the_cache_when_closed(tmp_path):
     with BackgroundWriter() as writer:
         out, _ = embed_table(table(12), KEY, ReusingEncoder, cache_dir=tmp_path, batch_size=4, chunk_size=4,
                              writer=writer, normalize=True)
-    store = EmbeddingStore(tmp_path, KEY, 12, ids_digest(table(12).ids), 4)
+    store = EmbeddingStore(tmp_path, replace(KEY, rows="unit"), 12, ids_digest(table(12).ids), 4)
     assert store.missing_chunks() == []
-    np.testing.assert_array_equal(l2_normalize(store.load()), out)
+    np.testing.assert_array_equal(store.load(), out)
 
 
 def test_a_failed_write_is_raised(tmp_path):
@@ -222,9 +228,10 @@ def test_chunks_written_slower_than_encoded_each_hold_their_own_rows(tmp_path, m
     out, stats = embed_table(table(41), KEY, ReusingEncoder, cache_dir=tmp_path, batch_size=2, chunk_size=3,
                              normalize=normalize)
     assert stats.encoded == 41
-    store = EmbeddingStore(tmp_path, KEY, 41, ids_digest(table(41).ids), 3)
-    np.testing.assert_array_equal(store.load(), raw_rows(41))
-    np.testing.assert_array_equal(out, l2_normalize(raw_rows(41)) if normalize else raw_rows(41))
+    want = l2_normalize(raw_rows(41)) if normalize else raw_rows(41)
+    store = EmbeddingStore(tmp_path, replace(KEY, rows="unit") if normalize else KEY, 41, ids_digest(table(41).ids), 3)
+    np.testing.assert_array_equal(store.load(), want)
+    np.testing.assert_array_equal(out, want)
 
 
 def test_staging_buffers_wait_for_the_oldest_write_then_reuse_its_buffer():
