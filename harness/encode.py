@@ -144,7 +144,7 @@ class EmbeddingStore:
 
     def chunk_header(self, i: int) -> tuple[int, tuple[int, ...], np.dtype, int]:
         """(data offset, shape, dtype, file size) from chunk ``i``'s ``.npy`` header; raises
-        FileNotFoundError, or ValueError/OSError/SyntaxError for a header that does not read back."""
+        FileNotFoundError (no file), or ValueError for a header that does not read back."""
         with open(self.chunk_path(i), "rb") as f:
             size = os.fstat(f.fileno()).st_size
             try:
@@ -276,9 +276,9 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     def decide(row_shape: tuple[int, ...], dtype: np.dtype) -> bool:
         if "map" not in plan:
             row_bytes = dtype.itemsize * math.prod(row_shape)
-            plan["map"] = (as_cached and store.n * row_bytes >= map_min_bytes and can_map(chunk_size * row_bytes)
-                           and all(store.chunk_header(i)[0] == DATA_OFFSET
-                                   for i in range(store.n_chunks) if i not in missing_set))
+            # every file's header is checked once, when mapping (``_mapped``); a chunk of another
+            # layout (an older cache's) makes it read the files back instead
+            plan["map"] = as_cached and store.n * row_bytes >= map_min_bytes and can_map(chunk_size * row_bytes)
             plan["row"] = (tuple(row_shape), np.dtype(dtype))
         return plan["map"]
 
