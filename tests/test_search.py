@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness import scan_topk
 from harness import search as search_mod
 from harness.search import MAX_K, describe_backend, exact_search_numpy, search
 
@@ -52,22 +53,35 @@ def assert_same(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.n
 
 
 def assert_matches_reference(case: dict, **patches: object) -> None:
-    """search() on the case, with module settings patched as given, equals exact_search_numpy."""
+    """search() on the case, with module settings patched as given (``scan_topk.NAME`` for the
+    kernel's module), equals exact_search_numpy."""
     with pytest.MonkeyPatch.context() as m:
         for name, value in patches.items():
-            m.setattr(search_mod, name, value)
+            module, _, attr = name.rpartition(".")
+            m.setattr(scan_topk if module == "scan_topk" else search_mod, attr, value)
         got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
                      memory_budget_bytes=case["budget"], device="cpu")
     assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
 
 
-# Blocks of at most GEMM_TOPK_ROWS_PER_HIT rows per hit are ranked from their full score rows on the
-# CPU, larger ones by faiss with a margin and the tie fix: each test says which path it checks.
-FAISS_PATH = {"GEMM_TOPK_ROWS_PER_HIT": 0}
-GEMM_PATH = {"GEMM_TOPK_ROWS_PER_HIT": 10**9}
+# On the CPU the threshold-scan kernel (harness/scan_topk.py) searches every pool where it is built;
+# without it, blocks of at most GEMM_TOPK_ROWS_PER_HIT rows per hit are ranked from their full score
+# rows, larger ones by faiss with a margin and the tie fix: each test says which path it checks.
+FAISS_PATH = {"CPU_SCAN": False, "GEMM_TOPK_ROWS_PER_HIT": 0}
+GEMM_PATH = {"CPU_SCAN": False, "GEMM_TOPK_ROWS_PER_HIT": 10**9}
+# the kernel in small pieces: tiles of 16 candidates, 3 queries per range (several ranges per
+# thread), and the threshold estimate on from k=32 with every 2nd candidate as the sample
+SCAN_SMALL = {"scan_topk.TILE_BYTES": 16 * 4, "scan_topk.QUERY_CHUNK": 3, "scan_topk.SEED_MIN_K": 1,
+              "scan_topk.SEED_STRIDE": 2}
 
 
-@pytest.mark.parametrize("path", [FAISS_PATH, GEMM_PATH, {}], ids=["faiss", "gemm", "default"])
+def test_kernel_is_built() -> None:
+    """``make test`` installs mmbench with its C kernel: the default-path tests below exercise it."""
+    assert scan_topk.kernel() is not None
+    assert describe_backend("cpu")["library"] == "mmbench-scan"
+
+
+@pytest.mark.parametrize("path", [FAISS_PATH, GEMM_PATH, SCAN_SMALL, {}], ids=["faiss", "gemm", "scan-small", "default"])
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=tie_heavy_cases())
 def test_matches_reference_with_ties(case: dict, path: dict) -> None:
@@ -109,7 +123,7 @@ def test_torch_path_matches_reference(case: dict) -> None:
     assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
 
 
-@pytest.mark.parametrize("path", [FAISS_PATH, GEMM_PATH], ids=["faiss", "gemm"])
+@pytest.mark.parametrize("path", [FAISS_PATH, GEMM_PATH, {}], ids=["faiss", "gemm", "scan"])
 @pytest.mark.parametrize("seed", range(5))
 def test_matches_reference_on_random_floats(seed: int, path: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """Unquantised normalised data, several blocks: equal wherever rounding cannot swap two hits."""
@@ -167,13 +181,76 @@ def test_float16_memmap_pool(tmp_path) -> None:
                 exact_search_numpy(queries, data, 30))
 
 
-def test_progress_reports_each_block() -> None:
+def test_progress_reports_each_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_mod, "CPU_SCAN", False)
     pool = np.random.default_rng(2).standard_normal((1000, 8)).astype(np.float32)
     calls: list[tuple[int, int]] = []
     search(pool[:5], [pool[:300], pool[300:]], 3, memory_budget_bytes=128 * 4 * 8,
            progress=lambda done, total: calls.append((done, total)))
     assert calls == [(128, 1000), (256, 1000), (300, 1000), (428, 1000), (556, 1000),
                      (684, 1000), (812, 1000), (940, 1000), (1000, 1000)]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4096])
+def test_kernel_progress_counts_every_candidate_once(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel's query ranges run on several threads: progress rises to the pool size, never past it."""
+    monkeypatch.setattr(scan_topk, "QUERY_CHUNK", chunk)
+    pool = np.random.default_rng(2).standard_normal((1000, 8)).astype(np.float32)
+    calls: list[tuple[int, int]] = []
+    search(pool[:5], [pool[:300], pool[300:]], 3, memory_budget_bytes=128 * 4 * 8,
+           progress=lambda done, total: calls.append((done, total)))
+    done = [d for d, _ in calls]
+    assert {t for _, t in calls} == {1000} and done == sorted(done) and done[-1] == 1000
+    assert len(calls) == 9 * len(scan_topk._query_ranges(5))      # every block of every range
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=tie_heavy_cases())
+def test_kernel_estimate_too_high_scans_again(case: dict) -> None:
+    """An estimate above every query's k-th score (each row's best sample score, sample = the whole
+    pool) leaves rows short: they are scanned again from -inf, and the answer is the reference's."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(scan_topk, "_seed_plan", lambda total, n, dim: (1, 1))
+        passes = []
+        real_pass = scan_topk._pass
+        m.setattr(scan_topk, "_pass", lambda *a: passes.append(a[5] is None) or real_pass(*a))
+        assert_matches_reference(case, **{"scan_topk.QUERY_CHUNK": 7})
+    _, want = exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"])
+    # a row is short exactly when its best score is above its k-th: then its range is scanned again
+    assert (True in passes) == bool((want[:, 0] > want[:, -1]).any())
+
+
+def test_kernel_rows_with_nan_scores_rank_nan_last() -> None:
+    """The kernel keeps no NaN score: a query of NaNs, and a pool with NaN rows that leaves some
+    queries fewer finite scores than k, are ranked from full score rows, NaN last (as the reference)."""
+    rng = np.random.default_rng(5)
+    pool = (rng.integers(-2, 3, (300, 8)) / 4).astype(np.float32)
+    queries = (rng.integers(-2, 3, (6, 8)) / 4).astype(np.float32)
+    queries[2] = np.nan
+    assert_same(search(queries, pool, 50, device="cpu"), exact_search_numpy(queries, pool, 50))
+    pool[::2, 0] = np.nan                    # half the pool NaN for every query: k=200 > 150 finite
+    assert_same(search(queries, pool, 200, device="cpu"), exact_search_numpy(queries, pool, 200))
+
+
+def test_kernel_estimate_plan() -> None:
+    """The estimate is used from k=500 on pools of at least 8k candidates; it asks for the
+    sample's mean + 6 standard deviations + 3 best (k=1000, every 32nd candidate: the 68th)."""
+    assert scan_topk._seed_plan(118_000, 1000, 384) == (32, 68)
+    assert scan_topk._seed_plan(7_999, 1000, 384) is None and scan_topk._seed_plan(118_000, 100, 384) is None
+    stride, rank = scan_topk._seed_plan(5_600_000, 1000, 768)       # M-BEIR's global pool: <= 256 MB of sample
+    assert stride == 65 and 5_600_000 // stride * 768 * 4 <= scan_topk.SEED_MAX_BYTES and rank == 42
+    assert scan_topk._seed_plan(5_600_000, 1000, 4096) is None      # too few expected sample hits
+
+
+def test_kernel_refuses_keys_it_cannot_pack() -> None:
+    """Tie-break keys past 32 bits (or negative) take the faiss path, with the same answer."""
+    assert not scan_topk.usable_keys(np.array([0, 1 << 32]), 2) and not scan_topk.usable_keys(np.array([-1, 0]), 2)
+    assert scan_topk.usable_keys(None, 10) and scan_topk.usable_keys(np.array([0, (1 << 32) - 1]), 2)
+    rng = np.random.default_rng(3)
+    pool = (rng.integers(-2, 3, (400, 8)) / 4).astype(np.float32)
+    queries = (rng.integers(-2, 3, (5, 8)) / 4).astype(np.float32)
+    keys = rng.permutation(400).astype(np.int64) * (1 << 30)
+    assert_same(search(queries, pool, 30, tiebreak=keys, device="cpu"), exact_search_numpy(queries, pool, 30, keys))
 
 
 def test_empty_inputs() -> None:
@@ -237,7 +314,11 @@ def test_faiss_global_settings_are_restored() -> None:
             faiss.cvar.distance_compute_blas_database_bs) == before
 
 
-def test_describe_backend_cpu() -> None:
+def test_describe_backend_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    info = describe_backend("cpu")
+    assert info["library"] == "mmbench-scan" and info["device"] == "cpu" and info["version"] == scan_topk.KERNEL_VERSION
+    assert info["blas"].startswith("openblas ")        # numpy's BLAS computes the kernel's scores
+    monkeypatch.setattr(search_mod, "CPU_SCAN", False)
     info = describe_backend("cpu")
     assert info["library"] == "faiss" and info["device"] == "cpu"
     assert isinstance(info["version"], str) and isinstance(info["gpus"], int)
