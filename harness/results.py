@@ -10,11 +10,13 @@ Layout under the output folder (default ``results/``)::
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 
+from harness import native
 from harness.encode import slug
 from harness.io import atomic_open, write_json
 
@@ -42,21 +44,16 @@ def write_trec(path: Path, query_ids: list[str], candidate_ids, indices: np.ndar
 
     Empty slots (index -1) are skipped; the rank is the column position + 1 either way. The score is
     written as the shortest decimal that reads back to the same float (float32 scores: at most 9
-    significant digits), so a run read back ranks exactly as it was written. The lines are built
-    by Arrow's C++ kernels (no Python loop over the Q x k hits), a range of queries at a time
-    (``part_hits`` hits each) on one thread per core, and written in query order as they come:
-    the bytes do not depend on the parts or threads. Measured at 1k queries x 1000 hits on 2
-    cores (on tmpfs): 0.21 s as one part on one thread, 0.14 s in parts on two; and the first
-    call of a process, whose Arrow memory pool is still empty, 0.8-1.1 s as one part, 0.2-0.3 s
-    in parts. ``fsync=False`` leaves out the flush to the disk (0.12-0.14 s for those 49 MB on a
+    significant digits; Arrow's cast), so a run read back ranks exactly as it was written. A range
+    of queries at a time (``part_hits`` hits each): the scores' texts are cast on one thread per
+    core, and each range's lines are put together by mmbench's C helper (:mod:`harness.native`) in
+    one reused buffer and written in query order; where the helper is not built, Arrow's kernels
+    join the lines (the same bytes, ~2x the time). The bytes do not depend on the parts or threads.
+    Measured at 1k queries x 1000 hits on 2 cores: Arrow 0.14 s; the C helper
+    0.07 s. ``fsync=False`` leaves out the flush to the disk (0.12-0.14 s for those 49 MB on a
     virtual disk); the caller then records the returned size and checks it on reuse
     (:func:`run_file_problem`).
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from harness.parallel import map_parts
-
     indices = np.asarray(indices)
     scores = np.asarray(scores)
     q, width = indices.shape if indices.ndim == 2 else (len(query_ids), 0)
@@ -64,21 +61,96 @@ def write_trec(path: Path, query_ids: list[str], candidate_ids, indices: np.ndar
     with atomic_open(path, "wb", fsync=fsync) as f:
         if q == 0 or width == 0:
             return size
-        # "qid Q0" once per query, not once per hit: one piece fewer to join per line
-        qid_strings = pc.binary_join_element_wise(pa.array([str(x) for x in query_ids], pa.string()), "Q0", " ")
-        did_strings = pa.array(list(candidate_ids), pa.string())
-        rank_strings = pa.array(np.arange(1, width + 1, dtype=np.int64)).cast(pa.string())
-
-        def lines(rows: slice) -> memoryview | None:
-            return _trec_lines(rows, indices, scores, qid_strings, did_strings, rank_strings, tag)
-
         step = max(1, part_hits // width)
         parts = [slice(lo, min(lo + step, q)) for lo in range(0, q, step)]
-        for chunk in map_parts(lines, parts, threads=threads):
-            if chunk is not None:
-                f.write(chunk)
-                size += chunk.nbytes
+        lib = native.library() if NATIVE_TREC else None
+        lines = _native_trec_lines if lib is not None else _arrow_trec_lines
+        for chunk in lines(parts, query_ids, candidate_ids, indices, scores, tag, threads):
+            f.write(chunk)               # before the next chunk is made: the native one reuses its buffer
+            size += chunk.nbytes
     return size
+
+
+NATIVE_TREC = True      # lines put together by the C helper where it is built (tests compare both ways)
+
+
+def _utf8_table(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(UTF-8 bytes of all strings, int64 offsets: string i is bytes[offsets[i]:offsets[i + 1]])."""
+    import pyarrow as pa
+
+    table = pa.array(strings, pa.large_string())
+    _, offsets, data = table.buffers()
+    return (np.frombuffer(data, np.uint8) if data is not None and data.size else np.zeros(1, np.uint8),
+            np.frombuffer(offsets, np.int64)[table.offset:table.offset + len(table) + 1])
+
+
+def _native_trec_lines(parts: list[slice], query_ids, candidate_ids, indices: np.ndarray, scores: np.ndarray,
+                       tag: str, threads: int | None):
+    """Each part's TREC lines, put together by the C helper (``mmb_trec_lines``) on one thread per
+    core, ahead of the caller's writes; each chunk yielded is a view of a buffer that is reused once
+    the caller asks for the next (at most threads + 1 buffers: no fresh memory per part).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+
+    from harness.parallel import cores
+
+    lib = native.library()
+    qid_bytes, qid_offsets = _utf8_table([str(x) for x in query_ids])
+    did_bytes, did_offsets = _utf8_table(list(candidate_ids))
+    tag_bytes = tag.encode()
+
+    def make(rows: slice, buffer: np.ndarray) -> tuple[np.ndarray, int]:
+        part = np.ascontiguousarray(indices[rows], np.int64)
+        kept = scores[rows].ravel() if (part >= 0).all() else scores[rows][part >= 0]
+        texts = pa.array(np.ascontiguousarray(kept, np.float32)).cast(pa.string())
+        _, text_offsets, text_bytes = texts.buffers()
+        args = (part.shape[0], part.shape[1], part.ctypes.data, qid_bytes.ctypes.data,
+                qid_offsets[rows.start:].ctypes.data, did_bytes.ctypes.data, did_offsets.ctypes.data,
+                text_bytes.address if text_bytes is not None else None,
+                np.frombuffer(text_offsets, np.int32)[texts.offset:].ctypes.data, tag_bytes, len(tag_bytes))
+        size = lib.mmb_trec_lines(*args, None, 0)
+        if buffer.size < size:
+            buffer = np.empty(size, np.uint8)
+        if size and lib.mmb_trec_lines(*args, buffer.ctypes.data, size) != size:
+            raise RuntimeError("TREC writer: the C helper wrote another size than it measured")
+        return buffer, size
+
+    workers = min(len(parts), cores() if threads is None else max(1, threads))
+    free = [np.empty(0, np.uint8) for _ in range(workers + 1)]
+    todo = iter(parts)
+    with ThreadPoolExecutor(workers, thread_name_prefix="mmbench-trec") as pool:
+        pending = [pool.submit(make, rows, free.pop()) for rows in itertools.islice(todo, workers + 1)]
+        while pending:
+            buffer, size = pending.pop(0).result()
+            if size:
+                yield memoryview(buffer)[:size]
+            free.append(buffer)                 # written by now: the next part may fill it
+            rows = next(todo, None)
+            if rows is not None:
+                pending.append(pool.submit(make, rows, free.pop()))
+
+
+def _arrow_trec_lines(parts: list[slice], query_ids, candidate_ids, indices: np.ndarray, scores: np.ndarray,
+                      tag: str, threads: int | None):
+    """Each part's TREC lines joined by Arrow's C++ kernels, a part per thread (no C helper needed)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from harness.parallel import map_parts
+
+    # "qid Q0" once per query, not once per hit: one piece fewer to join per line
+    qid_strings = pc.binary_join_element_wise(pa.array([str(x) for x in query_ids], pa.string()), "Q0", " ")
+    did_strings = pa.array(list(candidate_ids), pa.string())
+    rank_strings = pa.array(np.arange(1, indices.shape[1] + 1, dtype=np.int64)).cast(pa.string())
+
+    def lines(rows: slice) -> memoryview | None:
+        return _trec_lines(rows, indices, scores, qid_strings, did_strings, rank_strings, tag)
+
+    for chunk in map_parts(lines, parts, threads=threads):
+        if chunk is not None:
+            yield chunk
 
 
 def run_file_problem(directory: Path, record: dict) -> str | None:

@@ -1,4 +1,4 @@
-"""Exact top-k on the CPU: BLAS score tiles scanned against per-query thresholds (``harness/_topk.c``).
+"""Exact top-k on the CPU: BLAS score tiles scanned against per-query thresholds (``harness/_native.c``).
 
 The pool is scored tile by tile (numpy's float32 matrix product), and each tile goes to a small C
 kernel that keeps, per query, the candidates scoring at or above that query's threshold; when a
@@ -15,23 +15,21 @@ estimate changes the time, never the result. Measured at 1k queries x 118k candi
 k=1000, 2-core Zen 4: 0.54 s, against 0.72 s for faiss's ``knn`` + merge + tie fix and 0.48 s for
 the matrix product alone.
 
-The kernel is compiled when mmbench is installed (an optional extension: without a C compiler the
-install still succeeds); :func:`kernel` returns None where it is missing, and :mod:`harness.search`
-then uses faiss. The kernel is loaded with ctypes, which releases the GIL during each call.
+The kernel is compiled when mmbench is installed (:mod:`harness.native`: an optional extension,
+without a C compiler the install still succeeds); :func:`kernel` returns None where it is
+missing, and :mod:`harness.search` then uses faiss.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
-import importlib.machinery
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
 import numpy as np
 
+from harness import native
 from harness.parallel import cores, row_parts, run_parts
 
 __all__ = ["KERNEL_VERSION", "kernel", "scan_topk", "usable_keys"]
@@ -46,31 +44,9 @@ QUERY_CHUNK = 4096        # queries per pass over the pool (bounds the kept buff
 TILE_BYTES = 8 << 20      # float32 score tile per matrix product, per thread
 
 
-@functools.cache
 def kernel() -> ctypes.CDLL | None:
-    """The compiled kernel (``harness/_topk*.so``), or None when it was not built here."""
-    folder = Path(__file__).resolve().parent
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        path = folder / f"_topk{suffix}"
-        if path.exists():
-            try:
-                lib = ctypes.CDLL(str(path))
-            except OSError:
-                return None
-            return _declare(lib)
-    return None
-
-
-def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.mmb_topk_new.restype, lib.mmb_topk_new.argtypes = ptr, [i64, i64]
-    lib.mmb_topk_free.restype, lib.mmb_topk_free.argtypes = None, [ptr]
-    lib.mmb_topk_reset.restype, lib.mmb_topk_reset.argtypes = None, [ptr, i64]
-    lib.mmb_topk_scan.restype, lib.mmb_topk_scan.argtypes = ctypes.c_int, [ptr, i64, i64, ptr, i64, i64, i64]
-    lib.mmb_topk_seed.restype, lib.mmb_topk_seed.argtypes = None, [ptr, i64, i64, ptr]
-    lib.mmb_topk_finish.restype = i64
-    lib.mmb_topk_finish.argtypes = [ptr, i64, i64, ptr, i64, ptr, ptr, ptr]
-    return lib
+    """The compiled helpers holding the kernel (:func:`harness.native.library`), or None where not built."""
+    return native.library()
 
 
 def usable_keys(tiebreak: np.ndarray | None, total: int) -> bool:
@@ -139,7 +115,7 @@ def scan_topk(queries: np.ndarray, blocks: Blocks, total: int, n: int, tiebreak:
     """
     lib = kernel()
     if lib is None:
-        raise RuntimeError("the top-k kernel (harness/_topk.c) is not built: reinstall mmbench with a C compiler")
+        raise RuntimeError("the top-k kernel (harness/_native.c) is not built: reinstall mmbench with a C compiler")
     keys = None if tiebreak is None else np.ascontiguousarray(tiebreak, np.int64)
     out_i = np.empty((queries.shape[0], n), np.int64)
     out_s = np.empty((queries.shape[0], n), np.float32)

@@ -28,7 +28,7 @@ glosses (538 of 1000 rows tie past a margin of 32) 1.07 / 0.83 / 0.75 / 0.69 s. 
 
 Backends
 --------
-* CPU, where the kernel is built (``harness/_topk.c``, compiled at install): the threshold scan of
+* CPU, where the kernel is built (``harness/_native.c``, compiled at install): the threshold scan of
   :mod:`harness.scan_topk` for every pool. numpy BLAS score tiles, each scanned by C against
   per-query thresholds estimated from a sample of the pool; exact by construction (every
   candidate at or above the k-th score is kept, ties at the cut-off included), no margin, no tie

@@ -43,6 +43,39 @@ def test_write_trec_round_trips(tmp_path_factory, q, k, n, seed, odd_ids, part_h
     assert parted.read_bytes() == path.read_bytes()
 
 
+@settings(max_examples=60, deadline=None)
+@given(q=st.integers(1, 5), k=st.integers(1, 12), n=st.integers(1, 40), seed=st.integers(0, 2**31 - 1),
+       part_hits=st.integers(1, 30), ids=st.sampled_from(["plain", "unicode", "empty"]))
+def test_c_helper_and_arrow_write_the_same_bytes(tmp_path_factory, q, k, n, seed, part_hits, ids):
+    """The C line writer (harness/native.py) and the Arrow one: byte-identical files, with empty
+    slots, non-ASCII and empty ids, and every kind of float32 (inf, nan, -0.0, subnormal, huge)."""
+    from harness import native, results
+
+    assert native.library() is not None                  # built by `make test`'s install
+    rng = np.random.default_rng(seed)
+    k = min(k, n)
+    names = {"plain": [f"d{i}" for i in range(n)], "unicode": [f"dé{i}→ü" for i in range(n)],
+             "empty": ["" if i % 3 == 0 else f"d{i}" for i in range(n)]}[ids]
+    qids = [f"q{i}" if i % 2 else f"é{i}" for i in range(q)]
+    idx = np.stack([rng.permutation(n)[:k] for _ in range(q)])
+    idx[rng.random((q, k)) < 0.2] = -1                    # empty slots anywhere
+    specials = np.array([np.inf, -np.inf, np.nan, -0.0, 0.0, 1e-45, 3.4e38, 0.1, 1 / 3], np.float32)
+    scores = np.where(rng.random((q, k)) < 0.3, rng.choice(specials, (q, k)),
+                      rng.standard_normal((q, k))).astype(np.float32)
+    folder = tmp_path_factory.mktemp("trec")
+    written = {}
+    for use_c in (True, False):
+        results.NATIVE_TREC = use_c
+        try:
+            path = folder / f"{use_c}.trec"
+            size = write_trec(path, qids, names, idx, scores, "t.ag", part_hits=part_hits, fsync=False)
+        finally:
+            results.NATIVE_TREC = True
+        assert size == path.stat().st_size
+        written[use_c] = path.read_bytes()
+    assert written[True] == written[False]
+
+
 def test_a_model_name_with_spaces_still_gives_six_fields_per_line(tmp_path):
     tag = trec_tag("st:/models/my model", "rerank", "cross encoder")
     assert tag.startswith("mmbench.") and len(tag.split()) == 1

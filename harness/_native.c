@@ -1,6 +1,11 @@
-/* Exact top-k of score rows by threshold scan: the CPU search kernel of harness/scan_topk.py.
+/* mmbench's C helpers, compiled at install (an optional extension) and loaded with ctypes by
+ * harness/native.py; plain C, no Python API (ctypes releases the GIL during each call).
  *
- * Plain C (no Python API; loaded with ctypes, which releases the GIL during each call). A state
+ * 1. mmb_topk_*: exact top-k of score rows by threshold scan, the CPU search kernel of
+ *    harness/scan_topk.py.
+ * 2. mmb_trec_lines: the bytes of TREC run lines (harness/results.py's write_trec).
+ *
+ * The search kernel. A state
  * holds, for each query row, a threshold and the candidates kept so far. The caller computes the
  * score rows tile by tile (a BLAS matrix product) and hands each tile to mmb_topk_scan, which keeps every
  * candidate whose score is >= the row's threshold. When a row's buffer fills, it is compacted to
@@ -316,4 +321,52 @@ int64_t mmb_topk_finish(void *p, int64_t r0, int64_t nr, const int64_t *keys, in
     free(s.values);
     free(order);
     return incomplete;
+}
+
+/* TREC run lines "qid Q0 did rank score tag\n" of nq query rows x width hits, row-major
+   (indices[i * width + c]: the candidate at rank c + 1 of query i, or -1 for an empty slot, which
+   is skipped). Query i's id is qid[qid_off[i] .. qid_off[i + 1]), candidate j's did[did_off[j] ..
+   did_off[j + 1]); the h-th hit kept (empty slots skipped) has the score text score[score_off[h] ..
+   score_off[h + 1]). With out == NULL, returns the number of bytes the lines take; else writes them
+   to out (out_cap bytes) and returns that number, or -1 when they do not fit. */
+int64_t mmb_trec_lines(int64_t nq, int64_t width, const int64_t *indices, const char *qid,
+                       const int64_t *qid_off, const char *did, const int64_t *did_off,
+                       const char *score, const int32_t *score_off, const char *tag, int64_t tag_len,
+                       char *out, int64_t out_cap) {
+    int64_t size = 0, h = 0;
+    char rank[24];
+    for (int64_t i = 0; i < nq; i++) {
+        int64_t qlen = qid_off[i + 1] - qid_off[i];
+        for (int64_t c = 0; c < width; c++) {
+            int64_t j = indices[i * width + c];
+            if (j < 0) continue;
+            int64_t dlen = did_off[j + 1] - did_off[j], slen = score_off[h + 1] - score_off[h];
+            int rlen = 0;
+            for (int64_t v = c + 1; v; v /= 10) rank[sizeof rank - 1 - rlen++] = (char)('0' + v % 10);
+            int64_t line = qlen + 4 + dlen + 1 + rlen + 1 + slen + 1 + tag_len + 1;
+            if (out) {
+                if (size + line > out_cap) return -1;
+                char *p = out + size;
+                memcpy(p, qid + qid_off[i], qlen);
+                p += qlen;
+                memcpy(p, " Q0 ", 4);
+                p += 4;
+                memcpy(p, did + did_off[j], dlen);
+                p += dlen;
+                *p++ = ' ';
+                memcpy(p, rank + sizeof rank - rlen, rlen);
+                p += rlen;
+                *p++ = ' ';
+                memcpy(p, score + score_off[h], slen);
+                p += slen;
+                *p++ = ' ';
+                memcpy(p, tag, tag_len);
+                p += tag_len;
+                *p = '\n';
+            }
+            size += line;
+            h++;
+        }
+    }
+    return size;
 }
