@@ -33,7 +33,7 @@ def trec_tag(*names: str) -> str:
     return ".".join(["mmbench", *(slug(n) for n in names)])
 
 
-TREC_PART_HITS = 1 << 17      # hits formatted per part: small enough for Arrow to reuse its memory
+TREC_PART_HITS = 1 << 15      # hits formatted per part: small enough for Arrow to reuse its memory
 
 
 def write_trec(path: Path, query_ids: list[str], candidate_ids, indices: np.ndarray,

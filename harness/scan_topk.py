@@ -41,7 +41,7 @@ SEED_MIN_K = 500          # ... when k is at least this (smaller k: the running 
 SEED_MAX_BYTES = 1 << 28  # at most this much float32 sample (a larger pool takes a wider stride)
 SEED_MIN_HITS = 8         # the sample must hold at least this many of a query's top k on average
 QUERY_CHUNK = 4096        # queries per pass over the pool (bounds the kept buffers: ~16 KB a query at k=1000)
-TILE_BYTES = 8 << 20      # float32 score tile per matrix product, per thread
+TILE_BYTES = 2 << 20      # float32 score tile per matrix product, per thread (2-16 MB: the same speed)
 
 
 def kernel() -> ctypes.CDLL | None:
@@ -80,16 +80,21 @@ class _State:
                                   scores.strides[0] // 4, scores.shape[1], base) < 0:
             raise MemoryError("top-k kernel: out of memory while keeping candidates")
 
-    def finish(self, keys: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids, scores, complete): the first n hits of every row by the rule; a row is complete
-        (exact) when it held at least n candidates."""
-        out_i = np.empty((self.rows, n), np.int64)
-        out_s = np.empty((self.rows, n), np.float32)
+    def finish(self, keys: np.ndarray | None, n: int, out_i: np.ndarray | None = None,
+               out_s: np.ndarray | None = None) -> np.ndarray:
+        """The first n hits of every row by the rule, into ``out_i`` (int64) and ``out_s`` (float32),
+        C-order (rows, n) arrays (new ones when None, then returned as ``self.ids``/``self.scores``);
+        returns which rows are complete (exact): those that held at least n candidates."""
+        self.ids = np.empty((self.rows, n), np.int64) if out_i is None else out_i
+        self.scores = np.empty((self.rows, n), np.float32) if out_s is None else out_s
+        for out, dtype in ((self.ids, np.int64), (self.scores, np.float32)):
+            if out.dtype != dtype or out.shape != (self.rows, n) or not out.flags.c_contiguous:
+                raise ValueError(f"top-k kernel: an output must be a C-order {dtype.__name__} ({self.rows}, {n}) array")
         complete = np.zeros(self.rows, np.uint8)
         if self.lib.mmb_topk_finish(self.handle, 0, self.rows, None if keys is None else keys.ctypes.data, n,
-                                    out_i.ctypes.data, out_s.ctypes.data, complete.ctypes.data) < 0:
+                                    self.ids.ctypes.data, self.scores.ctypes.data, complete.ctypes.data) < 0:
             raise MemoryError("top-k kernel: out of memory while ordering the hits")
-        return out_i, out_s, complete.astype(bool)
+        return complete.astype(bool)
 
 
 Blocks = Callable[[], Iterable[tuple[int, np.ndarray]]]
@@ -124,7 +129,7 @@ def scan_topk(queries: np.ndarray, blocks: Blocks, total: int, n: int, tiebreak:
     counter = _Progress(progress, total, queries.shape[0])
 
     def search_range(rows: slice) -> None:
-        out_i[rows], out_s[rows] = _search_queries(lib, queries[rows], blocks, n, keys, seed, counter)
+        _search_queries(lib, queries[rows], blocks, n, keys, seed, counter, out_i[rows], out_s[rows])
 
     with _single_threaded_blas():
         run_parts(search_range, _query_ranges(queries.shape[0]))
@@ -167,19 +172,20 @@ def _single_threaded_blas() -> Iterator[None]:
 
 
 def _search_queries(lib: ctypes.CDLL, q: np.ndarray, blocks: Blocks, n: int, keys: np.ndarray | None,
-                    seed: tuple[np.ndarray, int] | None, counter: _Progress) -> tuple[np.ndarray, np.ndarray]:
-    """Top n of one range of queries: estimate, scan, and where needed scan again or rank fully."""
+                    seed: tuple[np.ndarray, int] | None, counter: _Progress, out_i: np.ndarray,
+                    out_s: np.ndarray) -> None:
+    """Top n of one range of queries into ``out_i``/``out_s`` (views of the result): estimate, scan,
+    and where needed scan again or rank fully."""
     start = None if seed is None else _estimate(lib, q, *seed)
-    ids, scores, complete = _pass(lib, q, blocks, n, keys, start, counter)
+    complete = _pass(lib, q, blocks, n, keys, start, counter, out_i, out_s)
     if start is not None and not complete.all():
         # an estimate was above the true n-th score: the whole range again from -inf, so that every
         # score comes from the same matrix products (a product of fewer rows may round differently,
         # and ties are decided on the scores as computed)
-        ids, scores, complete = _pass(lib, q, blocks, n, keys, None, None)
+        complete = _pass(lib, q, blocks, n, keys, None, None, out_i, out_s)
     with_nan = np.flatnonzero(~complete)
     if with_nan.size:
-        ids[with_nan], scores[with_nan] = _full_rows(q[with_nan], blocks, n, keys)
-    return ids, scores
+        out_i[with_nan], out_s[with_nan] = _full_rows(q[with_nan], blocks, n, keys)
 
 
 def _seed_plan(total: int, n: int, dim: int) -> tuple[int, int] | None:
@@ -208,8 +214,8 @@ def _estimate(lib: ctypes.CDLL, q: np.ndarray, sample: np.ndarray, rank: int) ->
     """Each query's ``rank``-th best score over the sample rows (-inf where it has fewer)."""
     with _State(lib, q.shape[0], rank) as state:
         _scan_rows(state, q, 0, sample, _tile_width(q.shape[0]))
-        _, scores, complete = state.finish(None, rank)
-    return np.where(complete, scores[:, -1], -np.inf)
+        complete = state.finish(None, rank)
+        return np.where(complete, state.scores[:, -1], -np.inf)
 
 
 def _scan_rows(state: _State, q: np.ndarray, offset: int, rows: np.ndarray, width: int,
@@ -225,8 +231,9 @@ def _scan_rows(state: _State, q: np.ndarray, offset: int, rows: np.ndarray, widt
 
 
 def _pass(lib: ctypes.CDLL, q: np.ndarray, blocks: Blocks, n: int, keys: np.ndarray | None,
-          start: np.ndarray | None, counter: _Progress | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One scan of the whole pool for the queries ``q``: (ids, scores, complete rows)."""
+          start: np.ndarray | None, counter: _Progress | None, out_i: np.ndarray, out_s: np.ndarray) -> np.ndarray:
+    """One scan of the whole pool for the queries ``q``, its hits into ``out_i``/``out_s``;
+    returns which rows are complete (exact)."""
     width = _tile_width(q.shape[0])
     tile = np.empty((q.shape[0], width), np.float32)
     with _State(lib, q.shape[0], n) as state:
@@ -236,7 +243,7 @@ def _pass(lib: ctypes.CDLL, q: np.ndarray, blocks: Blocks, n: int, keys: np.ndar
             _scan_rows(state, q, offset, rows, width, tile)
             if counter is not None:
                 counter.add(rows.shape[0], q.shape[0])
-        return state.finish(keys, n)
+        return state.finish(keys, n, out_i, out_s)
 
 
 def _full_rows(q: np.ndarray, blocks: Blocks, n: int, keys: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
