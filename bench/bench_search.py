@@ -5,7 +5,9 @@ For each (queries Q, candidates N, k) cell on random L2-normalised float32 768-d
 * GEMM: ``torch.mm`` (all threads) of the Q x d queries by d x N candidates, timed on blocks of
   ``--gemm-block`` candidates into a preallocated, pre-touched output; when N needs more than
   ``--gemm-max-blocks`` blocks, the time of that many blocks is scaled to N (marked "scaled").
-* search: ``harness.search.search`` on the whole pool (its default 2 GiB block budget).
+* search: ``harness.search.search`` on the whole pool (its default 2 GiB block budget): the
+  threshold-scan kernel where it is built; ``faiss path``: the same call with the kernel switched
+  off (faiss ``knn`` + merge + tie fix, what a build without a C compiler runs), for the ratio.
 * The machine is shared and noisy: GEMM and search are alternated ``--repeats`` times per cell
   (no new repeat after ``--max-cell-seconds``) and the minimum of each is kept.
 * Rates are 2*Q*N*d / t; ratio = search rate / GEMM rate (target >= 0.80).
@@ -27,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness import search as search_module  # noqa: E402
 from harness.search import describe_backend, search  # noqa: E402
 
 
@@ -95,6 +98,7 @@ def run_cell(queries: np.ndarray, pool: np.ndarray, ks: list[int], args: argpars
     flops = 2.0 * queries.shape[0] * pool.shape[0] * pool.shape[1]
     gemm: list[float] = []
     times: dict[int, list[float]] = {k: [] for k in ks}
+    faiss_times: dict[int, list[float]] = {k: [] for k in ks}
     agree: dict[int, float] = {}
     nv = min(args.verify_queries, queries.shape[0])
     start = time.perf_counter()
@@ -106,12 +110,19 @@ def run_cell(queries: np.ndarray, pool: np.ndarray, ks: list[int], args: argpars
             t0 = time.perf_counter()
             idx, _ = search(queries, pool, k)
             times[k].append(time.perf_counter() - t0)
+            search_module.CPU_SCAN = False
+            try:
+                t0 = time.perf_counter()
+                search(queries, pool, k)
+                faiss_times[k].append(time.perf_counter() - t0)
+            finally:
+                search_module.CPU_SCAN = True
             if k not in agree:
                 agree[k] = float(np.mean(np.all(flat_ip_topk(queries[:nv], pool, k) == idx[:nv], axis=1)))
     for k in ks:
-        g, t = min(gemm), min(times[k])
+        g, t, f = min(gemm), min(times[k]), min(faiss_times[k])
         print(f"| {queries.shape[0]} | {pool.shape[0]} | {k} | {len(gemm)} | {g:.2f}{'*' if scaled else ''}"
-              f" | {flops / g / 1e9:.0f} | {t:.2f} | {flops / t / 1e9:.0f} | {g / t:.2f}"
+              f" | {flops / g / 1e9:.0f} | {t:.2f} | {flops / t / 1e9:.0f} | {g / t:.2f} | {f:.2f} | {f / t:.2f}"
               f" | {agree[k]:.4f} ({nv}) |", flush=True)
     return scaled
 
@@ -127,9 +138,9 @@ def main() -> None:
     print(f"backend {describe_backend()}, torch {torch.__version__} threads {torch.get_num_threads()},"
           f" d={args.dim}")
     print(f"load average at start: {os.getloadavg()}")
-    print("| Q | N | k | reps | GEMM s | GEMM GFLOP/s | search s | search GFLOP/s | search/GEMM |"
-          " agreement (rows) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| Q | N | k | reps | GEMM s | GEMM GFLOP/s | search s | search GFLOP/s | search/GEMM | faiss path s |"
+          " faiss path/search | agreement (rows) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     scaled = [run_cell(queries[:nq], pool[:n], sorted(args.k), args)
               for nq in sorted(args.queries) for n in sorted(args.candidates)]
     if any(scaled):
