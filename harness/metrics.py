@@ -84,6 +84,14 @@ class CandidateIds(Sequence[str]):
         """:func:`tiebreak_ranks` of the ids."""
         return tiebreak_ranks(self._ids)
 
+    @cached_property
+    def utf8(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ids' UTF-8 bytes and offsets (:func:`harness.results.utf8_table`), what the run-file
+        writer reads: built once per pool, not once per task."""
+        from harness.results import utf8_table
+
+        return utf8_table(self._ids)
+
 
 @dataclass
 class Run:

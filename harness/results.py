@@ -74,7 +74,7 @@ def write_trec(path: Path, query_ids: list[str], candidate_ids, indices: np.ndar
 NATIVE_TREC = True      # lines put together by the C helper where it is built (tests compare both ways)
 
 
-def _utf8_table(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def utf8_table(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(UTF-8 bytes of all strings, int64 offsets: string i is bytes[offsets[i]:offsets[i + 1]])."""
     import pyarrow as pa
 
@@ -97,8 +97,10 @@ def _native_trec_lines(parts: list[slice], query_ids, candidate_ids, indices: np
     from harness.parallel import cores
 
     lib = native.library()
-    qid_bytes, qid_offsets = _utf8_table([str(x) for x in query_ids])
-    did_bytes, did_offsets = _utf8_table(list(candidate_ids))
+    qid_bytes, qid_offsets = utf8_table([str(x) for x in query_ids])
+    # a pool's CandidateIds builds its table once (a suite's tasks share the pool: M-BEIR's global
+    # pool has 5.6M ids)
+    did_bytes, did_offsets = getattr(candidate_ids, "utf8", None) or utf8_table(list(candidate_ids))
     tag_bytes = tag.encode()
 
     def make(rows: slice, buffer: np.ndarray) -> tuple[np.ndarray, int]:

@@ -300,7 +300,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
             # the run file is written by the background writer while the hits are scored; the task's
             # JSON (what marks it finished) is submitted after it, so it never names a missing run file,
             # and records its size (the run file is not fsynced: a reuse checks the size instead)
-            run_file = writer.submit(write_trec, out_dir / f"{spec.name}.trec", ranked.query_ids, pool.table.ids,
+            run_file = writer.submit(write_trec, out_dir / f"{spec.name}.trec", ranked.query_ids, pool.candidate_ids,
                                      indices, scores, trec_tag(meta.name), fsync=False)
             scored = evaluate(ranked, td.qrels, spec.metrics)
             ks = sorted({parse_metric(spec.main_metric)[1], 10, min(top_k, 100)} - {0})

@@ -50,6 +50,7 @@ def test_c_helper_and_arrow_write_the_same_bytes(tmp_path_factory, q, k, n, seed
     """The C line writer (harness/native.py) and the Arrow one: byte-identical files, with empty
     slots, non-ASCII and empty ids, and every kind of float32 (inf, nan, -0.0, subnormal, huge)."""
     from harness import native, results
+    from harness.metrics import CandidateIds
 
     assert native.library() is not None                  # built by `make test`'s install
     rng = np.random.default_rng(seed)
@@ -68,7 +69,8 @@ def test_c_helper_and_arrow_write_the_same_bytes(tmp_path_factory, q, k, n, seed
         results.NATIVE_TREC = use_c
         try:
             path = folder / f"{use_c}.trec"
-            size = write_trec(path, qids, names, idx, scores, "t.ag", part_hits=part_hits, fsync=False)
+            ids_given = CandidateIds(names) if use_c else names      # the pool's cached UTF-8 table, or a list
+            size = write_trec(path, qids, ids_given, idx, scores, "t.ag", part_hits=part_hits, fsync=False)
         finally:
             results.NATIVE_TREC = True
         assert size == path.stat().st_size
