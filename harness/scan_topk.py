@@ -7,13 +7,13 @@ nothing of the top k, ties at the cut-off included, is lost). The kept candidate
 the tie-break rule's order (score descending, then tie-break key descending). So the result is
 exact by construction: no margin, no tie fix, and every tie at the cut-off resolved by the rule.
 
-Most of a large pool is skipped at a few tenths of a nanosecond per score, because each query
-starts from an estimate of its k-th score: the ``SEED_RANK``-th best score over every
-``SEED_STRIDE``-th candidate (3% more matrix product). An estimate that was too high shows at the
-end (fewer than k candidates kept); those queries are scanned again from minus infinity, so the
-estimate changes the time, never the result. Measured at 1k queries x 118k candidates x 384-d,
-k=1000, 2-core Zen 4: 0.54 s, against 0.72 s for faiss's ``knn`` + merge + tie fix and 0.48 s for
-the matrix product alone.
+Most of a large pool is skipped at about a tenth of a nanosecond per score, because each query
+starts from an estimate of its k-th score (k >= ``SEED_MIN_K``): a high-ranked score over every
+``SEED_STRIDE``-th candidate (:func:`_seed_plan`; 3% more matrix product). An estimate that was too
+high shows at the end (fewer than k candidates kept); that range of queries is scanned again from
+minus infinity, so the estimate changes the time, never the result. Measured at 1k queries x 118k candidates x 384-d
+(hashed bags of words), k=1000, 2-core Zen 4: 0.55-0.56 s, against 0.72-0.79 s for faiss's ``knn``
++ merge + tie fix and 0.48 s for the matrix product alone.
 
 The kernel is compiled when mmbench is installed (:mod:`harness.native`: an optional extension,
 without a C compiler the install still succeeds); :func:`kernel` returns None where it is
