@@ -98,7 +98,8 @@ class _State:
 
 
 Blocks = Callable[[], Iterable[tuple[int, np.ndarray]]]
-"""Called once per pass over the pool: yields (offset, float32 C-order rows) for the whole pool, in order."""
+"""Called once per pass over the pool: yields (offset, rows) for the whole pool, in order; rows are
+2-D float arrays (float16 too: cast to float32 a tile at a time)."""
 
 
 def scan_topk(queries: np.ndarray, blocks: Blocks, total: int, n: int, tiebreak: np.ndarray | None, *,
@@ -227,7 +228,8 @@ def _scan_rows(state: _State, q: np.ndarray, offset: int, rows: np.ndarray, widt
     count = -(-rows.shape[0] // width)
     bounds = [rows.shape[0] * i // count for i in range(count + 1)]
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        state.scan(np.matmul(q, rows[lo:hi].T, out=tile[:, :hi - lo]), offset + lo)
+        part = np.ascontiguousarray(rows[lo:hi], np.float32)     # a view of float32 rows, a cast of others
+        state.scan(np.matmul(q, part.T, out=tile[:, :hi - lo]), offset + lo)
 
 
 def _pass(lib: ctypes.CDLL, q: np.ndarray, blocks: Blocks, n: int, keys: np.ndarray | None,
@@ -248,7 +250,7 @@ def _pass(lib: ctypes.CDLL, q: np.ndarray, blocks: Blocks, n: int, keys: np.ndar
 
 def _full_rows(q: np.ndarray, blocks: Blocks, n: int, keys: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Top n of a few queries from their full score rows, by the rule, NaN last (lexsort)."""
-    scores = np.concatenate([q @ rows.T for _, rows in blocks()], axis=1)
+    scores = np.concatenate([q @ np.ascontiguousarray(rows, np.float32).T for _, rows in blocks()], axis=1)
     ids = np.arange(scores.shape[1])
     rule = np.broadcast_to(ids if keys is None else keys, scores.shape)
     order = np.lexsort((-rule, -scores), axis=1)[:, :n]

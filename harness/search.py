@@ -528,8 +528,10 @@ def search(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int,
         return idx, scores
     max_rows = max(1, memory_budget_bytes // (4 * queries.shape[1]))
     if library == "faiss" and dev == "cpu" and _scan_kernel_usable(tiebreak, total):
+        # blocks as stored (float16 too): the kernel casts a tile at a time, so no thread ever holds
+        # a float32 copy of a whole block (one per core would multiply --memory-budget-gb)
         return scan_topk.scan_topk(
-            queries, lambda: ((b.offset, _as_f32(b.rows)) for b in _iter_blocks(parts, max_rows)), total, n,
+            queries, lambda: ((b.offset, b.rows) for b in _iter_blocks(parts, max_rows)), total, n,
             tiebreak, sample=lambda stride: _every_nth_row(parts, stride), progress=progress)
     lasts: list[tuple[_Block, np.ndarray]] = []
     done = 0
