@@ -223,6 +223,8 @@ def _scan_rows(state: _State, q: np.ndarray, offset: int, rows: np.ndarray, widt
                tile: np.ndarray | None = None) -> None:
     """Score ``rows`` (global ids from ``offset``) in tiles of equal width (at most ``width``: no
     narrow last tile, which a BLAS may compute with another kernel) and scan each tile."""
+    if rows.shape[0] == 0:
+        return
     if tile is None:
         tile = np.empty((q.shape[0], width), np.float32)
     count = -(-rows.shape[0] // width)
