@@ -77,13 +77,6 @@ void *mmb_topk_new(int64_t rows, int64_t k) {
     return st;
 }
 
-/* Row r starts again: threshold -inf, nothing kept. */
-void mmb_topk_reset(void *p, int64_t r) {
-    state *st = p;
-    st->threshold[r] = -INFINITY;
-    st->count[r] = 0;
-}
-
 /* The k-th largest of a[0..n), 1 <= k <= n, no NaN; a is reordered. */
 static float kth_largest(float *a, int64_t n, int64_t k) {
     int64_t lo = 0, hi = n - 1, want = k - 1;

@@ -33,7 +33,7 @@ def trec_tag(*names: str) -> str:
     return ".".join(["mmbench", *(slug(n) for n in names)])
 
 
-TREC_PART_HITS = 1 << 15      # hits formatted per part: small buffers, reused (and small enough for Arrow to reuse its memory)
+TREC_PART_HITS = 1 << 15      # hits formatted per part: small reused buffers (and Arrow reuses its memory)
 
 
 def write_trec(path: Path, query_ids: list[str], candidate_ids, indices: np.ndarray,
@@ -51,9 +51,9 @@ def write_trec(path: Path, query_ids: list[str], candidate_ids, indices: np.ndar
     join the lines (the same bytes). The bytes do not depend on the parts or threads. Measured at
     1k queries x 1000 hits (54 MB) on 2 cores, in a warm process: Arrow 0.12-0.14 s, the C helper
     0.08-0.10 s; in a run after ``mteb.evaluate``, the run file now ends 0.10-0.15 s after the
-    search (0.2-0.4 s before: fresh memory per part). ``fsync=False`` leaves out the flush to the disk (0.12-0.14 s for those 49 MB on a
-    virtual disk); the caller then records the returned size and checks it on reuse
-    (:func:`run_file_problem`).
+    search (0.2-0.4 s before: fresh memory per part). ``fsync=False`` leaves out the flush to the
+    disk (0.12-0.14 s for those 54 MB on a virtual disk); the caller then records the returned size
+    and checks it on reuse (:func:`run_file_problem`).
     """
     indices = np.asarray(indices)
     scores = np.asarray(scores)

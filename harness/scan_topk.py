@@ -80,19 +80,16 @@ class _State:
                                   scores.strides[0] // 4, scores.shape[1], base) < 0:
             raise MemoryError("top-k kernel: out of memory while keeping candidates")
 
-    def finish(self, keys: np.ndarray | None, n: int, out_i: np.ndarray | None = None,
-               out_s: np.ndarray | None = None) -> np.ndarray:
+    def finish(self, keys: np.ndarray | None, n: int, out_i: np.ndarray, out_s: np.ndarray) -> np.ndarray:
         """The first n hits of every row by the rule, into ``out_i`` (int64) and ``out_s`` (float32),
-        C-order (rows, n) arrays (new ones when None, then returned as ``self.ids``/``self.scores``);
-        returns which rows are complete (exact): those that held at least n candidates."""
-        self.ids = np.empty((self.rows, n), np.int64) if out_i is None else out_i
-        self.scores = np.empty((self.rows, n), np.float32) if out_s is None else out_s
-        for out, dtype in ((self.ids, np.int64), (self.scores, np.float32)):
+        C-order (rows, n) arrays; returns which rows are complete (exact): those that held at least
+        n candidates."""
+        for out, dtype in ((out_i, np.int64), (out_s, np.float32)):
             if out.dtype != dtype or out.shape != (self.rows, n) or not out.flags.c_contiguous:
                 raise ValueError(f"top-k kernel: an output must be a C-order {dtype.__name__} ({self.rows}, {n}) array")
         complete = np.zeros(self.rows, np.uint8)
         if self.lib.mmb_topk_finish(self.handle, 0, self.rows, None if keys is None else keys.ctypes.data, n,
-                                    self.ids.ctypes.data, self.scores.ctypes.data, complete.ctypes.data) < 0:
+                                    out_i.ctypes.data, out_s.ctypes.data, complete.ctypes.data) < 0:
             raise MemoryError("top-k kernel: out of memory while ordering the hits")
         return complete.astype(bool)
 
@@ -213,10 +210,11 @@ def _tile_width(n_queries: int) -> int:
 
 def _estimate(lib: ctypes.CDLL, q: np.ndarray, sample: np.ndarray, rank: int) -> np.ndarray:
     """Each query's ``rank``-th best score over the sample rows (-inf where it has fewer)."""
+    ids, scores = np.empty((q.shape[0], rank), np.int64), np.empty((q.shape[0], rank), np.float32)
     with _State(lib, q.shape[0], rank) as state:
         _scan_rows(state, q, 0, sample, _tile_width(q.shape[0]))
-        complete = state.finish(None, rank)
-        return np.where(complete, state.scores[:, -1], -np.inf)
+        complete = state.finish(None, rank, ids, scores)
+    return np.where(complete, scores[:, -1], -np.inf)
 
 
 def _scan_rows(state: _State, q: np.ndarray, offset: int, rows: np.ndarray, width: int,

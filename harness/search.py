@@ -32,9 +32,9 @@ Backends
   :mod:`harness.scan_topk` for every pool. numpy BLAS score tiles, each scanned by C against
   per-query thresholds estimated from a sample of the pool; exact by construction (every
   candidate at or above the k-th score is kept, ties at the cut-off included), no margin, no tie
-  fix. 1k queries x 118k x 384-d at k=1000, 2-core Zen 4: 0.56 s, against 0.72 s for the faiss
-  path below (``knn`` 0.63 s + merge + tie fix); 10k candidates 0.05 s against 0.21 s for the full
-  score rows. The paths below remain for a build without the kernel (no C compiler at install).
+  fix. 1k queries at k=1000, 2-core Zen 4: 118k x 384-d 0.56 s, against 0.72 s for the faiss path
+  below (``knn`` 0.63 s + merge + tie fix); 10k x 768-d 0.13 s against 0.21 s for the full score
+  rows. The paths below remain for a build without the kernel (no C compiler at install).
 * CPU without the kernel, a block of at most ``GEMM_TOPK_ROWS_PER_HIT`` rows per hit (k=1000: up to 16k candidates, as
   many MTEB tasks and CQADupStack forums): its full score rows, a chunk of queries at a time (numpy
   BLAS sgemm), then ``argpartition`` for the k best and the rule's order; in a row whose k-th
@@ -411,7 +411,7 @@ def describe_backend(device: str = "auto") -> dict:
 
     library, dev = _resolve_device(device)
     info = {"library": library, "device": dev, "faiss_version": faiss.__version__}
-    if library == "faiss" and dev == "cpu" and CPU_SCAN and scan_topk.kernel() is not None:
+    if library == "faiss" and dev == "cpu" and _scan_kernel_usable(None, 0):
         info.update(library="mmbench-scan", version=scan_topk.KERNEL_VERSION, gpus=faiss.get_num_gpus(),
                     blas=_numpy_blas())
     elif library == "torch":
