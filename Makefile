@@ -25,7 +25,7 @@ system-deps:  ## Debian packages: the real data (tuxpaint stamps) and chromium (
 	  else echo "warning: apt-get not found; install$$missing yourself for mbeir-mini" >&2; fi; \
 	fi
 
-$(INSTALLED): pyproject.toml harness/_native.c
+$(INSTALLED): pyproject.toml harness/mmbench/native/_native.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 needed ($(PYTHON))"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

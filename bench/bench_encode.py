@@ -53,7 +53,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))
 
 STAMPS_ROOT = Path("/usr/share/tuxpaint/stamps")
 
@@ -128,11 +128,11 @@ def synthetic_sentences(n: int, seed: int) -> list[str]:
 
 def load_texts(kind: str, n: int, seed: int) -> tuple[list[str], str]:
     """(texts, description of their source)."""
-    from harness.errors import DataError
+    from mmbench.errors import DataError
 
     if kind in ("auto", "glosses"):
         try:
-            from harness.data.text_tasks import parse_wordnet
+            from mmbench.data.builders.text_tasks import parse_wordnet
 
             glosses = [s.definition for s in parse_wordnet() if s.definition]
             return spread(glosses, n), f"WordNet glosses ({len(glosses)} available)"
@@ -141,7 +141,7 @@ def load_texts(kind: str, n: int, seed: int) -> tuple[list[str], str]:
                 raise
     if kind in ("auto", "captions"):
         try:
-            from harness.data.mini import scan_stamps
+            from mmbench.data.builders.mini import scan_stamps
 
             captions = [s.caption for s in scan_stamps(STAMPS_ROOT)]
             if captions:
@@ -156,7 +156,7 @@ def load_image_refs(n: int, seed: int, scratch: Path) -> tuple[list, str]:
     """(ImageRef list, description): Tux Paint stamp PNGs, else generated PNGs written under ``scratch``."""
     import numpy as np
 
-    from harness.data.types import ImageRef
+    from mmbench.data.types import ImageRef
 
     pngs = sorted(p for p in STAMPS_ROOT.rglob("*.png") if p.is_file()) if STAMPS_ROOT.is_dir() else []
     if pngs:
@@ -185,7 +185,7 @@ def build_random_clip(name: str, folder: Path, seed: int) -> int:
     import torch
     from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from harness.models.minilm import package_model_path
+    from mmbench.models.minilm import package_model_path
 
     arch = CLIP_ARCHS[name]
     tokenizer = AutoTokenizer.from_pretrained(package_model_path(), local_files_only=True)   # BERT WordPiece
@@ -210,7 +210,7 @@ def build_random_clip(name: str, folder: Path, seed: int) -> int:
 
 def load_encoder(meta, path: str | None, args: argparse.Namespace):
     """The harness's adapter for ``meta`` (its loader, its options, the overrides given here)."""
-    from harness.registry import import_target
+    from mmbench.registry import import_target
 
     options = {**meta.options, "device": args.device}
     if path:
@@ -272,9 +272,9 @@ def main() -> None:
     """Load the adapter, time a text pass and an image pass, print the table."""
     import torch
 
-    from harness import catalog
-    from harness.data.types import Item
-    from harness.models.batching import default_workers
+    from mmbench import catalog
+    from mmbench.data.types import Item
+    from mmbench.models.batching import default_workers
 
     args = parse_args()
     try:

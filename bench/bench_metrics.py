@@ -1,4 +1,4 @@
-"""Time ``harness.metrics.evaluate`` against pytrec_eval on random runs of Q queries x 100 hits.
+"""Time ``mmbench.metrics.scoring.evaluate`` against pytrec_eval on random runs of Q queries x 100 hits.
 
     python bench/bench_metrics.py [--queries 10000 200000] [--pool 1000000] [--repeat 3]
 
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytrec_eval
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))
 
-from harness.data.types import Qrels  # noqa: E402
-from harness.metrics import CandidateIds, Run, evaluate  # noqa: E402
+from mmbench.data.types import Qrels  # noqa: E402
+from mmbench.metrics.scoring import CandidateIds, Run, evaluate  # noqa: E402
 
 DEPTH = 100
 METRICS = ("hit@5", "recall@100", "ndcg@10", "mrr@10", "map@100")

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 if __name__ == "__main__":     # mmbench's model loader imports "bench_mteb": let it find this module
@@ -115,8 +115,8 @@ def load_hashbow(meta, **options):
 
 
 def register_hashbow(kind: str = "hashbow"):
-    from harness import catalog
-    from harness.models.base import ModelMeta
+    from mmbench import catalog
+    from mmbench.models.base import ModelMeta
 
     name = f"bench-{kind}"
     if name not in catalog.models():
@@ -149,7 +149,7 @@ def mteb_hashbow(kind: str = "hashbow"):
 def run_mteb(model, name: str, folder: Path) -> tuple[float, float]:
     import mteb
 
-    from harness.data.mteb_loader import local_mteb_task
+    from mmbench.data.mteb_loader import local_mteb_task
 
     task = local_mteb_task(name, folder)
     gc.collect()                      # each side starts without the other's garbage
@@ -159,7 +159,7 @@ def run_mteb(model, name: str, folder: Path) -> tuple[float, float]:
 
 
 def run_mmbench(model: str, name: str) -> tuple[float, float, dict]:
-    from harness import api
+    from mmbench import api
 
     with tempfile.TemporaryDirectory() as tmp:
         gc.collect()
@@ -177,7 +177,7 @@ def main() -> None:
     ap.add_argument("--encoder", default="hashbow", choices=("hashbow", "lookup", "minilm"))
     ap.add_argument("--repeat", type=int, default=3, help="runs of each side per size (alternating); medians printed")
     args = ap.parse_args()
-    from harness.data.text_tasks import ensure_text_task
+    from mmbench.data.builders.text_tasks import ensure_text_task
 
     warm = ensure_text_task("TuxPaintXLingualRetrieval")
     folders = {size: ensure_text_task(SIZES[size]) for size in args.sizes.split(",")}
@@ -188,7 +188,7 @@ def main() -> None:
     else:
         from sentence_transformers import SentenceTransformer
 
-        from harness.models.minilm import package_model_path
+        from mmbench.models.minilm import package_model_path
 
         mm_model = f"st:{package_model_path()}"
         mteb_model = SentenceTransformer(str(package_model_path()), device="cpu")

@@ -1,11 +1,11 @@
-"""Benchmark harness.search against the fp32 GEMM ceiling of the same shape, in the same run.
+"""Benchmark mmbench.search.engine against the fp32 GEMM ceiling of the same shape, in the same run.
 
 For each (queries Q, candidates N, k) cell on random L2-normalised float32 768-d data:
 
 * GEMM: ``torch.mm`` (all threads) of the Q x d queries by d x N candidates, timed on blocks of
   ``--gemm-block`` candidates into a preallocated, pre-touched output; when N needs more than
   ``--gemm-max-blocks`` blocks, the time of that many blocks is scaled to N (marked "scaled").
-* search: ``harness.search.search`` on the whole pool (its default 2 GiB block budget): the
+* search: ``mmbench.search.engine.search`` on the whole pool (its default 2 GiB block budget): the
   threshold-scan kernel where it is built; ``faiss path``: the same call with the kernel switched
   off (faiss ``knn`` + merge + tie fix, what a build without a C compiler runs), for the ratio.
 * The machine is shared and noisy: GEMM and search are alternated ``--repeats`` times per cell
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))
 
-from harness import search as search_module  # noqa: E402
-from harness.search import describe_backend, search  # noqa: E402
+from mmbench.search import engine as search_module  # noqa: E402
+from mmbench.search.engine import describe_backend, search  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -22,7 +22,7 @@ _MEMO: dict[str, dict] = {}
 
 
 def cli(*args, env: dict | None = None, check: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "mmbench", *map(str, args)], capture_output=True, text=True,
                           env=env or {**os.environ, "MMBENCH_NO_PROGRESS": "1", "COLUMNS": "200"}, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"mmbench {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -24,12 +24,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from harness.data.types import ImageRef, Item, format_string  # noqa: E402
-from harness.errors import DataError  # noqa: E402
-from harness.models.base import l2_normalize  # noqa: E402
-from harness.models.batching import OomGuard, encode_in_length_order, image_batches, length_order  # noqa: E402
-from harness.models.catalog import UNIIR_BLIP_FF_L, UNIIR_CLIP_SF_L, resolve_dynamic_model  # noqa: E402
-from harness.registry import import_target  # noqa: E402
+from mmbench.data.types import ImageRef, Item, format_string  # noqa: E402
+from mmbench.errors import DataError  # noqa: E402
+from mmbench.models.base import l2_normalize  # noqa: E402
+from mmbench.models.batching import OomGuard, encode_in_length_order, image_batches, length_order  # noqa: E402
+from mmbench.models.builtin import UNIIR_BLIP_FF_L, UNIIR_CLIP_SF_L, resolve_dynamic_model  # noqa: E402
+from mmbench.registry import import_target  # noqa: E402
 
 SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 
@@ -42,7 +42,7 @@ def load(meta, **options):
 def bert_tokenizer():
     from transformers import AutoTokenizer
 
-    from harness.models.minilm import package_model_path
+    from mmbench.models.minilm import package_model_path
 
     return AutoTokenizer.from_pretrained(package_model_path(), local_files_only=True)
 
@@ -246,7 +246,7 @@ def tiny_blip_dir(tmp_path_factory, bert_tokenizer):
 def test_blip_adapter_equals_direct_itc_embeddings(tiny_blip_dir, images):
     from transformers import BlipForImageTextRetrieval, BlipImageProcessor
 
-    from harness.models.catalog import BLIP_ITM_BASE_COCO
+    from mmbench.models.builtin import BLIP_ITM_BASE_COCO
 
     encoder = load(BLIP_ITM_BASE_COCO, path=str(tiny_blip_dir), device="cpu", num_workers=2)
     t_items, v_items, f_items = _items(images)

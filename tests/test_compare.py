@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 from analysis_runs import cli, copy_run, edit_per_query, needs_stamps, real_runs
-from harness.compare import compare
-from harness.errors import MmbenchError
+from mmbench.analysis.compare import compare
+from mmbench.errors import MmbenchError
 
 pytestmark = [needs_stamps, pytest.mark.slow]
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.catalog import get_model
-from harness.config import RunConfig, parse_model_options
-from harness.model_loading import with_model_options
+from mmbench.catalog import get_model
+from mmbench.config import RunConfig, parse_model_options
+from mmbench.models.loading import with_model_options
 
 keys = st.from_regex(r"[a-z_][a-z0-9_]{0,12}", fullmatch=True)
 scalars = st.one_of(st.integers(-10**6, 10**6), st.booleans(), st.none(), st.text(max_size=20),
@@ -35,7 +35,7 @@ def _is_json(s: str) -> bool:
 
 
 def test_remote_code_cannot_be_enabled_through_an_option():
-    from harness.errors import MmbenchError
+    from mmbench.errors import MmbenchError
 
     with pytest.raises(MmbenchError, match="only with the --trust-remote-code flag"):
         with_model_options(get_model("mm-embed"), parse_model_options(["trust_remote_code=true"]))

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not Path("/usr/share/tuxpaint/stamps").is_dir(),
 
 
 def mmbench(*args, env: dict, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "harness.cli", *args]
+    cmd = [sys.executable, "-m", "mmbench", *args]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, **kw)
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
@@ -112,7 +112,7 @@ def test_killed_run_resumes_without_redoing_finished_chunks(tmp_path, shared_env
             "--chunk-size", "16", "--output", str(tmp_path / "out")]
     mmbench("data", "build-mini", "--out", str(Path(env["MMBENCH_DATA"]) / "mbeir-mini"), env=env) \
         if not (Path(env["MMBENCH_DATA"]) / "mbeir-mini" / "MANIFEST.json").exists() else None
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "mmbench", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     emb = tmp_path / "cache" / "embeddings"
     deadline = time.time() + 240
@@ -149,7 +149,7 @@ def test_fixture_tasks_run_with_cross_dataset_positive(mbeir_root, shared_env, t
 
 
 def test_model_options_reach_the_loader_and_keep_their_results_apart(mbeir_root, shared_env, tmp_path):
-    from harness.models.minilm import package_model_path
+    from mmbench.models.minilm import package_model_path
 
     _, env = shared_env
     base = ["run", "--tasks", "mscoco_task0", "--data-root", str(mbeir_root), "--output", str(tmp_path / "out")]

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.data.types import ItemTable
-from harness.encode import CHUNK_ABSENT, BackgroundWriter, EmbeddingKey, EmbeddingStore, embed_table, ids_digest
-from harness.models.base import l2_normalize
+from mmbench.data.types import ItemTable
+from mmbench.embeddings.cache import CHUNK_ABSENT, BackgroundWriter, EmbeddingKey, EmbeddingStore, embed_table, ids_digest
+from mmbench.models.base import l2_normalize
 
 
 class ReusingEncoder:
@@ -216,7 +216,7 @@ def test_chunks_written_slower_than_encoded_each_hold_their_own_rows(tmp_path, m
     an earlier one that is still waiting for the writer."""
     import time
 
-    import harness.encode as encode
+    import mmbench.embeddings.cache as encode
 
     real_save = encode.save_npy
 
@@ -238,7 +238,7 @@ def test_staging_buffers_wait_for_the_oldest_write_then_reuse_its_buffer():
     import threading
     from concurrent.futures import Future
 
-    from harness.encode import _StagingBuffers
+    from mmbench.embeddings.cache import _StagingBuffers
 
     staging = _StagingBuffers(4)
     futures, bases = [], []
@@ -263,7 +263,7 @@ def test_nothing_queued_after_a_failed_write_is_written(tmp_path):
     file fails while the JSON waits in the queue, the JSON must not appear."""
     import threading
 
-    from harness.io import write_json
+    from mmbench.util.io import write_json
 
     started, release = threading.Event(), threading.Event()
 

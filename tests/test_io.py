@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from harness.io import atomic_open, save_npy, write_json
+from mmbench.util.io import atomic_open, save_npy, write_json
 
 
 @pytest.fixture

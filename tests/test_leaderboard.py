@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from analysis_runs import DEFAULT_MODEL, cli, needs_stamps, real_runs
-from harness.leaderboard import DEFAULT_REPORTED, load_reported, rank_intervals
+from mmbench.analysis.leaderboard import DEFAULT_REPORTED, load_reported, rank_intervals
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 UNIIR_ORDER = ["visualnews_task0", "mscoco_task0", "fashion200k_task0", "webqa_task1", "edis_task2", "webqa_task2",

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.catalog import tasks
-from harness.data.mbeir import (
+from mmbench.catalog import tasks
+from mmbench.data.mbeir import (
     choose_instructions,
     load_instructions,
     load_pool,
@@ -17,8 +17,8 @@ from harness.data.mbeir import (
     load_queries,
     load_task,
 )
-from harness.data.types import ImageRef, Item, ItemTable, format_string
-from harness.errors import DataError
+from mmbench.data.types import ImageRef, Item, ItemTable, format_string
+from mmbench.errors import DataError
 
 
 def load(name: str, root: Path, **kw):

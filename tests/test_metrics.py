@@ -1,4 +1,4 @@
-"""harness.metrics: equality with pytrec_eval on random runs with ties, and hand-computed cases."""
+"""mmbench.metrics.scoring: equality with pytrec_eval on random runs with ties, and hand-computed cases."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytrec_eval
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.metrics import CandidateIds, Run, evaluate, tiebreak_ranks
+from mmbench.metrics.scoring import CandidateIds, Run, evaluate, tiebreak_ranks
 
 KS = (1, 3, 5, 10, 20)
 FAMILIES = ("hit", "recall", "ndcg", "map", "precision", "mrr")
@@ -174,5 +174,5 @@ def test_tiebreak_ranks_is_codepoint_order():
 
 
 def test_import_is_light():
-    code = "import sys, harness.metrics; assert not {'torch', 'faiss'} & set(sys.modules)"
+    code = "import sys, mmbench.metrics.scoring; assert not {'torch', 'faiss'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)

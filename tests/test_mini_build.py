@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.data import mini
-from harness.data.mini import (
+from mmbench.data.builders import mini
+from mmbench.data.builders.mini import (
     BUILDER_VERSION,
     DEFAULT_STAMPS_ROOT,
     build_mini,
@@ -21,8 +21,8 @@ from harness.data.mini import (
     ensure_mini,
     parse_caption_file,
 )
-from harness.data.types import format_string
-from harness.errors import DataError, MmbenchError
+from mmbench.data.types import format_string
+from mmbench.errors import DataError, MmbenchError
 
 QUERY_KEYS = [
     "qid", "query_txt", "query_img_path", "query_modality", "query_src_content",

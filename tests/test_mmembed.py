@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_mmembed import LATENT, TEXT, VISION, build_tiny_mmembed, mmembed_config  # noqa: E402
 
-from harness.data.types import ImageRef, Item  # noqa: E402
-from harness.errors import MmbenchError  # noqa: E402
-from harness.models.mmembed import encoder as enc_mod  # noqa: E402
-from harness.models.mmembed.config import read_config  # noqa: E402
-from harness.models.mmembed.processor import build_prompt  # noqa: E402
-from harness.models.mmembed.weights import official_keys  # noqa: E402
+from mmbench.data.types import ImageRef, Item  # noqa: E402
+from mmbench.errors import MmbenchError  # noqa: E402
+from mmbench.models.mmembed import encoder as enc_mod  # noqa: E402
+from mmbench.models.mmembed.config import read_config  # noqa: E402
+from mmbench.models.mmembed.processor import build_prompt  # noqa: E402
+from mmbench.models.mmembed.weights import official_keys  # noqa: E402
 
 INSTR = "Find me an everyday image that matches the given caption."
 
@@ -43,7 +43,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def meta():
-    from harness.catalog import get_model
+    from mmbench.catalog import get_model
 
     return get_model("mm-embed")
 
@@ -75,7 +75,7 @@ def test_tiny_checkpoint_has_the_official_700_keys(tiny):
 def test_loader_assigns_every_tensor(encoder, tiny):
     from safetensors import safe_open
 
-    from harness.models.mmembed.weights import to_module_key
+    from mmbench.models.mmembed.weights import to_module_key
 
     _, folder, _ = tiny
     state = encoder.model.state_dict()
@@ -176,8 +176,8 @@ def _image_items(root: Path) -> list[Item]:
 def _in_process_reference(encoder, items: list[Item], role: str, batch_size: int) -> np.ndarray:
     """The adapter's algorithm written out with images decoded and preprocessed here, in this process
     (``batch_tensors`` → ``processor.pixel_values``), batch by batch in length order."""
-    from harness.models.base import l2_normalize
-    from harness.models.batching import length_order
+    from mmbench.models.base import l2_normalize
+    from mmbench.models.batching import length_order
 
     encoded = encoder.processor.encode([encoder._prompt(it, role) for it in items])
     order = length_order([len(e.input_ids) + 576 * e.n_images for e in encoded])
@@ -193,7 +193,7 @@ def _in_process_reference(encoder, items: list[Item], role: str, batch_size: int
 def test_images_are_decoded_in_workers_with_identical_embeddings(encoder, encoder_w2, tiny, monkeypatch):
     import os
 
-    from harness.models import batching
+    from mmbench.models import batching
 
     items = _image_items(tiny[0])
     encoded = encoder.processor.encode([encoder._prompt(it, "query") for it in items])
@@ -389,8 +389,8 @@ def test_remote_code_is_refused_without_the_flag(tiny, meta, monkeypatch):
 
 
 def test_runner_passes_the_flag_only_when_given(meta, monkeypatch):
-    from harness import runner
-    from harness.config import RunConfig
+    from mmbench.pipeline import run as runner
+    from mmbench.config import RunConfig
 
     seen = {}
 
@@ -416,14 +416,14 @@ def test_runner_passes_the_flag_only_when_given(meta, monkeypatch):
 def test_cli_has_the_flag():
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from mmbench.cli import app
 
     out = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
     assert "--trust-remote-code" in out.output
 
 
 def test_catalog_metadata(meta, tiny):
-    from harness.catalog import get_model
+    from mmbench.catalog import get_model
 
     assert meta.embed_dim == 4096 and meta.fusion == "feature" and meta.uses_instructions
     assert meta.modalities == ("text", "image") and meta.license == "CC-BY-NC-4.0"
@@ -434,7 +434,7 @@ def test_catalog_metadata(meta, tiny):
 
 
 def test_mteb_instructions_match_the_reference():
-    from harness.models.mmembed.instructions import mteb_instruction
+    from mmbench.models.mmembed.instructions import mteb_instruction
 
     assert mteb_instruction("SciFact") == "Given a scientific claim, retrieve documents that support or refute the claim"
     assert mteb_instruction("CQADupstackAndroidRetrieval").startswith("Given a question, retrieve detailed question")

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import catalog
-from harness.config import RunConfig
-from harness.data import mteb_loader as ml
-from harness.models.catalog import MINILM, MM_EMBED
-from harness.models.mmembed.instructions import MTEB_INSTRUCTIONS, mteb_instruction
-from harness.runner import with_model_instructions
+from mmbench import catalog
+from mmbench.config import RunConfig
+from mmbench.data import mteb_loader as ml
+from mmbench.models.builtin import MINILM, MM_EMBED
+from mmbench.models.mmembed.instructions import MTEB_INSTRUCTIONS, mteb_instruction
+from mmbench.pipeline.run import with_model_instructions
 
 CQA = "Given a question, retrieve detailed question descriptions from Stackexchange that are duplicates to the given question"
 
@@ -68,10 +68,10 @@ def test_mm_embed_run_encodes_the_forum_queries_with_the_instruction(tmp_path, m
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from tiny_mmembed import build_tiny_mmembed
 
-    from harness import api
-    from harness.data.types import Item
-    from harness.models.mmembed.encoder import load_mmembed
-    from harness.results import read_trec
+    from mmbench import api
+    from mmbench.data.types import Item
+    from mmbench.models.mmembed.encoder import load_mmembed
+    from mmbench.results.records import read_trec
 
     folder, nv = build_tiny_mmembed(tmp_path / "ckpt")
     name = "mm-embed-tiny-instructions-test"

@@ -20,16 +20,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from harness.data.types import ImageRef, Item  # noqa: E402
-from harness.errors import DataError, IncompatibleModelError, UnknownNameError  # noqa: E402
-from harness.models.base import l2_normalize  # noqa: E402
-from harness.models.catalog import (  # noqa: E402
+from mmbench.data.types import ImageRef, Item  # noqa: E402
+from mmbench.errors import DataError, IncompatibleModelError, UnknownNameError  # noqa: E402
+from mmbench.models.base import l2_normalize  # noqa: E402
+from mmbench.models.builtin import (  # noqa: E402
     IMAGENET_LABELS_MINILM,
     MINILM,
     register_builtin_models,
     resolve_dynamic_model,
 )
-from harness.registry import Registry, import_target  # noqa: E402
+from mmbench.registry import Registry, import_target  # noqa: E402
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 # photographic stamps of things ImageNet knows about
@@ -66,8 +66,8 @@ def load(meta, **options):
 def test_catalog_registers_metadata_without_torch():
     code = (
         "import sys\n"
-        "from harness.models.catalog import register_builtin_models, resolve_dynamic_model\n"
-        "from harness.registry import Registry\n"
+        "from mmbench.models.builtin import register_builtin_models, resolve_dynamic_model\n"
+        "from mmbench.registry import Registry\n"
         "r = Registry('model', populate=register_builtin_models)\n"
         "assert {'clip-vit-b-32', 'clip-vit-l-14', 'effnet-lite0-imagenet-labels-minilm', 'minilm',\n"
         "        'siglip-base-patch16-224', 'siglip-so400m-patch14-384', 'blip-itm-base-coco',\n"
@@ -118,7 +118,7 @@ def test_resolve_dynamic_model(tmp_path):
 # -- EfficientNet-Lite0 ------------------------------------------------------------------------------
 
 def test_same_padding_matches_tensorflow():
-    from harness.models.efficientnet_lite import same_pad
+    from mmbench.models.efficientnet_lite import same_pad
 
     x = torch.zeros(1, 1, 224, 224)
     assert same_pad(x, 3, 2).shape[-2:] == (225, 225)   # total 1: 0 top/left, 1 bottom/right
@@ -128,8 +128,8 @@ def test_same_padding_matches_tensorflow():
 
 @needs_tuxpaint
 def test_efficientnet_classifies_real_photo():
-    from harness.models.efficientnet_lite import EfficientNetLite0, checkpoint_path, load_efficientnet_lite0, preprocess
-    from harness.models.imagenet_labels import imagenet_classes
+    from mmbench.models.efficientnet_lite import EfficientNetLite0, checkpoint_path, load_efficientnet_lite0, preprocess
+    from mmbench.models.imagenet_labels import imagenet_classes
 
     state = torch.load(checkpoint_path(), map_location="cpu", weights_only=True)
     assert len(state) == 296
@@ -233,7 +233,7 @@ def test_baseline_matches_real_images_to_their_captions(baseline):
 def tiny_clip_dir(tmp_path_factory):
     from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from harness.models.minilm import package_model_path
+    from mmbench.models.minilm import package_model_path
 
     folder = tmp_path_factory.mktemp("tiny-clip")
     tokenizer = AutoTokenizer.from_pretrained(package_model_path(), local_files_only=True)  # BERT vocab
@@ -353,8 +353,8 @@ def test_clip_with_its_real_tokenizer_pools_at_the_first_eos_as_the_hub_config_d
 
 
 def test_clip_oom_halving_is_per_modality_and_bad_options_are_refused(tiny_clip_dir, tmp_path):
-    from harness.errors import DataError
-    from harness.models.clip import hf_source
+    from mmbench.errors import DataError
+    from mmbench.models.clip import hf_source
 
     meta = resolve_dynamic_model(f"clip:{tiny_clip_dir}")
     encoder = load(meta, device="cpu", num_workers=0)

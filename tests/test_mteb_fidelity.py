@@ -14,7 +14,7 @@ TASKS = ("TuxPaintXLingualRetrieval", "WordNetGlossRetrieval-5k")
 @pytest.mark.slow
 def test_mmbench_equals_mteb_evaluate(tmp_path, monkeypatch):
     pytest.importorskip("mteb")
-    from harness.data import text_tasks as tt
+    from mmbench.data.builders import text_tasks as tt
 
     if not tt.STAMPS_ROOT.is_dir() or not (tt.WORDNET_ROOT / "data.noun").is_file():
         pytest.skip("tuxpaint-stamps-default / wordnet-base not installed")
@@ -22,9 +22,9 @@ def test_mmbench_equals_mteb_evaluate(tmp_path, monkeypatch):
     import mteb
     from sentence_transformers import SentenceTransformer
 
-    from harness import api
-    from harness.data.mteb_loader import local_mteb_task
-    from harness.models.minilm import package_model_path
+    from mmbench import api
+    from mmbench.data.mteb_loader import local_mteb_task
+    from mmbench.models.minilm import package_model_path
 
     folder = package_model_path()
     out = api.run(api.RunConfig(model=f"st:{folder}", suite="mteb-mini", output=tmp_path / "results",

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import catalog
-from harness.config import RunConfig
-from harness.data import mteb_loader as ml
-from harness.data import text_tasks as tt
-from harness.metrics import CandidateIds
-from harness.specs import load_suite_spec
+from mmbench import catalog
+from mmbench.config import RunConfig
+from mmbench.data import mteb_loader as ml
+from mmbench.data.builders import text_tasks as tt
+from mmbench.metrics.scoring import CandidateIds
+from mmbench.data.specs import load_suite_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,7 @@ def test_specs_match_installed_mteb():
 
 
 def test_suite_groups_average(tmp_path):
-    from harness.runner import _group_units
+    from mmbench.pipeline.run import _group_units
 
     heads = {"a": {"main_score": 0.5}, "f1": {"main_score": 0.2}, "f2": {"main_score": 0.4}}
     assert _group_units(heads, {"G": ("f1", "f2")}) == {"a": 0.5, "G": pytest.approx(0.3)}
@@ -99,7 +99,7 @@ def test_suite_groups_average(tmp_path):
 
 def test_mteb_results_written_and_read_back_by_mteb(tmp_path):
     import mteb
-    from harness.mteb_results import read_mteb_results, write_mteb_result
+    from mmbench.results.mteb_format import read_mteb_results, write_mteb_result
 
     spec = catalog.tasks().get("SciFact")
     meta = catalog.get_model("minilm")
@@ -118,7 +118,7 @@ def test_mteb_results_written_and_read_back_by_mteb(tmp_path):
 
 
 def test_st_models_resolve_without_loading(tmp_path):
-    from harness.models.minilm import package_model_path
+    from mmbench.models.minilm import package_model_path
 
     folder = package_model_path()
     meta = catalog.get_model(f"st:{folder}")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.parallel import cores, map_parts, row_parts
+from mmbench.util.parallel import cores, map_parts, row_parts
 
 
 @settings(max_examples=200, deadline=None)

@@ -34,7 +34,7 @@ def plugin_env(tmp_path_factory):
 
 
 def mmbench(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    code = "import sys; from harness.cli import main; sys.argv = ['mmbench', *sys.argv[1:]]; main()"
+    code = "import sys; from mmbench.cli import main; sys.argv = ['mmbench', *sys.argv[1:]]; main()"
     return subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd, capture_output=True, text=True)
 
 

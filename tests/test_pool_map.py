@@ -1,4 +1,4 @@
-"""harness.pool_map: a pool mapped from its cache chunk files, and embed_table's use of it."""
+"""mmbench.embeddings.mapping: a pool mapped from its cache chunk files, and embed_table's use of it."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import pool_map
-from harness.data.types import ItemTable
-from harness.encode import EmbeddingKey, EmbeddingStore, embed_table, ids_digest
-from harness.io import save_npy
-from harness.models.base import l2_normalize
+from mmbench.embeddings import mapping as pool_map
+from mmbench.data.types import ItemTable
+from mmbench.embeddings.cache import EmbeddingKey, EmbeddingStore, embed_table, ids_digest
+from mmbench.util.io import save_npy
+from mmbench.models.base import l2_normalize
 
 pytestmark = pytest.mark.skipif(not pool_map.can_map(mmap.PAGESIZE), reason="no mapping on this platform")
 DIM = 1024                      # float32 rows of one 4 KiB page: chunks of any row count can be mapped
@@ -160,7 +160,7 @@ def test_embed_table_resumes_a_mapped_pool_and_copies_chunks_of_an_older_layout(
 
 
 def test_a_failed_mapping_reads_the_chunks_back(tmp_path, monkeypatch):
-    import harness.encode as encode
+    import mmbench.embeddings.cache as encode
 
     monkeypatch.setattr(encode, "map_chunk_files", lambda *a, **k: None)
     got, _ = embed_table(wide_table(13), KEY, WideEncoder, batch_size=4, chunk_size=4, normalize=True,

@@ -5,15 +5,15 @@ import sys
 
 import pytest
 
-from harness.catalog import get_model, models, resolve_tasks, suites, tasks
-from harness.errors import DataError, UnknownNameError
-from harness.registry import Registry
-from harness.specs import load_suite_spec, load_task_spec, parse_metric
+from mmbench.catalog import get_model, models, resolve_tasks, suites, tasks
+from mmbench.errors import DataError, UnknownNameError
+from mmbench.registry import Registry
+from mmbench.data.specs import load_suite_spec, load_task_spec, parse_metric
 
 
 def test_import_harness_and_listing_import_no_heavy_packages():
-    code = ("import sys, harness, harness.api, harness.cli;"
-            "from harness import api; api.list_models(); api.list_tasks(); api.list_suites();"
+    code = ("import sys, mmbench, mmbench.api, mmbench.cli;"
+            "from mmbench import api; api.list_models(); api.list_tasks(); api.list_suites();"
             "heavy = [m for m in ('torch', 'faiss', 'transformers', 'mteb', 'sentence_transformers') if m in sys.modules];"
             "print(heavy); sys.exit(1 if heavy else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -79,7 +79,7 @@ def test_bad_task_spec_names_file_and_key(tmp_path):
 def test_list_models_prints_every_metadata_field_whole():
     import json
 
-    code = "import sys; from harness.cli import app; sys.argv = ['mmbench', 'list', 'models'] + sys.argv[1:]; app()"
+    code = "import sys; from mmbench.cli import app; sys.argv = ['mmbench', 'list', 'models'] + sys.argv[1:]; app()"
     env = {k: v for k, v in __import__("os").environ.items() if k != "COLUMNS"}
     table = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     as_json = subprocess.run([sys.executable, "-c", code, "--json"], capture_output=True, text=True, env=env)

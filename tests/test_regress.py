@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from analysis_runs import REPO, cli, copy_run, edit_per_query, needs_stamps, real_runs
-from harness import regress as rg
-from harness.compare import load_run
+from mmbench.analysis import regress as rg
+from mmbench.analysis.compare import load_run
 
 BASELINE = REPO / "leaderboards" / "baselines" / "mbeir-mini.json"
 pytestmark = [needs_stamps, pytest.mark.slow]

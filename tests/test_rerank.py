@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.data.types import ImageRef, Item
-from harness.errors import IncompatibleModelError, MmbenchError, UnknownNameError
-from harness.metrics import CandidateIds, Run
-from harness.rerank.base import load_reranker, parse_reranker
-from harness.rerank.stage import experiment_name, rerank_order
+from mmbench.data.types import ImageRef, Item
+from mmbench.errors import IncompatibleModelError, MmbenchError, UnknownNameError
+from mmbench.metrics.scoring import CandidateIds, Run
+from mmbench.rerank.base import load_reranker, parse_reranker
+from mmbench.rerank.stage import experiment_name, rerank_order
 from recorder import Recorder
 
 HAS_STAMPS = Path("/usr/share/tuxpaint/stamps").is_dir()
@@ -144,7 +144,7 @@ def tiny_llava(tmp_path_factory):
 
 
 def test_mllm_rerank_text_image_and_both_batched_equals_unbatched(tiny_llava, images):
-    from harness.rerank.mllm import build_content
+    from mmbench.rerank.mllm import build_content
 
     meta = parse_reranker(f"mllm-rerank:{tiny_llava}")
     assert meta.can_score("image,text", "image") and meta.revision.startswith("local:")
@@ -170,7 +170,7 @@ def test_mllm_rerank_text_image_and_both_batched_equals_unbatched(tiny_llava, im
 def test_real_rescoring_run_reads_the_first_stage_and_links_it(tmp_path, monkeypatch):
     import hashlib
 
-    from harness import api
+    from mmbench import api
 
     monkeypatch.setenv("MMBENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "results"
@@ -215,7 +215,7 @@ def test_real_rescoring_run_reads_the_first_stage_and_links_it(tmp_path, monkeyp
 
     # the CLI, identical again: both stages reused, no model loaded, both tables printed
     env = {**os.environ, "MMBENCH_NO_PROGRESS": "1"}
-    third = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--suite", "mbeir-mini", "--tasks", "tuxpaint_task1",
+    third = subprocess.run([sys.executable, "-m", "mmbench", "run", "--suite", "mbeir-mini", "--tasks", "tuxpaint_task1",
                             "--output", str(out), "--rerank", "rescore:minilm", "--rerank-top-k", "10"],
                            capture_output=True, text=True, env=env)
     assert third.returncode == 0, third.stderr
@@ -225,7 +225,7 @@ def test_real_rescoring_run_reads_the_first_stage_and_links_it(tmp_path, monkeyp
 
 def test_reranker_that_fits_no_task_is_refused_before_any_work(tmp_path):
     env = {**os.environ, "MMBENCH_CACHE": str(tmp_path / "cache"), "MMBENCH_NO_PROGRESS": "1"}
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--suite", "mbeir-mini", "--tasks", "tuxpaint_task4",
+    out = subprocess.run([sys.executable, "-m", "mmbench", "run", "--suite", "mbeir-mini", "--tasks", "tuxpaint_task4",
                           "--output", str(tmp_path / "r"), "--rerank", "rescore:minilm"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 1 and "no task of this run fits it" in out.stderr
@@ -234,7 +234,7 @@ def test_reranker_that_fits_no_task_is_refused_before_any_work(tmp_path):
 
 def test_mllm_rerank_stage_on_the_mbeir_fixture(tiny_llava, mbeir_root, tmp_path):
     """The whole second stage with image, text and image+text pairs (tiny random LLaVA-Next)."""
-    from harness import api
+    from mmbench import api
 
     cfg = api.RunConfig(suite=None, tasks=("mscoco_task0", "oven_task6"), data_root=mbeir_root, output=tmp_path / "r",
                         cache_dir=tmp_path / "cache", rerank=f"mllm-rerank:{tiny_llava}", rerank_top_k=3)
@@ -253,9 +253,9 @@ def test_mllm_rerank_stage_on_the_mbeir_fixture(tiny_llava, mbeir_root, tmp_path
 
 
 def test_missing_first_stage_run_names_the_file_and_the_command(tmp_path):
-    from harness import api
-    from harness.rerank.stage import rerank_suite
-    from harness.runner import SuiteOutcome, TaskOutcome
+    from mmbench import api
+    from mmbench.rerank.stage import rerank_suite
+    from mmbench.pipeline.run import SuiteOutcome, TaskOutcome
 
     cfg = api.RunConfig(suite="mbeir-mini", tasks=("tuxpaint_task1",), output=tmp_path, rerank="rescore:minilm")
     outcome = SuiteOutcome("mbeir-mini", "local", "m", "r", tmp_path / "m" / "r" / "mbeir-mini",

@@ -1,4 +1,4 @@
-"""harness.search must equal the plain numpy reference exactly, ties at the cut-off included."""
+"""mmbench.search.engine must equal the plain numpy reference exactly, ties at the cut-off included."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import scan_topk
-from harness import search as search_mod
-from harness.search import MAX_K, describe_backend, exact_search_numpy, search
+from mmbench.search import scan_topk
+from mmbench.search import engine as search_mod
+from mmbench.search.engine import MAX_K, describe_backend, exact_search_numpy, search
 
 
 @st.composite
@@ -329,7 +329,7 @@ def test_import_is_cheap() -> None:
     import subprocess
     import sys
 
-    code = "import sys, harness.search; print('faiss' in sys.modules, 'torch' in sys.modules)"
+    code = "import sys, mmbench.search.engine; print('faiss' in sys.modules, 'torch' in sys.modules)"
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.split() == ["False", "False"]

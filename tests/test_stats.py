@@ -1,4 +1,4 @@
-"""harness.stats: known values, SciPy agreement, reproducibility and properties."""
+"""mmbench.analysis.stats: known values, SciPy agreement, reproducibility and properties."""
 
 import itertools
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from harness import stats
+from mmbench.analysis import stats
 
 floats = st.floats(min_value=-1.0, max_value=1.0, allow_nan=False, allow_infinity=False).map(lambda x: round(x, 3))  # away from atol
 

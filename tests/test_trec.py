@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.results import read_trec, trec_tag, write_trec
+from mmbench.results.records import read_trec, trec_tag, write_trec
 from recorder import Recorder
 
 
@@ -49,8 +49,9 @@ def test_write_trec_round_trips(tmp_path_factory, q, k, n, seed, odd_ids, part_h
 def test_c_helper_and_arrow_write_the_same_bytes(tmp_path_factory, q, k, n, seed, part_hits, ids):
     """The C line writer (harness/native.py) and the Arrow one: byte-identical files, with empty
     slots, non-ASCII and empty ids, and every kind of float32 (inf, nan, -0.0, subnormal, huge)."""
-    from harness import native, results
-    from harness.metrics import CandidateIds
+    from mmbench import native
+    from mmbench.results import records as results
+    from mmbench.metrics.scoring import CandidateIds
 
     assert native.library() is not None                  # built by `make test`'s install
     rng = np.random.default_rng(seed)
@@ -89,7 +90,7 @@ def test_a_model_name_with_spaces_still_gives_six_fields_per_line(tmp_path):
 
 def test_a_finished_task_whose_run_file_is_short_or_missing_is_computed_again(tmp_path):
     """The run file is not fsynced; its size is recorded in the task JSON and checked on reuse."""
-    from harness import api
+    from mmbench import api
 
     folder = tmp_path / "data" / "SciFact"
     (folder / "qrels").mkdir(parents=True)

@@ -7,7 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from harness import api
+from mmbench import api
 
 MODELS = ["effnet-lite0-imagenet-labels-minilm"]
 METRICS = ["hit@1", "hit@5", "hit@10", "recall@10", "ndcg@10", "mrr@10", "map@10"]

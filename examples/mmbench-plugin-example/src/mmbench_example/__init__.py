@@ -10,7 +10,7 @@ DIM = 256
 
 
 def register(registry) -> None:
-    from harness.models.base import ModelMeta
+    from mmbench.models.base import ModelMeta
 
     registry.register("example-hash", ModelMeta(
         name="example-hash",

@@ -1,6 +1,6 @@
 """The ``example-hash`` encoder: subclass FusionEncoder, implement texts and images.
 
-:class:`~harness.models.base.FusionEncoder` routes items by modality, normalises each part and sums
+:class:`~mmbench.models.base.FusionEncoder` routes items by modality, normalises each part and sums
 the unit text and image embeddings of image+text items (UniIR's score fusion); it also applies the
 query instruction when the metadata says ``uses_instructions``.
 """
@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from harness.models.base import FusionEncoder, ModelMeta, Role
+from mmbench.models.base import FusionEncoder, ModelMeta, Role
 
 from mmbench_example import DIM
 

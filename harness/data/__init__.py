@@ -1,1 +1,0 @@
-"""Data loading: task specs -> :class:`harness.data.types.TaskData` (queries, candidate pool, qrels)."""

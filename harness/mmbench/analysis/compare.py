@@ -1,0 +1,429 @@
+"""Compare runs task by task with paired tests on their per-query scores.
+
+A *run* is a result folder ``<output>/<model>/<revision>/<suite>`` (or any folder below it that
+holds task result JSONs, e.g. an ``experiments/...`` subfolder). The first run is the baseline; every
+other run is compared with it on the tasks they share:
+
+* per-query scores of the metric (default: each task's headline) are aligned by query id;
+* delta = mean(run) - mean(baseline), a paired bootstrap 95 % interval of it, the paired
+  randomization (sign-flip) test and the paired t-test (:mod:`mmbench.analysis.stats`);
+* the chosen test's p-values are Holm-adjusted over the whole family of (task, run) comparisons;
+* wins/ties/losses count queries.
+
+Runs are refused when, for a shared task, their query sets, pools (pool mode, number of candidates,
+pool file fingerprint) or qrels (fingerprint) differ -- the message names the task and what differs --
+unless ``force`` is given (then only the queries both runs scored are paired, and the report says so).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmbench.analysis import stats
+from mmbench.errors import MmbenchError
+from mmbench.util.io import atomic_open, write_json
+from mmbench.results.records import load_task_result
+
+TESTS = ("randomization", "t")
+
+
+@dataclass
+class TaskRun:
+    name: str
+    record: dict
+    json_path: Path
+    per_query_path: Path
+
+    def per_query(self, metric: str) -> dict[str, float]:
+        """query id -> value of ``metric`` from the task's per-query TSV."""
+        if not self.per_query_path.is_file():
+            raise MmbenchError(f"{self.per_query_path}: per-query file missing (needed for paired tests)")
+        with open(self.per_query_path, encoding="utf-8") as f:
+            header = f.readline().rstrip("\n").split("\t")
+            if not header or header[0] != "query_id":
+                raise MmbenchError(f"{self.per_query_path}:1: expected a 'query_id' header column")
+            if metric not in header:
+                raise MmbenchError(f"{self.per_query_path}: no column {metric!r} (has {', '.join(header[1:])})")
+            col = header.index(metric)
+            out = {}
+            for lineno, line in enumerate(f, 2):
+                parts = line.rstrip("\n").split("\t")
+                try:
+                    out[parts[0]] = float(parts[col])
+                except (IndexError, ValueError):
+                    raise MmbenchError(f"{self.per_query_path}:{lineno}: malformed row") from None
+        return out
+
+
+@dataclass
+class RunResults:
+    path: Path
+    label: str
+    model: str
+    revision: str
+    suite: str
+    tasks: dict[str, TaskRun] = field(default_factory=dict)
+
+
+def _task_files(folder: Path) -> list[tuple[Path, dict]]:
+    found = []
+    for p in sorted(folder.glob("*.json")):
+        if p.name == "summary.json" or p.name.startswith("."):
+            continue
+        rec = load_task_result(p)
+        if rec and isinstance(rec.get("task"), dict) and "main_score" in rec:
+            found.append((p, rec))
+    return found
+
+
+def find_run_folders(root: Path, *, include_experiments: bool = True) -> list[Path]:
+    """Folders under ``root`` (itself included) that hold task result JSONs."""
+    root = Path(root)
+    out = []
+    for folder in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
+        rel = folder.relative_to(root).parts
+        if not include_experiments and "experiments" in rel:
+            continue
+        if any(part.startswith(".") for part in rel):
+            continue
+        if _task_files(folder):
+            out.append(folder)
+    return out
+
+
+def load_run(path: Path, label: str | None = None) -> RunResults:
+    """Load a run folder; a folder above exactly one run folder (not counting experiments) is accepted too."""
+    path = Path(path)
+    if not path.is_dir():
+        raise MmbenchError(f"{path}: not a folder (expected <output>/<model>/<revision>/<suite>)")
+    files = _task_files(path)
+    if not files:
+        below = find_run_folders(path, include_experiments=False)
+        if len(below) != 1:
+            hint = ("; ".join(str(p) for p in below[:8]) if below else "none found")
+            raise MmbenchError(f"{path}: no task results here; pass one run folder "
+                               f"(<output>/<model>/<revision>/<suite>); run folders below it: {hint}")
+        path = below[0]
+        files = _task_files(path)
+    first = files[0][1]
+    model = str(first.get("model", {}).get("name", path.parent.parent.name))
+    revision = str(first.get("model", {}).get("revision", path.parent.name))
+    suite = str(first.get("suite", path.name))
+    run = RunResults(path, label or "", model, revision, suite)
+    for p, rec in files:
+        name = rec["task"]["name"]
+        run.tasks[name] = TaskRun(name, rec, p, p.with_name(f"{name}.per_query.tsv"))
+    return run
+
+
+def _labels(runs: list[RunResults]) -> None:
+    """Short unique labels: model/suite, plus revision or the path when needed."""
+    def cand(r: RunResults, level: int) -> str:
+        if level == 0:
+            return f"{r.model}/{r.suite}"
+        if level == 1:
+            return f"{r.model}@{r.revision}/{r.suite}"
+        parts = [x.path.resolve().parts for x in runs]
+        pre = len(os.path.commonprefix(parts))
+        suf = len(os.path.commonprefix([p[pre:][::-1] for p in parts]))
+        mine = r.path.resolve().parts[pre:len(r.path.resolve().parts) - suf]
+        return "/".join(mine) if mine else str(r.path)
+
+    for level in range(3):
+        labels = [r.label or cand(r, level) for r in runs]
+        if len(set(labels)) == len(labels):
+            break
+    for r, lab in zip(runs, labels):
+        r.label = lab
+
+
+def _short(h: str | None) -> str:
+    return "-" if h is None else str(h)[:12]
+
+
+def differences(base: TaskRun, other: TaskRun, base_q: set[str], other_q: set[str]) -> list[str]:
+    """What makes two task results incomparable (empty when they are comparable)."""
+    out = []
+    if base_q != other_q:
+        out.append(f"query sets ({len(base_q)} vs {len(other_q)} queries, {len(base_q & other_q)} shared)")
+    else:
+        fa = base.record.get("provenance", {}).get("data_fingerprints", {}).get("queries")
+        fb = other.record.get("provenance", {}).get("data_fingerprints", {}).get("queries")
+        if fa and fb and fa != fb:
+            out.append(f"query file (data_fingerprints.queries {_short(fa)} vs {_short(fb)})")
+    pool = []
+    if base.record.get("pool") != other.record.get("pool"):
+        pool.append(f"pool mode {base.record.get('pool')} vs {other.record.get('pool')}")
+    if base.record.get("n_candidates") != other.record.get("n_candidates"):
+        pool.append(f"n_candidates {base.record.get('n_candidates')} vs {other.record.get('n_candidates')}")
+    pa = base.record.get("provenance", {}).get("data_fingerprints", {}).get("pool")
+    pb = other.record.get("provenance", {}).get("data_fingerprints", {}).get("pool")
+    if pa != pb:
+        pool.append(f"data_fingerprints.pool {_short(pa)} vs {_short(pb)}")
+    if pool:
+        out.append("pools (" + "; ".join(pool) + ")")
+    qa = base.record.get("provenance", {}).get("data_fingerprints", {}).get("qrels")
+    qb = other.record.get("provenance", {}).get("data_fingerprints", {}).get("qrels")
+    if qa != qb:
+        out.append(f"qrels (data_fingerprints.qrels {_short(qa)} vs {_short(qb)})")
+    return out
+
+
+@dataclass
+class Row:
+    task: str
+    run: str
+    metric: str
+    result: stats.PairedResult
+    p_adjusted: float = float("nan")
+    significant: bool = False
+    forced: list[str] = field(default_factory=list)   # what differed (only with force)
+
+
+@dataclass
+class Comparison:
+    baseline: RunResults
+    runs: list[RunResults]
+    rows: list[Row]
+    metric: str | None
+    test: str
+    alpha: float
+    seed: int
+    n_resamples: int
+    confidence: float
+    skipped_tasks: dict[str, list[str]]          # task -> labels of runs lacking it
+
+    # ----------------------------------------------------------------- outputs
+    def to_dict(self) -> dict:
+        return _clean({
+            "baseline": {"label": self.baseline.label, "path": str(self.baseline.path),
+                         "model": self.baseline.model, "revision": self.baseline.revision, "suite": self.baseline.suite},
+            "runs": [{"label": r.label, "path": str(r.path), "model": r.model, "revision": r.revision, "suite": r.suite}
+                     for r in self.runs],
+            "settings": {"metric": self.metric or "each task's main metric", "test": self.test, "alpha": self.alpha,
+                         "correction": "holm (over every (task, run) comparison in this report)",
+                         "seed": self.seed, "n_resamples": self.n_resamples, "confidence": self.confidence,
+                         "delta": "mean(run) - mean(baseline) over the queries both scored"},
+            "rows": [{"task": r.task, "run": r.run, "metric": r.metric, **r.result.to_dict(),
+                      "p_adjusted": _finite(r.p_adjusted), "significant": r.significant,
+                      "forced_despite": r.forced} for r in self.rows],
+            "summary": self.summary(),
+            "skipped_tasks": self.skipped_tasks,
+        })
+
+    def summary(self) -> dict:
+        """Per run: mean delta over tasks and significant wins/ties/losses across tasks."""
+        out = {}
+        for r in self.runs:
+            rows = [x for x in self.rows if x.run == r.label]
+            out[r.label] = {
+                "tasks": len(rows),
+                "mean_delta": _finite(float(np.mean([x.result.delta for x in rows]))) if rows else None,
+                "significant_wins": sum(x.significant and x.result.delta > 0 for x in rows),
+                "significant_losses": sum(x.significant and x.result.delta < 0 for x in rows),
+                "not_significant": sum(not x.significant for x in rows),
+            }
+        return out
+
+    def write_json(self, path: Path) -> None:
+        write_json(path, self.to_dict())
+
+    def markdown(self) -> str:
+        p_name = "p (rand.)" if self.test == "randomization" else "p (t)"
+        lines = [f"Baseline: **{self.baseline.label}** (`{self.baseline.path}`)", ""]
+        lines.append(f"| task | run | metric | baseline | run | delta | {int(self.confidence * 100)}% CI | p (rand.) | p (t) | "
+                     f"{p_name} Holm | W/T/L |")
+        lines.append("|---|---|---|---:|---:|---:|---|---:|---:|---:|---|")
+        for x in self.rows:
+            r = x.result
+            mark = " *" if x.significant else ""
+            lines.append(
+                f"| {x.task} | {x.run} | {x.metric} | {100 * r.mean_b:.2f} | {100 * r.mean_a:.2f} | "
+                f"{100 * r.delta:+.2f}{mark} | [{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}] | "
+                f"{_p(r.p_randomization)} | {_p(r.p_t)} | {_p(x.p_adjusted)} | {r.wins}/{r.ties}/{r.losses} |")
+        lines.append("")
+        for label, s in self.summary().items():
+            lines.append(f"- **{label}**: mean delta {_pts(s['mean_delta'])} over {s['tasks']} tasks; "
+                         f"significantly better on {s['significant_wins']}, worse on {s['significant_losses']}, "
+                         f"not separable on {s['not_significant']}.")
+        lines.append("")
+        lines.append(f"Scores ×100. `*` = Holm-adjusted {self.test} p < {self.alpha}. Paired over queries "
+                     f"(seed {self.seed}, {self.n_resamples} resamples). W/T/L counts queries.")
+        for x in self.rows:
+            if x.forced:
+                lines.append(f"- forced: {x.task} / {x.run} differ in {', '.join(x.forced)}")
+        for task, missing in self.skipped_tasks.items():
+            lines.append(f"- skipped {task}: missing in {', '.join(missing)}")
+        return "\n".join(lines) + "\n"
+
+    def rich_table(self):
+        from rich.table import Table
+
+        table = Table(title=f"compare vs {self.baseline.label} ({self.test} test, Holm, alpha={self.alpha})")
+        for col, just in [("task", "left"), ("run", "left"), ("metric", "left"), ("base", "right"),
+                          ("run", "right"), ("Δ", "right"), (f"{int(self.confidence * 100)}% CI", "right"),
+                          ("p rand", "right"), ("p t", "right"), ("p Holm", "right"), ("W/T/L", "right")]:
+            table.add_column(col, justify=just)
+        for x in self.rows:
+            r = x.result
+            style = ("green" if r.delta > 0 else "red") if x.significant else None
+            table.add_row(x.task, x.run, x.metric, f"{100 * r.mean_b:.2f}", f"{100 * r.mean_a:.2f}",
+                          f"{100 * r.delta:+.2f}" + (" *" if x.significant else ""),
+                          f"[{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}]", _p(r.p_randomization), _p(r.p_t),
+                          _p(x.p_adjusted), f"{r.wins}/{r.ties}/{r.losses}", style=style)
+        table.caption = "scores ×100; * = significant after Holm; W/T/L counts queries"
+        return table
+
+    def plot(self, path: Path) -> None:
+        """PNG forest plot: per-(task, run) delta (×100) with its bootstrap interval (Pillow only)."""
+        write_delta_plot(path, [(f"{x.task}  {x.run}" if len(self.runs) > 1 else x.task, 100 * x.result.delta,
+                                 100 * x.result.ci_low, 100 * x.result.ci_high, x.significant) for x in self.rows],
+                         title=f"delta vs {self.baseline.label} ({self.metric or 'headline metric'}, x100, "
+                               f"{int(self.confidence * 100)}% bootstrap CI)")
+
+
+def _clean(obj):
+    """JSON-safe: NaN -> null, +-inf -> "inf"/"-inf"."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+    return obj
+
+
+def _finite(x: float):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "-"
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def _pts(x) -> str:
+    return "-" if x is None else f"{100 * x:+.2f}"
+
+
+def compare(paths: list[Path], *, metric: str | None = None, test: str = "randomization", alpha: float = 0.05,
+            seed: int = stats.DEFAULT_SEED, n_resamples: int = stats.DEFAULT_RESAMPLES, confidence: float = 0.95,
+            force: bool = False, tasks: list[str] | None = None, labels: list[str] | None = None) -> Comparison:
+    if len(paths) < 2:
+        raise MmbenchError("compare needs at least two runs (the first is the baseline)")
+    if test not in TESTS:
+        raise MmbenchError(f"--test must be one of {', '.join(TESTS)}, got {test!r}")
+    runs = [load_run(p, labels[i] if labels and i < len(labels) else None) for i, p in enumerate(paths)]
+    _labels(runs)
+    base, others = runs[0], runs[1:]
+    names = [t for t in base.tasks if all(t in r.tasks for r in others)]
+    skipped = {t: [r.label for r in runs if t not in r.tasks]
+               for t in sorted(set().union(*(r.tasks for r in runs))) if t not in names}
+    if tasks:
+        unknown = [t for t in tasks if t not in names]
+        if unknown:
+            raise MmbenchError(f"task(s) not in every run: {', '.join(unknown)} (shared: {', '.join(names) or 'none'})")
+        names = [t for t in names if t in tasks]
+    if not names:
+        raise MmbenchError("the runs share no task: " + "; ".join(f"{r.label}: {', '.join(r.tasks)}" for r in runs))
+
+    problems: list[str] = []
+    pending = []
+    for task in names:
+        bt = base.tasks[task]
+        m = metric or bt.record["main_metric"]
+        for r in others:
+            ot = r.tasks[task]
+            om = metric or ot.record["main_metric"]
+            if om != m:
+                problems.append(f"{task}: {r.label} has main metric {om}, the baseline {m} (pass --metric)")
+                continue
+            bq, oq = bt.per_query(m), ot.per_query(m)
+            diff = differences(bt, ot, set(bq), set(oq))
+            if diff and not force:
+                problems.append(f"{task}: {base.label} and {r.label} differ in " + ", ".join(diff))
+            pending.append((task, r, m, bq, oq, diff))
+    if problems:
+        raise MmbenchError("runs are not comparable (use --force to compare anyway):\n  " + "\n  ".join(problems))
+
+    rows = []
+    for task, r, m, bq, oq, diff in pending:
+        qids = [q for q in bq if q in oq]
+        if not qids:
+            raise MmbenchError(f"{task}: {base.label} and {r.label} share no scored query")
+        a = np.array([oq[q] for q in qids])
+        b = np.array([bq[q] for q in qids])
+        res = stats.paired(a, b, n_resamples=n_resamples, seed=seed, confidence=confidence)
+        rows.append(Row(task, r.label, m, res, forced=diff))
+    p = [x.result.p_randomization if test == "randomization" else x.result.p_t for x in rows]
+    for x, adj in zip(rows, stats.holm(p)):
+        x.p_adjusted = float(adj)
+        x.significant = bool(not math.isnan(adj) and adj < alpha)
+    return Comparison(base, others, rows, metric, test, alpha, seed, n_resamples, confidence, skipped)
+
+
+# ------------------------------------------------------------------------------ PNG plot (Pillow)
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):           # Pillow without FreeType: fixed bitmap font
+        return ImageFont.load_default()
+
+
+def write_delta_plot(path: Path, items: list[tuple[str, float, float, float, bool]], *, title: str = "") -> None:
+    """Horizontal forest plot: one line per item (label, delta, low, high, significant)."""
+    from PIL import Image, ImageDraw
+
+    font, small = _font(14), _font(12)
+    row_h, top, bottom, left, right, width = 26, 46, 40, 20, 30, 900
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = max([probe.textlength(lbl, font=font) for lbl, *_ in items] + [80])
+    plot_left = int(left + label_w + 16)
+    plot_right = width - right
+    height = top + bottom + row_h * max(1, len(items))
+    values = [v for _, d, lo, hi, _ in items for v in (d, lo, hi) if math.isfinite(v)] + [0.0]
+    lo_v, hi_v = min(values), max(values)
+    span = hi_v - lo_v or 1.0
+    lo_v, hi_v = lo_v - 0.08 * span, hi_v + 0.08 * span
+
+    def x_of(v: float) -> float:
+        return plot_left + (v - lo_v) / (hi_v - lo_v) * (plot_right - plot_left)
+
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((left, 12), title, fill="black", font=font)
+    draw.line([(x_of(0), top - 6), (x_of(0), height - bottom + 6)], fill=(150, 150, 150), width=1)
+    for i, (label, d, lo, hi, sig) in enumerate(items):
+        y = top + row_h * i + row_h // 2
+        color = ((0, 130, 60) if d > 0 else (200, 40, 40)) if sig else (60, 60, 60)
+        draw.text((left, y - 8), label, fill="black", font=font)
+        if math.isfinite(lo) and math.isfinite(hi):
+            draw.line([(x_of(lo), y), (x_of(hi), y)], fill=color, width=2)
+            for v in (lo, hi):
+                draw.line([(x_of(v), y - 5), (x_of(v), y + 5)], fill=color, width=2)
+        if math.isfinite(d):
+            draw.ellipse([x_of(d) - 5, y - 5, x_of(d) + 5, y + 5], fill=color)
+    # axis with a few ticks
+    y_axis = height - bottom + 10
+    draw.line([(plot_left, y_axis), (plot_right, y_axis)], fill="black")
+    for v in np.linspace(lo_v, hi_v, 6):
+        draw.line([(x_of(v), y_axis), (x_of(v), y_axis + 4)], fill="black")
+        draw.text((x_of(v) - 14, y_axis + 6), f"{v:+.2f}", fill="black", font=small)
+    with atomic_open(Path(path), "wb") as f:
+        img.save(f, format="PNG")
+
+
+def dumps(comparison: Comparison) -> str:
+    return json.dumps(comparison.to_dict(), indent=2)

@@ -1,0 +1,408 @@
+"""Leaderboards from a results tree: ``leaderboards/<name>.md``, ``.csv`` and a self-contained ``.html``.
+
+* One board per suite (``mbeir-mini``, ``mbeir-local``, ``mbeir-global``, ...). A row is a run folder
+  (``<model>/<revision>/<suite>``, experiments included) with each task's headline (the paper's
+  metric; for M-BEIR UniIR's "Recall@k" = hit@k) x100, the plain mean over the suite's tasks (only
+  when the run has them all), the mean nDCG@10, revision and date.
+* Published numbers from ``leaderboards/reported.toml`` join the board of their suite (global pool ->
+  ``mbeir-global``, local -> ``mbeir-local``), marked "reported" everywhere (badge, CSV column, bar
+  colour). Rows whose metric is not hit@k (trec recall) are left off.
+* Ranks are significance-aware (style §2.5): besides the rank by average, a 95 % rank interval from a
+  bootstrap over tasks (resample the suite's tasks with replacement, re-rank; seed 0) -- rows whose
+  intervals overlap are not separable.
+* The HTML has inline CSS/JS only (no network): a table sortable by clicking any header (or via the
+  URL hash ``#sort=<column-key>:<asc|desc>``), a per-task bar chart in inline SVG, and provenance
+  (config hash, commit, harness version, data fingerprints, date; for reported rows the source) in
+  ``title`` tooltips.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from mmbench.analysis.compare import find_run_folders, load_run
+from mmbench.errors import MmbenchError
+from mmbench.util.io import atomic_open
+
+DEFAULT_REPORTED = Path(__file__).resolve().parents[3] / "leaderboards" / "reported.toml"
+RANK_RESAMPLES = 2000
+
+
+@dataclass
+class Entry:
+    model: str
+    revision: str
+    suite: str
+    pool: str
+    kind: str                                   # "ours" or "reported: paper|model card|reproduction"
+    scores: dict[str, float]                    # task -> headline x100
+    metrics: dict[str, str] = field(default_factory=dict)     # task -> headline metric name
+    ndcg10: dict[str, float] = field(default_factory=dict)    # task -> ndcg@10 x100 (ours only)
+    date: str = ""
+    provenance: str = ""                        # tooltip text for the row
+    task_provenance: dict[str, str] = field(default_factory=dict)
+    source_url: str = ""
+    path: str = ""
+    config_hash: str = ""
+    commit: str = ""
+    reported_average: float | None = None
+
+    @property
+    def reported(self) -> bool:
+        return self.kind != "ours"
+
+
+def _short(h) -> str:
+    return "-" if not h else str(h)[:12]
+
+
+def collect_runs(results: Path) -> list[Entry]:
+    """Every run folder under ``results`` as an :class:`Entry` (scores x100)."""
+    results = Path(results)
+    if not results.is_dir():
+        raise MmbenchError(f"{results}: results folder not found")
+    entries = []
+    for folder in find_run_folders(results):
+        run = load_run(folder)
+        scores, metrics, ndcg, tprov, dates, hashes = {}, {}, {}, {}, [], set()
+        pool, commit, version, dirty = "", "", "", None
+        for name, t in run.tasks.items():
+            rec = t.record
+            prov = rec.get("provenance", {})
+            scores[name] = 100 * float(rec["main_score"])
+            metrics[name] = rec.get("main_metric", "")
+            if "ndcg@10" in rec.get("metrics", {}):
+                ndcg[name] = 100 * float(rec["metrics"]["ndcg@10"])
+            pool = rec.get("pool", pool)
+            dates.append(prov.get("date", ""))
+            hashes.add(prov.get("config_hash", ""))
+            commit, version, dirty = prov.get("commit") or commit, prov.get("harness_version") or version, prov.get("dirty", dirty)
+            fp = prov.get("data_fingerprints", {})
+            tprov[name] = (f"{name}: {rec.get('main_metric')} = {100 * float(rec['main_score']):.2f}; "
+                           f"{rec.get('n_queries')} queries, {rec.get('n_candidates')} candidates ({rec.get('pool')} pool); "
+                           f"config_hash {_short(prov.get('config_hash'))}; "
+                           + "; ".join(f"{k} sha256 {_short(v)}" for k, v in sorted(fp.items()))
+                           + f"; date {prov.get('date', '-')}")
+        rel = folder.relative_to(results).as_posix() if folder != results else folder.name
+        parts = Path(rel).parts
+        label = run.model
+        if "experiments" in parts:               # e.g. <suite>/experiments/rerank=<r>__top<k>
+            label = f"{run.model} + {'/'.join(parts[parts.index('experiments') + 1:])}"
+        date = max(dates) if dates else ""
+        chash = ",".join(sorted(_short(h) for h in hashes if h))
+        text = (f"{run.model} @ {run.revision}\nresults: {rel}\nconfig_hash: {chash or '-'}\n"
+                f"harness {version or '-'}, commit {_short(commit)}{' (dirty)' if dirty else ''}\ndate: {date or '-'}")
+        entries.append(Entry(label, run.revision, run.suite, pool, "ours", scores, metrics, ndcg, date, text,
+                             tprov, path=rel, config_hash=chash, commit=str(commit or "")))
+    return entries
+
+
+def load_reported(path: Path = DEFAULT_REPORTED) -> list[Entry]:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise MmbenchError(f"{path}: cannot read published numbers ({exc})") from None
+    out = []
+    for i, row in enumerate(data.get("row", []), 1):
+        missing = [k for k in ("name", "pool", "suite", "kind", "source", "metric", "scores") if k not in row]
+        if missing:
+            raise MmbenchError(f"{path}: row {i} ({row.get('name', '?')}) lacks {', '.join(missing)}")
+        if not row["metric"].startswith("hit@k"):
+            continue
+        text = (f"REPORTED (published, not run by mmbench): {row['name']}\nsource: {row['source']}\n"
+                f"url: {row.get('url', '-')}\ntable: {row.get('table', '-')}\npool: {row['pool']}\nmetric: {row['metric']}"
+                f"\nprinted average: {row.get('average', '-')}"
+                + (f"\nnote: {row['note']}" if row.get("note") else ""))
+        scores = {k: float(v) for k, v in row["scores"].items()}
+        out.append(Entry(row["name"], "-", row["suite"], row["pool"], f"reported: {row['kind']}", scores,
+                         provenance=text, task_provenance={t: f"{t}: {v:.1f} reported ({row.get('table', row['source'])})"
+                                                           for t, v in scores.items()},
+                         source_url=row.get("url", ""), reported_average=row.get("average")))
+    return out
+
+
+def suite_tasks(suite: str, entries: list[Entry]) -> list[str]:
+    """The suite's task order from the catalog; else the union of the runs' tasks (sorted)."""
+    from mmbench.catalog import suites
+
+    try:
+        return list(suites().get(suite).tasks)
+    except Exception:                                  # noqa: BLE001 - unknown suite label (e.g. "local")
+        return sorted({t for e in entries for t in e.scores})
+
+
+def rank_intervals(matrix: np.ndarray, *, n_resamples: int = RANK_RESAMPLES, seed: int = 0,
+                   confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank by mean over tasks (1 = best; ties share the best rank) and a bootstrap-over-tasks interval.
+
+    ``matrix`` is rows x tasks without missing values.
+    """
+    n_rows, n_tasks = matrix.shape
+    if n_rows == 0:
+        empty = np.zeros(0, dtype=int)
+        return empty, empty, empty
+
+    def ranks(means: np.ndarray) -> np.ndarray:        # competition ranking, per row of ``means``
+        return 1 + (means[..., None, :] > means[..., :, None]).sum(axis=-1)
+
+    point = ranks(matrix.mean(axis=1))
+    rng = np.random.Generator(np.random.PCG64(seed))
+    idx = rng.integers(0, n_tasks, size=(n_resamples, n_tasks))
+    means = matrix[:, idx].mean(axis=2).T              # resamples x rows
+    r = ranks(means)
+    alpha = (1 - confidence) / 2
+    low = np.floor(np.quantile(r, alpha, axis=0)).astype(int)
+    high = np.ceil(np.quantile(r, 1 - alpha, axis=0)).astype(int)
+    return point, low, high
+
+
+def build_frame(entries: list[Entry], tasks: list[str]):
+    """One row per entry, sorted by average (complete rows first), with ranks and rank intervals."""
+    import pandas as pd
+
+    rows = []
+    for e in entries:
+        have = [t for t in tasks if t in e.scores]
+        complete = len(have) == len(tasks)
+        nd = [e.ndcg10[t] for t in tasks if t in e.ndcg10]
+        row = {"model": e.model, "revision": e.revision, "kind": e.kind, "pool": e.pool, "suite": e.suite,
+               "average": float(np.mean([e.scores[t] for t in tasks])) if complete else math.nan,
+               "tasks_done": f"{len(have)}/{len(tasks)}",
+               **{t: e.scores.get(t, math.nan) for t in tasks},
+               "ndcg@10_avg": float(np.mean(nd)) if nd and len(nd) == len(tasks) else math.nan,
+               "date": e.date, "config_hash": e.config_hash, "commit": e.commit, "results": e.path,
+               "source_url": e.source_url}
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=["model", "revision", "kind", "pool", "suite", "average", "tasks_done", *tasks,
+                                     "ndcg@10_avg", "date", "config_hash", "commit", "results", "source_url"])
+    for col in ("rank", "rank_low", "rank_high"):
+        df[col] = pd.array([pd.NA] * len(df), dtype="Int64")
+    complete = df["average"].notna().to_numpy()
+    if complete.any():
+        point, low, high = rank_intervals(df.loc[complete, tasks].to_numpy(dtype=float))
+        df.loc[complete, "rank"], df.loc[complete, "rank_low"], df.loc[complete, "rank_high"] = point, low, high
+    df["_order"] = df["average"].fillna(-1.0)
+    df = df.sort_values(["_order", "model"], ascending=[False, True], kind="stable").drop(columns="_order")
+    df = df[["rank", "rank_low", "rank_high", *[c for c in df.columns if c not in ("rank", "rank_low", "rank_high")]]]
+    return df.reset_index(drop=True)
+
+
+def _fmt(v, digits: int = 1) -> str:
+    if v is None or v is pd_na() or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.{digits}f}"
+
+
+def pd_na():
+    import pandas as pd
+
+    return pd.NA
+
+
+def _rank_text(row) -> str:
+    if row["rank"] is pd_na() or row["rank"] is None or (isinstance(row["rank"], float) and math.isnan(row["rank"])):
+        return "–"
+    lo, hi = int(row["rank_low"]), int(row["rank_high"])
+    return f"{int(row['rank'])} ({lo}–{hi})" if lo != hi else f"{int(row['rank'])}"
+
+
+def to_markdown(df, tasks: list[str], metrics: dict[str, str], *, name: str) -> str:
+    head = ["rank (95%)", "model", "type", "avg", *[f"{t}<br>{metrics.get(t, '')}" for t in tasks], "nDCG@10 avg", "revision", "date"]
+    lines = [f"# Leaderboard: {name}", "",
+             "Scores ×100 in each task's headline metric (M-BEIR: UniIR's \"Recall@k\" = hit@k). "
+             "*reported* rows are published numbers (`leaderboards/reported.toml`, with sources), not runs of mmbench. "
+             "Rank (95%) is a bootstrap-over-tasks rank interval: overlapping intervals are not separable.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(tasks) + 2) + "---|---|"]
+    for _, r in df.iterrows():
+        kind = "ours" if r["kind"] == "ours" else f"**reported** ({r['kind'].split(': ', 1)[-1]})"
+        model = f"[{r['model']}]({r['source_url']})" if r["source_url"] else r["model"]
+        lines.append("| " + " | ".join([_rank_text(r), model, kind, _fmt(r["average"]) if r["tasks_done"].split("/")[0] == r["tasks_done"].split("/")[1] else f"– ({r['tasks_done']} tasks)",
+                                        *[_fmt(r[t]) for t in tasks], _fmt(r["ndcg@10_avg"]),
+                                        str(r["revision"]), str(r["date"])[:10] or "–"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
+h1{font-size:20px} p.note{color:#555;max-width:960px;font-size:13px}
+table.lb{border-collapse:collapse;font-size:13px}
+table.lb th,table.lb td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right;white-space:nowrap}
+table.lb th{cursor:pointer;background:#f4f4f4;position:sticky;top:0;user-select:none}
+table.lb th.text,table.lb td.text{text-align:left}
+table.lb th[aria-sort=ascending]::after{content:" ▲"} table.lb th[aria-sort=descending]::after{content:" ▼"}
+tr.reported td{background:#f7f9ff;color:#345} tr.reported td.model{font-style:italic}
+span.badge{display:inline-block;font-size:11px;border-radius:3px;padding:0 4px;margin-left:4px}
+span.badge.reported{background:#dde6ff;color:#234;border:1px solid #9ab} span.badge.ours{background:#e3f5e1;color:#254;border:1px solid #9b9}
+.charts{display:flex;flex-wrap:wrap;gap:18px;margin-top:24px} .chart h3{font-size:13px;margin:4px 0}
+"""
+
+_JS = r"""
+(function(){
+  var table=document.getElementById('leaderboard'); if(!table) return;
+  var body=table.tBodies[0];
+  function val(td,type){var v=td.getAttribute('data-v'); if(type==='num'){ if(v===null||v===''||isNaN(parseFloat(v))) return null; return parseFloat(v);} return (v!==null?v:td.textContent).toLowerCase();}
+  function sortBy(key,dir){
+    var ths=table.tHead.rows[0].cells, col=-1, type='num';
+    for(var i=0;i<ths.length;i++){ if(ths[i].getAttribute('data-key')===key){col=i;type=ths[i].getAttribute('data-type');} ths[i].removeAttribute('aria-sort'); }
+    if(col<0) return false;
+    var rows=Array.prototype.slice.call(body.rows);
+    rows.forEach(function(r,i){r._i=i;});
+    rows.sort(function(a,b){
+      var x=val(a.cells[col],type), y=val(b.cells[col],type);
+      if(x===null&&y===null) return a._i-b._i; if(x===null) return 1; if(y===null) return -1;
+      var c = x<y?-1:(x>y?1:0); if(dir==='desc') c=-c; return c!==0?c:a._i-b._i;
+    });
+    rows.forEach(function(r){body.appendChild(r);});
+    ths[col].setAttribute('aria-sort',dir==='asc'?'ascending':'descending');
+    table.setAttribute('data-sort-key',key); table.setAttribute('data-sort-dir',dir);
+    return true;
+  }
+  function onClick(ev){
+    var th=ev.currentTarget, key=th.getAttribute('data-key');
+    var cur=table.getAttribute('data-sort-key')===key?table.getAttribute('data-sort-dir'):null;
+    var dir = cur ? (cur==='asc'?'desc':'asc') : (th.getAttribute('data-type')==='num'?'desc':'asc');
+    sortBy(key,dir);
+  }
+  var ths=table.tHead.rows[0].cells;
+  for(var i=0;i<ths.length;i++) ths[i].addEventListener('click',onClick);
+  window.mmbenchSort=sortBy;
+  // #sort=<key>:<asc|desc> sorts on load; #click=<key>,<key>,... clicks headers in turn (used by the CI test)
+  var h=decodeURIComponent(location.hash.replace(/^#/,''));
+  h.split('&').forEach(function(part){
+    var kv=part.split('='); if(kv.length<2) return;
+    if(kv[0]==='sort'){var s=kv[1], i=s.lastIndexOf(':'), d=i>0?s.slice(i+1):'';
+      if(d==='asc'||d==='desc') sortBy(s.slice(0,i), d); else sortBy(s, 'desc');}
+    if(kv[0]==='click'){kv[1].split(',').forEach(function(k){
+      for(var j=0;j<ths.length;j++) if(ths[j].getAttribute('data-key')===k) ths[j].dispatchEvent(new MouseEvent('click',{bubbles:true}));});}
+  });
+  table.setAttribute('data-ready','1');
+})();
+"""
+
+
+def _e(s) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _svg_chart(df, task: str, metric: str) -> str:
+    rows = [(r["model"] + ("" if r["kind"] == "ours" else " (reported)"), float(r[task]), r["kind"] != "ours")
+            for _, r in df.iterrows() if not (isinstance(r[task], float) and math.isnan(r[task]))]
+    rows.sort(key=lambda x: -x[1])
+    bar_h, label_w, bar_w = 14, 230, 220
+    height = 8 + bar_h * max(1, len(rows))
+    top = max([100.0] + [v for _, v, _ in rows])
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 50}" height="{height}" role="img" '
+             f'aria-label="{_e(task)}">']
+    for i, (label, v, rep) in enumerate(rows):
+        y = 4 + i * bar_h
+        w = max(0.0, v) / top * bar_w
+        color = "#8fa6d9" if rep else "#2e8b57"
+        style = ' fill-opacity="0.75" stroke="#567" stroke-dasharray="2,1"' if rep else ""
+        parts.append(f'<g class="{"reported" if rep else "ours"}"><title>{_e(label)}: {v:.1f}</title>'
+                     f'<text x="{label_w - 4}" y="{y + 10}" font-size="10" text-anchor="end">{_e(label[:40])}</text>'
+                     f'<rect x="{label_w}" y="{y + 1}" width="{w:.1f}" height="{bar_h - 3}" fill="{color}"{style}/>'
+                     f'<text x="{label_w + w + 3:.1f}" y="{y + 10}" font-size="10">{v:.1f}</text></g>')
+    parts.append("</svg>")
+    return f'<div class="chart"><h3>{_e(task)} ({_e(metric)})</h3>{"".join(parts)}</div>'
+
+
+def to_html(df, tasks: list[str], metrics: dict[str, str], entries_by_key: dict, *, name: str) -> str:
+    cols = [("rank", "rank (95%)", "num"), ("model", "model", "text"), ("kind", "type", "text"), ("average", "avg", "num"),
+            *[(f"task:{t}", f"{t} ({metrics.get(t, '')})", "num") for t in tasks], ("ndcg10", "nDCG@10 avg", "num"),
+            ("revision", "revision", "text"), ("date", "date", "text")]
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>mmbench leaderboard: {_e(name)}</title>",
+           f"<style>{_CSS}</style></head><body>", f"<h1>mmbench leaderboard: {_e(name)}</h1>",
+           '<p class="note">Scores ×100 in each task\'s headline metric (M-BEIR: UniIR\'s "Recall@k" = hit@k). '
+           '<span class="badge reported">reported</span> rows are published numbers (leaderboards/reported.toml, source on hover), '
+           'not runs of mmbench; <span class="badge ours">ours</span> rows are results in this tree (provenance on hover). '
+           'Rank (95%): bootstrap-over-tasks rank interval; overlapping intervals are not separable. Click a header to sort.</p>',
+           f'<table id="leaderboard" class="lb" data-name="{_e(name)}"><thead><tr>']
+    for key, label, typ in cols:
+        out.append(f'<th data-key="{_e(key)}" data-type="{typ}" class="{"text" if typ == "text" else "num"}">{_e(label)}</th>')
+    out.append("</tr></thead><tbody>")
+    for _, r in df.iterrows():
+        e = entries_by_key[(r["model"], r["revision"], r["kind"], r["results"])]
+        rep = r["kind"] != "ours"
+        rank_v = "" if _fmt(r["rank"]) == "–" else str(int(r["rank"]))
+        avg = r["average"]
+        avg_v = "" if math.isnan(avg) else f"{avg:.4f}"
+        avg_title = f"plain mean over {len(tasks)} tasks" if avg_v else f"incomplete: {r['tasks_done']} tasks"
+        badge = "reported" if rep else "ours"
+        cells = [f'<td data-v="{rank_v}" title="{_e("rank by average; 95% interval over tasks: " + _rank_text(r))}">{_e(_rank_text(r))}</td>',
+                 f'<td class="text model" data-v="{_e(r["model"])}" title="{_e(e.provenance)}">{_e(r["model"])}'
+                 f'<span class="badge {badge}">{badge}</span></td>',
+                 f'<td class="text" data-v="{_e(r["kind"])}">{_e(r["kind"])}</td>',
+                 f'<td data-v="{avg_v}" title="{_e(avg_title)}">{_e(_fmt(avg))}</td>']
+        for t in tasks:
+            v = r[t]
+            v_attr = "" if isinstance(v, float) and math.isnan(v) else f"{v:.4f}"
+            cells.append(f'<td data-v="{v_attr}" title="{_e(e.task_provenance.get(t, "no result"))}">{_e(_fmt(v))}</td>')
+        nd = r["ndcg@10_avg"]
+        nd_v = "" if math.isnan(nd) else f"{nd:.4f}"
+        cells.append(f'<td data-v="{nd_v}">{_e(_fmt(nd))}</td>')
+        cells.append(f'<td class="text" data-v="{_e(r["revision"])}">{_e(r["revision"])}</td>')
+        cells.append(f'<td class="text" data-v="{_e(r["date"])}">{_e(str(r["date"])[:10] or "–")}</td>')
+        out.append(f'<tr class="{"reported" if rep else "ours"}" data-model="{_e(r["model"])}">{"".join(cells)}</tr>')
+    out.append("</tbody></table>")
+    out.append('<h2 style="font-size:16px">Per task</h2><div class="charts">')
+    out.extend(_svg_chart(df, t, metrics.get(t, "")) for t in tasks)
+    out.append("</div>")
+    out.append(f'<p class="note">Built by mmbench leaderboard build on {datetime.now(timezone.utc).date().isoformat()}.</p>')
+    out.append(f"<script>{_JS}</script></body></html>")
+    return "\n".join(out) + "\n"
+
+
+def build(results: Path, out_dir: Path = Path("leaderboards"), *, suites: list[str] | None = None,
+          name: str | None = None, reported: Path | None = DEFAULT_REPORTED) -> list[Path]:
+    """Write ``<out_dir>/<name>.{md,csv,html}`` per suite; returns the paths written."""
+    ours = collect_runs(results) if Path(results).exists() or not suites else []
+    published = load_reported(reported) if reported else []
+    chosen = list(suites) if suites else sorted({e.suite for e in ours})
+    if not chosen:
+        raise MmbenchError(f"no results under {results} (and no --suite given)")
+    if name and len(chosen) > 1:
+        raise MmbenchError(f"--name names one board; {len(chosen)} suites found ({', '.join(chosen)}): pass --suite")
+    written = []
+    for suite in chosen:
+        entries = [e for e in ours if e.suite == suite] + [e for e in published if e.suite == suite]
+        if not entries:
+            raise MmbenchError(f"suite {suite!r}: no runs under {results} and no published numbers")
+        tasks = suite_tasks(suite, entries)
+        metrics = {}
+        for e in entries:
+            for t, m in e.metrics.items():
+                metrics.setdefault(t, m)
+        if not all(t in metrics for t in tasks):
+            from mmbench.catalog import tasks as task_registry
+
+            for t in tasks:
+                if t not in metrics:
+                    try:
+                        metrics[t] = task_registry().get(t).main_metric
+                    except Exception:                  # noqa: BLE001
+                        metrics[t] = ""
+        df = build_frame(entries, tasks)
+        board = name or suite
+        out = Path(out_dir)
+        by_key = {(e.model, e.revision, e.kind, e.path): e for e in entries}
+        with atomic_open(out / f"{board}.md") as f:
+            f.write(to_markdown(df, tasks, metrics, name=board))
+        with atomic_open(out / f"{board}.csv") as f:
+            df.to_csv(f, index=False, float_format="%.4f", lineterminator="\n")
+        with atomic_open(out / f"{board}.html") as f:
+            f.write(to_html(df, tasks, metrics, by_key, name=board))
+        written += [out / f"{board}.{ext}" for ext in ("md", "csv", "html")]
+    return written
+
+
+def summary_json(paths: list[Path]) -> str:
+    return json.dumps([str(p) for p in paths])

@@ -1,0 +1,216 @@
+"""Two-sided regression check of a run against a committed baseline file.
+
+The baseline (JSON, written atomically by ``mmbench regress --update``) holds, per task, the headline
+metric and score, the query count, the config hash and data fingerprints it came from, and the
+per-query vectors of the headline metric and of ``ndcg@10`` (query id -> value).
+
+A task *changed* when
+
+* its headline moved by more than ``tolerance`` (absolute, on the 0-1 scale) in either direction, or
+* a paired randomization test on one of the stored per-query vectors gives p < ``alpha`` (per-query
+  differences within 1e-6 count as equal, so float noise is not a change; ``ndcg@10`` catches
+  consistent small ranking shifts that the 0/1 headline cannot), or
+* its set of scored queries differs, or it is missing from the run.
+
+Improvements count as changes too: they must be accepted deliberately with ``--update``.
+Differences in config hash or data fingerprints are reported as notes (the scores decide).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from mmbench.analysis import stats
+from mmbench.analysis.compare import RunResults, load_run
+from mmbench.errors import MmbenchError
+from mmbench.util.io import write_json
+
+BASELINE_SCHEMA = 1
+PER_QUERY_METRICS = ("ndcg@10",)          # stored besides each task's headline metric
+QUERY_ATOL = 1e-6
+DEFAULT_TOLERANCE = 0.005
+DEFAULT_ALPHA = 0.05
+DEFAULT_RESAMPLES = 10_000
+
+
+def make_baseline(run: RunResults) -> dict:
+    tasks = {}
+    for name in sorted(run.tasks):
+        t = run.tasks[name]
+        rec = t.record
+        prov = rec.get("provenance", {})
+        metrics = [rec["main_metric"], *[m for m in PER_QUERY_METRICS if m != rec["main_metric"]]]
+        per_query = {}
+        for m in metrics:
+            try:
+                per_query[m] = t.per_query(m)
+            except MmbenchError:
+                if m == rec["main_metric"]:
+                    raise
+        tasks[name] = {"main_metric": rec["main_metric"], "main_score": rec["main_score"],
+                       "n_queries": rec.get("n_queries"), "n_candidates": rec.get("n_candidates"),
+                       "config_hash": prov.get("config_hash"), "data_fingerprints": prov.get("data_fingerprints", {}),
+                       "per_query": per_query}
+    return {"schema_version": BASELINE_SCHEMA, "model": run.model, "revision": run.revision, "suite": run.suite,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "how_to_update": "mmbench regress --baseline <this file> --update (after reviewing the change)",
+            "tasks": tasks}
+
+
+def load_baseline(path: Path) -> dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MmbenchError(f"{path}: baseline not found (create it with `mmbench regress --baseline {path} --update RUN`)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MmbenchError(f"{path}: unreadable baseline ({exc})") from None
+    if data.get("schema_version") != BASELINE_SCHEMA or not isinstance(data.get("tasks"), dict):
+        raise MmbenchError(f"{path}: not an mmbench baseline (schema_version {BASELINE_SCHEMA} with 'tasks')")
+    return data
+
+
+def default_run_dir(baseline: dict, results: Path) -> Path:
+    from mmbench.results.records import result_dir
+
+    return result_dir(results, baseline["model"], baseline["revision"], baseline["suite"])
+
+
+@dataclass
+class TaskCheck:
+    task: str
+    metric: str
+    baseline: float | None
+    current: float | None
+    changed: bool
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    p_values: dict[str, float] = field(default_factory=dict)
+    queries_changed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.baseline is None or self.current is None else self.current - self.baseline
+
+
+@dataclass
+class RegressReport:
+    baseline_path: Path
+    run_path: Path
+    tolerance: float
+    alpha: float
+    checks: list[TaskCheck]
+
+    @property
+    def passed(self) -> bool:
+        return not any(c.changed for c in self.checks)
+
+    def to_dict(self) -> dict:
+        return {"baseline": str(self.baseline_path), "run": str(self.run_path), "tolerance": self.tolerance,
+                "alpha": self.alpha, "passed": self.passed,
+                "tasks": [{"task": c.task, "metric": c.metric, "baseline": c.baseline, "current": c.current,
+                           "delta": c.delta, "changed": c.changed, "reasons": c.reasons, "notes": c.notes,
+                           "p_values": c.p_values, "queries_changed": c.queries_changed} for c in self.checks]}
+
+    def rich_table(self):
+        from rich.table import Table
+
+        table = Table(title=f"regress vs {self.baseline_path} (tolerance ±{self.tolerance}, alpha {self.alpha})")
+        for col in ("task", "metric", "baseline", "current", "Δ", "queries changed", "status"):
+            table.add_column(col, justify="left" if col in ("task", "metric", "status") else "right")
+        for c in self.checks:
+            status = ("[red]CHANGED[/red]: " + "; ".join(c.reasons)) if c.changed else "[green]ok[/green]"
+            if c.notes:
+                status += " [dim](" + "; ".join(c.notes) + ")[/dim]"
+            table.add_row(c.task, c.metric, _f(c.baseline), _f(c.current),
+                          "-" if c.delta is None else f"{c.delta:+.6f}",
+                          ", ".join(f"{m}: {n}" for m, n in c.queries_changed.items()) or "0", status)
+        return table
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.6f}"
+
+
+def check(run: RunResults, baseline: dict, *, baseline_path: Path, tolerance: float = DEFAULT_TOLERANCE,
+          alpha: float = DEFAULT_ALPHA, n_resamples: int = DEFAULT_RESAMPLES, seed: int = stats.DEFAULT_SEED) -> RegressReport:
+    if tolerance < 0:
+        raise MmbenchError(f"--tolerance must be >= 0, got {tolerance}")
+    checks = []
+    for name, base in baseline["tasks"].items():
+        metric = base["main_metric"]
+        t = run.tasks.get(name)
+        if t is None:
+            checks.append(TaskCheck(name, metric, base["main_score"], None, True, [f"task missing from {run.path}"]))
+            continue
+        rec = t.record
+        c = TaskCheck(name, metric, float(base["main_score"]), float(rec["main_score"]), False)
+        if rec["main_metric"] != metric:
+            c.changed = True
+            c.reasons.append(f"headline metric {rec['main_metric']} (baseline {metric})")
+        if abs(c.delta) > tolerance + 1e-12:
+            c.changed = True
+            c.reasons.append(f"{'up' if c.delta > 0 else 'down'} {abs(c.delta):.6f} > tolerance {tolerance}")
+        prov = rec.get("provenance", {})
+        if base.get("config_hash") and prov.get("config_hash") != base.get("config_hash"):
+            c.notes.append("config hash differs")
+        fp_base, fp_now = base.get("data_fingerprints", {}), prov.get("data_fingerprints", {})
+        differing = sorted(k for k in set(fp_base) | set(fp_now) if fp_base.get(k) != fp_now.get(k))
+        if differing:
+            c.notes.append("data fingerprints differ: " + ", ".join(differing))
+        for m, base_q in base.get("per_query", {}).items():
+            try:
+                now_q = t.per_query(m)
+            except MmbenchError as exc:
+                c.changed = True
+                c.reasons.append(str(exc))
+                continue
+            if set(now_q) != set(base_q):
+                c.changed = True
+                c.reasons.append(f"{m}: scored queries differ ({len(base_q)} in baseline, {len(now_q)} now, "
+                                 f"{len(set(now_q) & set(base_q))} shared)")
+                continue
+            qids = sorted(base_q)
+            a = np.array([now_q[q] for q in qids])
+            b = np.array([base_q[q] for q in qids])
+            n_changed = int(np.sum(np.abs(a - b) > QUERY_ATOL))
+            c.queries_changed[m] = n_changed
+            if n_changed:
+                p = stats.randomization_test(a, b, n_resamples=n_resamples, seed=seed, atol=QUERY_ATOL)
+                c.p_values[m] = p
+                if p < alpha:
+                    c.changed = True
+                    c.reasons.append(f"{m}: per-query scores changed (paired randomization p = {p:.2g} < {alpha}, "
+                                     f"{n_changed} queries, mean {'up' if a.mean() > b.mean() else 'down'})")
+        checks.append(c)
+    extra = sorted(set(run.tasks) - set(baseline["tasks"]))
+    for name in extra:
+        checks.append(TaskCheck(name, run.tasks[name].record["main_metric"], None,
+                                float(run.tasks[name].record["main_score"]), False, notes=["not in the baseline (ignored)"]))
+    return RegressReport(Path(baseline_path), run.path, tolerance, alpha, checks)
+
+
+def update(run: RunResults, path: Path) -> dict:
+    """Write (atomically) a new baseline from ``run``; returns it."""
+    data = make_baseline(run)
+    write_json(Path(path), data)
+    return data
+
+
+def resolve_run(run_dir: Path | None, baseline_path: Path, results: Path) -> RunResults:
+    if run_dir is not None:
+        return load_run(run_dir)
+    try:
+        base = load_baseline(baseline_path)
+    except MmbenchError:
+        raise MmbenchError("pass the run folder (RUN) or an existing --baseline to locate it") from None
+    path = default_run_dir(base, results)
+    if not path.is_dir():
+        raise MmbenchError(f"{path}: no results of {base['model']} ({base['revision']}) on {base['suite']}; "
+                           f"run `mmbench run --model {base['model']} --suite {base['suite']} --output {results}` first")
+    return load_run(path)

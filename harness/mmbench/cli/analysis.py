@@ -1,0 +1,142 @@
+"""`mmbench compare`, `mmbench leaderboard build` and `mmbench regress` (registered by mmbench.cli).
+
+Heavy imports (pandas, Pillow) happen inside the command bodies.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+leaderboard_app = typer.Typer(no_args_is_help=True, help="Build leaderboards from a results tree.")
+
+
+class Test(str, Enum):
+    randomization = "randomization"
+    t = "t"
+
+
+class Format(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    json = "json"
+
+
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders <output>/<model>/<revision>/<suite> (or an experiments/... folder); the first is the baseline.")],
+    metric: Annotated[Optional[str], typer.Option("--metric", help="Per-query metric to compare (default: each task's headline).")] = None,
+    test: Annotated[Test, typer.Option("--test", help="Test whose p-values are Holm-corrected and decide significance.")] = Test.randomization,
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level after Holm's correction.")] = 0.05,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the randomization test and the bootstrap.")] = 0,
+    resamples: Annotated[int, typer.Option("--resamples", min=100, help="Randomization and bootstrap resamples.")] = 10_000,
+    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", "-t", help="Only these tasks (comma-separated or repeated).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Compare even when query sets, pools or qrels differ (pairs the shared queries).")] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="What to print: a table, markdown or JSON.")] = Format.table,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the markdown report here.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the JSON report here.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG of per-task deltas with their intervals here.")] = None,
+) -> None:
+    """Per-task deltas between runs with paired tests (randomization, t), bootstrap CIs and Holm correction."""
+    from mmbench.analysis.compare import compare as run_compare, dumps
+    from mmbench.cli.console import make_console
+
+    task_names = [v.strip() for raw in tasks or [] for v in raw.split(",") if v.strip()]
+    result = run_compare(list(runs), metric=metric, test=test.value, alpha=alpha, seed=seed, n_resamples=resamples,
+                         force=force, tasks=task_names or None)
+    console = make_console()
+    if fmt is Format.table:
+        console.print(result.rich_table())
+        for label, s in result.summary().items():
+            console.print(f"{label}: mean Δ {100 * s['mean_delta']:+.2f} over {s['tasks']} tasks; significantly "
+                          f"better {s['significant_wins']}, worse {s['significant_losses']}, not separable {s['not_significant']}")
+        for row in result.rows:
+            if row.forced:
+                console.print(f"[yellow]forced[/yellow]: {row.task} / {row.run} differ in {', '.join(row.forced)}")
+        for task, missing in result.skipped_tasks.items():
+            console.print(f"[dim]skipped {task}: missing in {', '.join(missing)}[/dim]")
+    elif fmt is Format.markdown:
+        typer.echo(result.markdown(), nl=False)
+    else:
+        typer.echo(dumps(result))
+    if markdown:
+        from mmbench.util.io import atomic_open
+
+        with atomic_open(markdown) as f:
+            f.write(result.markdown())
+    if json_out:
+        result.write_json(json_out)
+    if plot:
+        result.plot(plot)
+    for label, path in (("markdown", markdown), ("json", json_out), ("plot", plot)):
+        if path:
+            typer.echo(f"{label}: {path}", err=True)
+
+
+@leaderboard_app.command("build")
+def leaderboard_build(
+    results: Annotated[Path, typer.Option("--results", "-r", help="Results tree.")] = Path("results"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <name>.md/.csv/.html.")] = Path("leaderboards"),
+    suite: Annotated[Optional[list[str]], typer.Option("--suite", "-s", help="Suites to build (default: every suite in the tree); a suite without runs shows the published numbers only.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Board name (one suite only; default: the suite name).")] = None,
+    reported: Annotated[Optional[Path], typer.Option("--reported", help="Published numbers (default: leaderboards/reported.toml of this checkout).")] = None,
+    no_reported: Annotated[bool, typer.Option("--no-reported", help="Leave the published numbers off.")] = False,
+) -> None:
+    """Turn a results tree into leaderboards/<name>.md, .csv and a self-contained .html."""
+    from mmbench.cli.console import make_console
+    from mmbench.analysis.leaderboard import DEFAULT_REPORTED, build
+
+    suites = [v.strip() for raw in suite or [] for v in raw.split(",") if v.strip()]
+    paths = build(results, out, suites=suites or None, name=name,
+                  reported=None if no_reported else (reported or DEFAULT_REPORTED))
+    console = make_console()
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+def regress(
+    run: Annotated[Optional[Path], typer.Argument(help="Run folder (default: <results>/<model>/<revision>/<suite> named in the baseline).")] = None,
+    baseline: Annotated[Path, typer.Option("--baseline", help="Baseline JSON (e.g. leaderboards/baselines/mbeir-mini.json).")] = ...,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Largest accepted move of a task's headline, either way (0-1 scale).")] = 0.005,
+    alpha: Annotated[float, typer.Option("--alpha", help="Paired randomization test level for per-query changes.")] = 0.05,
+    results: Annotated[Path, typer.Option("--results", "-r", help="Results tree used when RUN is not given.")] = Path("results"),
+    update: Annotated[bool, typer.Option("--update", help="Accept the run: (re)write the baseline from it.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Two-sided regression check: exit 1 when any task moves beyond the tolerance or its per-query scores change."""
+    from mmbench.analysis import regress as rg
+    from mmbench.cli.console import make_console
+    from mmbench.util.io import write_json
+
+    console = make_console()
+    current = rg.resolve_run(run, baseline, results)
+    if update:
+        old = None
+        if baseline.exists():
+            try:
+                old = rg.check(current, rg.load_baseline(baseline), baseline_path=baseline, tolerance=tolerance, alpha=alpha)
+            except Exception:                      # noqa: BLE001 - an unreadable old baseline is simply replaced
+                old = None
+        data = rg.update(current, baseline)
+        if old is not None:
+            console.print(old.rich_table())
+        console.print(f"baseline written: {baseline} ({len(data['tasks'])} tasks of {data['model']} on {data['suite']})")
+        raise typer.Exit(0)
+    report = rg.check(current, rg.load_baseline(baseline), baseline_path=baseline, tolerance=tolerance, alpha=alpha)
+    console.print(report.rich_table())
+    if json_out:
+        write_json(json_out, report.to_dict())
+    if report.passed:
+        console.print("[green]no change beyond the tolerance[/green]")
+        raise typer.Exit(0)
+    console.print("[red]changed[/red]: accept deliberately with `mmbench regress --baseline "
+                  f"{baseline} --update` if this is intended")
+    raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare", epilog="Example:\n\n  mmbench compare results/minilm/REV/mbeir-mini results/other/REV/mbeir-mini --plot deltas.png")(compare)
+    app.add_typer(leaderboard_app, name="leaderboard")
+    app.command("regress", epilog="Example:\n\n  mmbench run && mmbench regress --baseline leaderboards/baselines/mbeir-mini.json")(regress)

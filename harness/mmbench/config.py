@@ -1,0 +1,79 @@
+"""The resolved configuration of one ``mmbench run``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mmbench.catalog import DEFAULT_MODEL, DEFAULT_SUITE
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MMBENCH_CACHE", Path.home() / ".cache" / "mmbench"))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str = DEFAULT_MODEL
+    suite: str | None = DEFAULT_SUITE
+    tasks: tuple[str, ...] = ()
+    data_root: Path | None = None          # M-BEIR's root folder (or $MMBENCH_MBEIR_ROOT)
+    mini_root: Path | None = None          # where mbeir-mini is built (default: in the cache)
+    output: Path = Path("results")
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    instructions: str = "first"            # first | random | none
+    seed: int = 2023                       # for --instructions random
+    batch_size: int = 32
+    top_k: int | None = None               # default: each task's spec (100)
+    device: str = "auto"
+    overwrite: bool = False
+    memory_budget_gb: float = 2.0          # largest float32 pool block searched at once
+    chunk_size: int = 4096                 # items per cached embedding chunk
+    embed_dtype: str = "float32"           # dtype of cached embeddings (float16 halves disk and RAM)
+    rerank: str | None = None              # second stage (mmbench.rerank): rescore:<model>, cross-encoder:<path>, mllm-rerank:<path>
+    rerank_top_k: int = 10                 # pairs reranked per query; not in scoring_fields: the first-stage
+                                           # hash stays the same, the experiment has its own (mmbench.rerank.stage)
+    trust_remote_code: bool = False        # let adapters run a checkpoint's own code (mm-embed's remote path)
+    model_options: tuple[tuple[str, object], ...] = ()   # loader options over the catalog's (--model-option k=v)
+
+    def scoring_fields(self) -> dict:
+        """The settings that can change scores; their hash is the result's ``config_hash``."""
+        return {"model": self.model, "instructions": self.instructions,
+                "seed": self.seed if self.instructions == "random" else None,
+                "top_k": self.top_k, "embed_dtype": self.embed_dtype,
+                **({"trust_remote_code": True} if self.trust_remote_code else {}),
+                **({"model_options": dict(self.model_options)} if self.model_options else {})}
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.scoring_fields(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model_options"] = dict(self.model_options)
+        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+    def mbeir_root(self) -> Path | None:
+        if self.data_root is not None:
+            return Path(self.data_root)
+        env = os.environ.get("MMBENCH_MBEIR_ROOT")
+        return Path(env) if env else None
+
+
+def parse_model_options(pairs: list[str] | tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    """``["key=value", ...]`` -> sorted ``((key, value), ...)``; a value that reads as JSON (``8``,
+    ``true``, ``null``, ``"x"``) is that, anything else the string itself (``/models/x.pth``, ``bf16``)."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-option {pair!r}: expected KEY=VALUE with KEY a Python identifier (e.g. path=/models/x)")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[key] = value
+    return tuple(sorted(out.items()))

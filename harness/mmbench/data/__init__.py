@@ -1,0 +1,1 @@
+"""Data loading: task specs -> :class:`mmbench.data.types.TaskData` (queries, candidate pool, qrels)."""

@@ -1,0 +1,72 @@
+"""What a run does to its model before loading it: the user's loader options, and the errors of loading.
+
+* :func:`with_model_options` merges ``--model-option`` values over the catalog's and gives the model
+  a revision of its own (their digest), so caches and results under other options never mix;
+* :func:`loader_options` names the options a loader takes (for the refusal of an unknown one);
+* :func:`is_hub_miss` / :func:`hub_miss_error` turn transformers' "not cached and no hub" ``OSError``
+  into one message with the repositories and the command that fetches them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from mmbench.errors import MmbenchError
+from mmbench.models.base import ModelMeta
+
+
+def loader_options(factory) -> str:
+    """The keyword options a loader accepts (its own, or its encoder class's when it takes ``**options``)."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        target = inspect.signature(factory).return_annotation
+        cls = _loader_class(factory, target)
+        if cls is not None:
+            params = inspect.signature(cls.__init__).parameters
+    names = [n for n, p in params.items() if n not in ("self", "meta") and p.kind is not p.VAR_KEYWORD
+             and p.kind is not p.VAR_POSITIONAL]
+    return ", ".join(names) or "no options"
+
+
+def _loader_class(factory, annotation):
+    """The class a loader's return annotation names, looked up in the loader's module (or None)."""
+    module = inspect.getmodule(factory)
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None)
+    return getattr(module, name, None) if module is not None and name else None
+
+
+def with_model_options(meta: ModelMeta, options: tuple[tuple[str, object], ...]) -> ModelMeta:
+    """``meta`` with the user's loader options over the catalog's. Options can change the weights or
+    the numbers (another ``path``, ``precision``...), so the revision gains their digest: embeddings
+    cached and results written under other options are never mixed with these."""
+    if not options:
+        return meta
+    if "trust_remote_code" in dict(options):
+        raise MmbenchError("--model-option trust_remote_code is refused: a checkpoint's own code runs only "
+                           "with the --trust-remote-code flag")
+    digest = hashlib.sha256(json.dumps(dict(options), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return replace(meta, options={**meta.options, **dict(options)}, revision=f"{meta.revision}+options-{digest}")
+
+
+def is_hub_miss(exc: OSError) -> bool:
+    """transformers / huggingface_hub could not find files: not cached, and the hub offline or unreachable."""
+    text = str(exc)
+    return any(s in text for s in ("huggingface.co", "cached files", "local_files_only", "offline mode",
+                                   "outgoing traffic has been disabled", "is not a local folder"))
+
+
+def hub_miss_error(meta: ModelMeta, options: dict, exc: OSError) -> MmbenchError:
+    """One message for a model whose files are neither local nor reachable: what was looked for,
+    and the two ways out (fetch on a connected machine, or point at a local copy)."""
+    ids = [str(v) for k, v in options.items() if k in ("path", "processor", "tokenizer", "retriever")
+           and isinstance(v, str) and "/" in v and not v.startswith(("/", ".", "~")) and not Path(v).exists()]
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    fetch = " && ".join(f"huggingface-cli download {i}" for i in ids) or "huggingface-cli download <repo>"
+    return MmbenchError(
+        f"model {meta.name!r}: its files are not on this machine and the Hugging Face hub cannot be reached "
+        f"({', '.join(ids) or 'hub files'}; {first}). On a connected machine run `{fetch}` (the cache under "
+        f"$HF_HOME carries over), or give the model a local folder (e.g. --model clip:/path/to/folder for CLIP).")
