@@ -8,7 +8,8 @@ import pytest
 from mmbench.catalog import get_model, models, resolve_tasks, suites, tasks
 from mmbench.errors import DataError, UnknownNameError
 from mmbench.registry import Registry
-from mmbench.data.specs import load_suite_spec, load_task_spec, parse_metric
+from mmbench.data.specs import load_suite_spec, load_task_spec
+from mmbench.metrics.families import parse_metric
 
 
 def test_import_harness_and_listing_import_no_heavy_packages():

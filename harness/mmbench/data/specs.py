@@ -15,8 +15,7 @@ from pathlib import Path
 
 from mmbench.data.types import canonical_modality
 from mmbench.errors import DataError
-
-METRIC_FAMILIES = ("hit", "recall", "ndcg", "mrr", "map", "precision")
+from mmbench.metrics.families import parse_metric
 
 
 def tasks_dir() -> Path:
@@ -25,16 +24,6 @@ def tasks_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[3] / "tasks"
-
-
-def parse_metric(name: str) -> tuple[str, int]:
-    """``"ndcg@10"`` -> ``("ndcg", 10)``; raises ValueError on anything else."""
-    family, sep, k = name.partition("@")
-    if not sep or family not in METRIC_FAMILIES or not k.isdigit() or int(k) < 1:
-        raise ValueError(
-            f"bad metric {name!r}: expected FAMILY@K with FAMILY in {', '.join(METRIC_FAMILIES)}"
-        )
-    return family, int(k)
 
 
 @dataclass(frozen=True)

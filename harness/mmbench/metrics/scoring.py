@@ -34,7 +34,7 @@ from itertools import chain, compress, repeat
 import numpy as np
 
 from mmbench.data.types import Qrels
-from mmbench.data.specs import parse_metric
+from mmbench.metrics.families import FAMILIES, Matched, parse_metric
 
 
 def tiebreak_ranks(candidate_ids: Sequence[str]) -> np.ndarray:
@@ -83,14 +83,6 @@ class CandidateIds(Sequence[str]):
     def ranks(self) -> np.ndarray:
         """:func:`tiebreak_ranks` of the ids."""
         return tiebreak_ranks(self._ids)
-
-    @cached_property
-    def utf8(self) -> tuple[np.ndarray, np.ndarray]:
-        """The ids' UTF-8 bytes and offsets (:func:`mmbench.results.records.utf8_table`), what the run-file
-        writer reads: built once per pool, not once per task."""
-        from mmbench.results.records import utf8_table
-
-        return utf8_table(self._ids)
 
 
 @dataclass
@@ -240,41 +232,12 @@ def _matches(run: Run, rows: list[int], judged: _Judged, depth: int) -> _Matches
     return _Matches(r[match], c[match], qrels[pos[match]])
 
 
-def _ideal_dcg(judged: _Judged, n_eval: int, k: int) -> np.ndarray:
-    """Per query DCG@k of its relevant documents in descending relevance."""
-    order = np.lexsort((-judged.rels, judged.rows))
-    rows, rels = judged.rows[order], judged.rels[order]
-    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
-    top = rank < k
-    return np.bincount(rows[top], weights=rels[top] / np.log2(rank[top] + 2), minlength=n_eval)
-
-
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
-
-
 def _score(family: str, k: int, m: _Matches, judged: _Judged, n_rel: np.ndarray) -> np.ndarray:
-    """Per-query value of ``family@k`` from the matched slots."""
-    n_eval = len(n_rel)
+    """Per-query value of ``family@k``: the family's scorer (:mod:`mmbench.metrics.families`) on the slots
+    matched within the top k."""
     top = m.ranks < k
-    rows, ranks = m.rows[top], m.ranks[top]
-    if family == "mrr":
-        first = np.diff(rows, prepend=-1) != 0              # first match of each row = its best rank
-        value = np.zeros(n_eval)
-        value[rows[first]] = 1.0 / (ranks[first] + 1)
-        return value
-    if family == "ndcg":
-        dcg = np.bincount(rows, weights=m.gains[top] / np.log2(ranks + 2), minlength=n_eval)
-        return _safe_div(dcg, _ideal_dcg(judged, n_eval, k))
-    if family == "map":
-        found_so_far = np.arange(1, len(rows) + 1) - np.searchsorted(rows, rows)
-        return _safe_div(np.bincount(rows, weights=found_so_far / (ranks + 1), minlength=n_eval), n_rel)
-    count = np.bincount(rows, minlength=n_eval).astype(np.float64)
-    if family == "hit":
-        return (count > 0).astype(np.float64)
-    if family == "recall":
-        return _safe_div(count, n_rel)
-    return count / k                                        # precision
+    matched = Matched(k, m.rows[top], m.ranks[top], m.gains[top], n_rel, judged.rows, judged.rels)
+    return FAMILIES[family].scorer(matched)
 
 
 def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str]) -> MetricResult:

@@ -20,25 +20,8 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from mmbench.metrics.families import from_mteb_key, to_mteb_key
 from mmbench.util.io import write_json
-
-FAMILY_TO_MTEB = {"ndcg": "ndcg", "map": "map", "recall": "recall", "precision": "precision",
-                  "mrr": "mrr", "hit": "hit_rate"}
-MTEB_TO_FAMILY = {v: k for k, v in FAMILY_TO_MTEB.items()}
-
-
-def to_mteb_key(metric: str) -> str:
-    """``"hit@5"`` -> ``"hit_rate_at_5"``, ``"ndcg@10"`` -> ``"ndcg_at_10"``."""
-    family, _, k = metric.partition("@")
-    return f"{FAMILY_TO_MTEB[family]}_at_{k}"
-
-
-def from_mteb_key(key: str) -> str | None:
-    """``"ndcg_at_10"`` -> ``"ndcg@10"``; None for keys mmbench has no metric for."""
-    family, sep, k = key.rpartition("_at_")
-    if not sep or family not in MTEB_TO_FAMILY or not k.isdigit():
-        return None
-    return f"{MTEB_TO_FAMILY[family]}@{k}"
 
 
 def mteb_model_name(meta) -> str:
