@@ -83,7 +83,8 @@ class Item:
     """One query or candidate: text, image or both, plus (queries only) the instruction drawn for it.
 
     A plain slots class (not frozen): pools are turned into items batch by batch on the encoding
-    path, and a frozen dataclass costs 5x more to construct. Treat items as read-only.
+    path, and a frozen dataclass costs several times more to construct (docs/perf.md, "Data
+    loading"). Treat items as read-only.
     """
 
     id: str
@@ -105,8 +106,8 @@ def _collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off for a moment (and back on, if it was).
 
     Building thousands of items (which hold no cycles) triggers collections that walk every object
-    of the process: measured in a process that holds mteb, 0.15 s of the 0.19 s it took to build
-    117k items came from them.
+    of the process, which in a process holding many objects (mteb, a notebook) costs most of the
+    build (docs/perf.md, "Data loading").
     """
     was_enabled = gc.isenabled()
     gc.disable()
