@@ -1,10 +1,18 @@
-"""mmbench.metrics.scoring: equality with pytrec_eval on random runs with ties, and hand-computed cases."""
+"""mmbench.metrics: equality with pytrec_eval on random runs with ties, for every family in the table, and
+hand-computed cases.
+
+The equivalence check reads :data:`mmbench.metrics.families.FAMILIES` when it runs: each entry's
+``trec_eval`` measure (and ``cut``) says what pytrec_eval must agree with, so a family added to the table is
+checked without a change here (``test_a_registered_family_is_checked`` proves it with throw-away families).
+"""
 
 from __future__ import annotations
 
 import math
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -12,11 +20,17 @@ import pytrec_eval
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mmbench.metrics.families import (
+    FAMILIES,
+    Matched,
+    MetricFamily,
+    parse_metric,
+    register_metric_family,
+    unregister_metric_family,
+)
 from mmbench.metrics.scoring import CandidateIds, Run, evaluate, tiebreak_ranks
 
 KS = (1, 3, 5, 10, 20)
-FAMILIES = ("hit", "recall", "ndcg", "map", "precision", "mrr")
-TREC_NAME = {"hit": "success", "recall": "recall", "ndcg": "ndcg_cut", "map": "map_cut", "precision": "P"}
 
 # Short ids over digits, letters and a non-ASCII letter: string order differs from numeric order.
 doc_ids = st.text(alphabet="019aZé", min_size=1, max_size=3)
@@ -43,17 +57,48 @@ def cases(draw) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]],
     return run, qrels, ks
 
 
-def pytrec_scores(run, qrels, ks) -> dict[str, dict[str, float]]:
-    """pytrec_eval's value of every mmbench metric, per query it reports."""
+def truncated(run: dict[str, dict[str, float]], k: int) -> dict[str, dict[str, float]]:
+    """Each row's top k in trec_eval's order (score descending, then document id descending; Python's
+    string order is codepoint order, which is the byte order of trec_eval's strcmp on UTF-8)."""
+    return {q: dict(sorted(row.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[:k]) for q, row in run.items()}
+
+
+def pytrec_scores(run, qrels, ks, families: list[MetricFamily]) -> dict[str, dict[str, float]]:
+    """pytrec_eval's value of ``FAMILY@K`` for each family and k, per query it reports: ``trec_eval_k``
+    for a family with ``cut``, else its measure on the run truncated to the top k."""
+    out: dict[str, dict[str, float]] = {}
     cut = ",".join(map(str, ks))
-    measures = {f"{t}.{cut}" for t in TREC_NAME.values()} | {"recip_rank"}
-    out = {}
-    for q, m in pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run).items():
-        out[q] = {f"{f}@{k}": m[f"{t}_{k}"] for f, t in TREC_NAME.items() for k in ks}
-        # recip_rank on the run truncated to its top k: 1/r when the first relevant rank r is <= k.
-        rr = m["recip_rank"]
-        out[q] |= {f"mrr@{k}": rr if rr > 0 and round(1 / rr) <= k else 0.0 for k in ks}
+    with_cut = [f for f in families if f.cut]
+    if with_cut:
+        measures = {f"{f.trec_eval}.{cut}" for f in with_cut}
+        for q, m in pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run).items():
+            out.setdefault(q, {}).update({f"{f.name}@{k}": m[f"{f.trec_eval}_{k}"] for f in with_cut for k in ks})
+    for f in families:
+        if not f.cut:
+            for k in ks:
+                for q, m in pytrec_eval.RelevanceEvaluator(qrels, {f.trec_eval}).evaluate(truncated(run, k)).items():
+                    out.setdefault(q, {})[f"{f.name}@{k}"] = m[f.trec_eval]
     return out
+
+
+def check_against_pytrec_eval(run_dict, qrels, ks) -> list[str]:
+    """Assert that ``evaluate`` equals pytrec_eval on ``FAMILY@K`` for every family in the table and every
+    k in ``ks``, per query; return the metric names checked."""
+    families = list(FAMILIES.values())
+    names = [f"{f.name}@{k}" for f in families for k in ks]
+    run = Run.from_dict(run_dict)
+    result = evaluate(run, qrels, names)
+
+    judged = [q for q, docs in qrels.items() if docs]
+    assert result.query_ids == [q for q in run_dict if q in judged] + [q for q in judged if q not in run_dict]
+    expected = pytrec_scores(run_dict, qrels, ks, families)
+    for i, q in enumerate(result.query_ids):
+        for name in names:
+            want = expected[q][name] if q in run_dict else 0.0     # pytrec_eval drops queries not in the run
+            assert result.per_query[name][i] == pytest.approx(want, abs=1e-6), (q, name)
+    for name in names:
+        assert result.mean[name] == pytest.approx(np.mean(result.per_query[name]) if judged else 0.0)
+    return names
 
 
 def shuffled_copy(run: Run, seed: int) -> Run:
@@ -75,25 +120,70 @@ def shuffled_copy(run: Run, seed: int) -> Run:
 @given(cases(), st.integers(0, 2**32 - 1))
 def test_matches_pytrec_eval(case, seed):
     run_dict, qrels, ks = case
-    names = [f"{f}@{k}" for f in FAMILIES for k in ks]
-    run = Run.from_dict(run_dict)
-    result = evaluate(run, qrels, names)
-
-    judged = [q for q, docs in qrels.items() if docs]
-    assert result.query_ids == [q for q in run_dict if q in judged] + [q for q in judged if q not in run_dict]
-    expected = pytrec_scores(run_dict, qrels, ks)
-    for i, q in enumerate(result.query_ids):
-        for name in names:
-            want = expected[q][name] if q in run_dict else 0.0     # pytrec_eval drops queries not in the run
-            assert result.per_query[name][i] == pytest.approx(want, abs=1e-6), (q, name)
-    for name in names:
-        assert result.mean[name] == pytest.approx(np.mean(result.per_query[name]) if judged else 0.0)
+    names = check_against_pytrec_eval(run_dict, qrels, ks)
+    assert {parse_metric(name)[0] for name in names} == set(FAMILIES)      # every family in the table
 
     # from_dict gave a CandidateIds; the shuffled copy has a plain list (the other lookup path).
-    other = evaluate(shuffled_copy(run, seed), qrels, names)
+    run = Run.from_dict(run_dict)
+    result, other = evaluate(run, qrels, names), evaluate(shuffled_copy(run, seed), qrels, names)
     assert other.query_ids == result.query_ids
     for name in names:
         np.testing.assert_allclose(other.per_query[name], result.per_query[name], atol=1e-12)
+
+
+@contextmanager
+def registered(*families: MetricFamily) -> Iterator[None]:
+    """The table with ``families`` added for the duration."""
+    for family in families:
+        register_metric_family(family)
+    try:
+        yield
+    finally:
+        for family in families:
+            unregister_metric_family(family.name)
+
+
+def _relret(m: Matched) -> np.ndarray:
+    return m.count()
+
+
+def _relative_precision(m: Matched) -> np.ndarray:
+    den = np.minimum(m.n_rel, m.k)
+    return np.divide(m.count(), den, out=np.zeros(m.n), where=den > 0)
+
+
+# Two throw-away families: trec_eval's relative_P (takes the cut-off) and num_rel_ret (on the top k).
+THROWAWAY = (
+    MetricFamily("relp", "relative_P", True, "relative_precision",
+                 "relevant candidates in the top k / min(k, relevant candidates in qrels)", _relative_precision),
+    MetricFamily("relret", "num_rel_ret", False, "relevant_retrieved", "relevant candidates in the top k", _relret),
+)
+
+
+def test_a_registered_family_is_checked():
+    """One table entry is all a family needs: parse_metric, evaluate and the equivalence check pick it up."""
+    with registered(*THROWAWAY):
+        assert parse_metric("relp@7") == ("relp", 7) and parse_metric("relret@3") == ("relret", 3)
+
+        @settings(max_examples=60, deadline=None)
+        @given(cases())
+        def check(case):
+            names = check_against_pytrec_eval(*case)
+            assert {"relp", "relret"} <= {parse_metric(name)[0] for name in names}
+
+        check()
+    with pytest.raises(ValueError, match="bad metric"):
+        parse_metric("relp@7")
+
+
+def test_the_equivalence_check_catches_a_wrong_scorer():
+    """A family whose scorer disagrees with its trec_eval measure fails the check (here: counting hits
+    where trec_eval's success is 0 or 1)."""
+    wrong = MetricFamily("badhit", "success", True, "bad_hit", "not success", _relret)
+    run, qrels = {"q": {"a": 2.0, "b": 1.0, "c": 0.5}}, {"q": {"a": 1, "b": 1}}
+    with registered(wrong), pytest.raises(AssertionError, match="badhit@3"):
+        check_against_pytrec_eval(run, qrels, [3])
+    check_against_pytrec_eval(run, qrels, [3])                 # the built-in table passes
 
 
 @settings(max_examples=50, deadline=None)
@@ -174,5 +264,6 @@ def test_tiebreak_ranks_is_codepoint_order():
 
 
 def test_import_is_light():
-    code = "import sys, mmbench.metrics.scoring; assert not {'torch', 'faiss'} & set(sys.modules)"
+    code = ("import sys, mmbench.metrics.scoring, mmbench.metrics.families;"
+            "assert not {'torch', 'faiss', 'transformers'} & set(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
