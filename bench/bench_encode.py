@@ -31,9 +31,9 @@ projection) and random weights, the BERT WordPiece tokenizer of the offline Mini
 depend on the weight values, so this measures the real model's cost without the hub. Its parameter count
 is printed next to the catalog's.
 
-Sizes: the defaults (128 texts, 16 images, batch 16) take about a minute on 2 CPU cores with random
-ViT-L/14 (measured: 70 s in all; build 16 s, ~40 texts/s, ~0.7 images/s, each pass preceded by its warm-up
-batch; 256 texts and 64 images would take ~4 minutes there). On a GPU use e.g. ``--n-texts 4096
+Sizes: the defaults (128 texts, 16 images, batch 16) are sized for a 2-core CPU with random ViT-L/14
+(its timings: docs/perf.md, "Encoding throughput"); the time grows linearly with the items. On a GPU
+use e.g. ``--n-texts 4096
 --n-images 2048 --batch-size 256``, and try ``--num-workers`` up to the free cores: the adapter's
 automatic choice is at most 4 decoding processes, which may not keep up with a fast GPU. On CUDA the GPU
 name, the weights' memory and the peak memory

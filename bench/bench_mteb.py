@@ -6,7 +6,7 @@ Data: WordNetGlossRetrieval-10k (1,000 queries x 10,000 docs) and WordNetGlossRe
 (1,000 queries x 117,659 docs), built offline from wordnet-base. Encoders:
 
 * ``hashbow`` (default): a deterministic hashed bag-of-words (crc32 into 384 dims), the same function
-  behind both harnesses; it costs real time (~0.7 s per 118k glosses, pure Python) on both sides;
+  behind both harnesses; it costs real time (pure Python; docs/perf.md) on both sides;
 * ``lookup``: the hashbow embeddings computed once before timing, served by a text -> row lookup:
   encoding costs ~nothing, so the figures measure the harnesses alone (loading, encoding loop,
   search, scoring, writing) -- what mteb.md's "28 s where GEMM + top-k + pytrec_eval take 8 s" is about;
@@ -104,7 +104,7 @@ class HashBowEncoder:
     def encode(self, items, *, role, batch_size):
         # batch by batch, as mteb hands its encoder batches of ``batch_size`` (and as a real adapter
         # batches): the same calls of the same function on both sides (one call per 4096-item chunk
-        # was measured 10% slower for hashbow: its output array outgrows the cache)
+        # is slower for hashbow: its output array outgrows the CPU cache; docs/perf.md)
         texts = [(it.text or "") for it in items]
         return np.concatenate([timed("mmbench", self.fn, texts[lo:lo + batch_size])
                                for lo in range(0, len(texts), batch_size)]) if texts else self.fn([])
