@@ -5,9 +5,10 @@
 Each query has 1-3 positives (relevance 1-3), about half of them retrieved; scores are rounded to
 3 decimals so rows contain ties. mmbench is timed with the pool's ids as a ``CandidateIds`` whose id
 index was built beforehand (once per pool; its time is printed apart) and as a plain list. pytrec_eval's
-time is split into building its run dict from the same arrays and evaluating; ``mrr@10`` comes from its
-``recip_rank`` (1/r if the first relevant rank r <= 10). Times are medians over ``--repeat`` runs; the
-per-query values must agree.
+time is split into building its run dict from the same arrays and evaluating; its measure for each metric
+is the family's ``trec_eval`` name in :mod:`mmbench.metrics.families` (``success_5``, ``ndcg_cut_10``, ...),
+and ``mrr@10`` comes from its ``recip_rank`` (1/r if the first relevant rank r <= 10). Times are medians
+over ``--repeat`` runs; the per-query values must agree.
 """
 
 from __future__ import annotations
@@ -25,12 +26,31 @@ import pytrec_eval
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))
 
 from mmbench.data.types import Qrels  # noqa: E402
+from mmbench.metrics.families import FAMILIES, parse_metric  # noqa: E402
 from mmbench.metrics.scoring import CandidateIds, Run, evaluate  # noqa: E402
 
 DEPTH = 100
 METRICS = ("hit@5", "recall@100", "ndcg@10", "mrr@10", "map@100")
-TREC = {"hit@5": "success_5", "recall@100": "recall_100", "ndcg@10": "ndcg_cut_10", "map@100": "map_cut_100"}
-MEASURES = {"success.5", "recall.100", "ndcg_cut.10", "map_cut.100", "recip_rank"}
+
+
+def trec_measures(metrics) -> tuple[dict[str, str], set[str]]:
+    """pytrec_eval's result key of each metric whose family takes a cut-off, and the measures to ask for
+    (``recip_rank`` for mrr, which is read per cut-off in :func:`pytrec_values`)."""
+    keys, measures = {}, set()
+    for name in metrics:
+        family, k = parse_metric(name)
+        trec = FAMILIES[family].trec_eval
+        if FAMILIES[family].cut:
+            keys[name] = f"{trec}_{k}"
+            measures.add(f"{trec}.{k}")
+        elif trec == "recip_rank":
+            measures.add(trec)
+        else:
+            raise SystemExit(f"{name}: the bench reads only cut-off measures and recip_rank")
+    return keys, measures
+
+
+TREC, MEASURES = trec_measures(METRICS)
 
 
 def make_case(n_queries: int, n_pool: int, rng: np.random.Generator) -> tuple[Run, Qrels]:
@@ -70,8 +90,11 @@ def pytrec_values(run_dict: dict[str, dict[str, float]], qrels: Qrels) -> dict[s
     out = {}
     for q, m in pytrec_eval.RelevanceEvaluator(qrels, MEASURES).evaluate(run_dict).items():
         out[q] = {name: m[trec] for name, trec in TREC.items()}
-        rr = m["recip_rank"]
-        out[q]["mrr@10"] = rr if rr > 0 and round(1 / rr) <= 10 else 0.0
+        rr = m.get("recip_rank", 0.0)
+        for name in METRICS:
+            family, k = parse_metric(name)
+            if family == "mrr":
+                out[q][name] = rr if rr > 0 and round(1 / rr) <= k else 0.0
     return out
 
 

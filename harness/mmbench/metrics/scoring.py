@@ -5,18 +5,10 @@ candidate id descending in plain string (codepoint) order. This is trec_eval's a
 rule, so mmbench and pytrec_eval agree on runs with ties. :class:`Run` rows are kept in this order and
 :func:`evaluate` trusts that they are.
 
-Metrics (``FAMILY@K``; a document is relevant when its qrels relevance is > 0, trec_eval's default):
-
-- ``hit@k``: 1 if any relevant document is in the top k (trec ``success_k``; what M-BEIR/UniIR
-  papers call "Recall@k").
-- ``recall@k``: relevant documents in the top k / relevant documents in the qrels (trec ``recall_k``).
-- ``precision@k``: relevant documents in the top k / k, even if fewer than k were retrieved (trec ``P_k``).
-- ``ndcg@k``: gain = relevance value (negative values count 0), discount log2(rank + 1), ideal ranking
-  from the query's qrels (trec ``ndcg_cut_k``).
-- ``map@k``: sum of precision at each relevant rank <= k / relevant documents in the qrels
-  (trec ``map_cut_k``).
-- ``mrr@k``: 1 / rank of the first relevant document if that rank is <= k, else 0 (trec ``recip_rank``
-  on the run truncated to its top k).
+Metrics are named ``FAMILY@K`` (``hit@5``, ``ndcg@10``); each family (its definition, math, trec_eval
+measure and scorer) is one entry of the table in :mod:`mmbench.metrics.families`. :func:`evaluate` finds
+the ranked slots that hold a relevant document (qrels relevance > 0, trec_eval's default) once, down to
+the largest k asked for, and hands each family's scorer the slots within its k.
 
 The evaluated queries are those with at least one judgment in the qrels. One that the run lacks, or
 whose row is empty, scores 0 on every metric (pytrec_eval would drop a query missing from the run);
@@ -35,20 +27,13 @@ import numpy as np
 
 from mmbench.data.types import Qrels
 from mmbench.metrics.families import FAMILIES, Matched, parse_metric
-
-
-def tiebreak_ranks(candidate_ids: Sequence[str]) -> np.ndarray:
-    """int64 rank of each id in ascending string (codepoint) order."""
-    n = len(candidate_ids)
-    order = sorted(range(n), key=candidate_ids.__getitem__)
-    ranks = np.empty(n, dtype=np.int64)
-    ranks[np.asarray(order, dtype=np.int64)] = np.arange(n, dtype=np.int64)
-    return ranks
+from mmbench.search.ties import rule_order, tiebreak_ranks
 
 
 def rank_order(scores: np.ndarray, tiebreak: np.ndarray) -> np.ndarray:
-    """Per-row column order: score descending, then ``tiebreak`` (same shape) descending."""
-    return np.lexsort((-tiebreak, -scores), axis=-1)
+    """Per-row column order: score descending, then ``tiebreak`` (same shape) descending
+    (:func:`mmbench.search.ties.rule_order`, the one definition of the rule)."""
+    return rule_order(scores, tiebreak)
 
 
 class CandidateIds(Sequence[str]):
