@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mmbench.pipeline.run import Reporter, SuiteOutcome
+from mmbench.pipeline.types import Reporter, SuiteOutcome
 
 
 def make_console() -> Console:

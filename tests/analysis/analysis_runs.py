@@ -1,7 +1,8 @@
-"""Real runs shared by test_compare, test_leaderboard and test_regress (made once per pytest process).
+"""Real runs shared by tests/analysis/test_analysis_{compare,leaderboard,regress}.py (made once per pytest process).
 
-The default model on all of mbeir-mini (~75 s with a cold cache on 2 CPU cores) and minilm on
-tuxpaint_task1 (~8 s), through the real CLI, into one results tree with one embedding cache.
+The default model on all of mbeir-mini and minilm on tuxpaint_task1, through the real CLI (the
+command a user types, so exit statuses and output are those of the installed entry point), into one
+results tree with one embedding cache: the slow part of these tests, paid once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 DEFAULT_MODEL = "effnet-lite0-imagenet-labels-minilm"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 needs_stamps = pytest.mark.skipif(not STAMPS.is_dir(), reason="needs Debian's tuxpaint-stamps-default (make setup installs it)")
 _MEMO: dict[str, dict] = {}

@@ -1,0 +1,119 @@
+"""`mmbench run`: evaluate a model on a suite or tasks (the default: the default model on mbeir-mini and mteb-mini)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mmbench.cli.params import split_values
+from mmbench.errors import MmbenchError
+
+EPILOG = ("Examples:\n\n\b\n  mmbench run\n"
+          "  mmbench run --model clip-vit-l-14 --suite mbeir-local \\\n"
+          "      --data-root /data/M-BEIR\n"
+          "  mmbench run --model clip-vit-l-14 --suite mbeir-global \\\n"
+          "      --tasks mscoco_task0,cirr_task7 --data-root /data/M-BEIR")
+
+
+class Policy(str, Enum):
+    first = "first"
+    random = "random"
+    none = "none"
+
+
+class EmbedDtype(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+
+
+def search_backend_option(value: str) -> str:
+    """Check a ``--search-backend`` name against the registered backends (a usage error if unknown)."""
+    from mmbench.search import backend_names
+
+    known = backend_names()
+    if value not in known:
+        import difflib
+
+        close = difflib.get_close_matches(value, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise typer.BadParameter(f"unknown search backend {value!r}; known: {', '.join(known)}.{hint}")
+    return value
+
+
+def _model_options(pairs: list[str] | None) -> tuple:
+    from mmbench.config import parse_model_options
+
+    try:
+        return parse_model_options(pairs or [])
+    except ValueError as exc:
+        raise MmbenchError(str(exc)) from None
+
+
+def run(
+    model: Annotated[Optional[str], typer.Option("--model", "-m", metavar="NAME", help="Registered model name, or clip:<hub-id-or-folder>.")] = None,
+    suite: Annotated[Optional[str], typer.Option("--suite", "-s", metavar="NAME", help="Suite name (mbeir-mini, mbeir-local, mbeir-global, ...).")] = None,
+    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", "-t", metavar="TASKS", help="Task names, comma-separated or repeated (a subset of --suite when both are given).")] = None,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", metavar="DIR", help="M-BEIR's root folder (default $MMBENCH_MBEIR_ROOT).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Results folder.")] = Path("results"),
+    instructions: Annotated[Policy, typer.Option("--instructions", help="Query instruction per query: first prompt, seeded random draw, or none.")] = Policy.first,
+    seed: Annotated[int, typer.Option("--seed", metavar="INT", help="Seed for --instructions random (UniIR used 2023).")] = 2023,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", metavar="N", min=1, help="Encoding batch size.")] = 32,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", metavar="K", min=1, max=1000, help="Hits kept per query (default: the task's, 100).")] = None,
+    device: Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu or cuda[:N].")] = "auto",
+    search_backend: Annotated[str, typer.Option("--search-backend", metavar="NAME", callback=search_backend_option, help="Search backend (`mmbench list backends`); auto: the best exact one available.")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute embeddings and results even when cached.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", metavar="DIR", help="Embedding cache (default $MMBENCH_CACHE or ~/.cache/mmbench).")] = None,
+    memory_budget_gb: Annotated[float, typer.Option("--memory-budget-gb", metavar="GB", help="Largest float32 pool block searched at once.")] = 2.0,
+    embed_dtype: Annotated[EmbedDtype, typer.Option("--embed-dtype", help="dtype of cached embeddings.")] = EmbedDtype.float32,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", metavar="N", min=1, help="Items per cached embedding chunk (the unit of resume).")] = 4096,
+    rerank: Annotated[Optional[str], typer.Option("--rerank", metavar="RERANKER", help="Rerank the first stage's top-k: rescore:<model>, cross-encoder:<folder-or-hub-id>, mllm-rerank:<folder-or-hub-id>.")] = None,
+    rerank_top_k: Annotated[int, typer.Option("--rerank-top-k", metavar="K", min=1, max=1000, help="Hits reranked per query (with --rerank).")] = 10,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a model's own code from its repository (mm-embed: run modeling_nvmmembed.py instead of the native implementation).")] = False,
+    model_option: Annotated[Optional[list[str]], typer.Option("--model-option", metavar="KEY=VALUE", help="Passed to the model's loader over the catalog's options (repeatable), e.g. path=/models/clip_sf_large.pth, num_workers=8, dtype=bf16.")] = None,
+) -> None:
+    """Evaluate a model on a suite or tasks; with no arguments, the default model on mbeir-mini and mteb-mini."""
+    from mmbench import api
+    from mmbench.cli.console import RichReporter, make_console, summary_table
+
+    task_names = split_values(tasks)
+    default_run = suite is None and not task_names
+    if default_run:
+        suite = api.DEFAULT_SUITE
+    config = api.RunConfig(
+        model=model or api.DEFAULT_MODEL, suite=suite, tasks=task_names, data_root=data_root,
+        output=output, instructions=instructions.value, seed=seed, batch_size=batch_size, top_k=top_k,
+        device=device, overwrite=overwrite, memory_budget_gb=memory_budget_gb, embed_dtype=embed_dtype.value,
+        chunk_size=chunk_size, rerank=rerank, rerank_top_k=rerank_top_k, trust_remote_code=trust_remote_code,
+        model_options=_model_options(model_option), search_backend=search_backend,
+        **({"cache_dir": cache_dir} if cache_dir else {}))
+    console = make_console()
+    console.print(f"[bold]mmbench run[/bold] model={config.model} suite={config.suite or '-'} "
+                  f"tasks={','.join(task_names) or 'all'} instructions={config.instructions} "
+                  f"top_k={config.top_k or 'task default'} device={config.device}"
+                  + (f" search_backend={search_backend}" if search_backend != "auto" else ""))
+    with RichReporter(console) as reporter:
+        outcome = api.run(config, reporter)
+    console.print(summary_table(outcome))
+    console.print(f"results: {outcome.directory}" + (f"  (summary: {outcome.summary_path})" if outcome.summary_path else ""))
+    if default_run and not rerank:                   # the embedded default also covers the offline text tasks
+        import dataclasses
+
+        from mmbench.catalog import DEFAULT_EXTRA_SUITES
+
+        for extra in DEFAULT_EXTRA_SUITES:
+            with RichReporter(console) as reporter:
+                extra_outcome = api.run(dataclasses.replace(config, suite=extra), reporter)
+            console.print(summary_table(extra_outcome))
+            console.print(f"results: {extra_outcome.directory}")
+    if outcome.experiment is not None:
+        from mmbench.cli.console import rerank_table
+
+        console.print(rerank_table(outcome, outcome.experiment))
+        console.print(f"rerank results: {outcome.experiment.directory}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", epilog=EPILOG, short_help="Evaluate a model on a suite or tasks.")(run)
