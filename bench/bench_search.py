@@ -1,13 +1,14 @@
-"""Benchmark mmbench.search.engine against the fp32 GEMM ceiling of the same shape, in the same run.
+"""Benchmark mmbench.search against the fp32 GEMM ceiling of the same shape, in the same run.
 
 For each (queries Q, candidates N, k) cell on random L2-normalised float32 768-d data:
 
 * GEMM: ``torch.mm`` (all threads) of the Q x d queries by d x N candidates, timed on blocks of
   ``--gemm-block`` candidates into a preallocated, pre-touched output; when N needs more than
   ``--gemm-max-blocks`` blocks, the time of that many blocks is scaled to N (marked "scaled").
-* search: ``mmbench.search.engine.search`` on the whole pool (its default 2 GiB block budget): the
-  threshold-scan kernel where it is built; ``faiss path``: the same call with the kernel switched
-  off (faiss ``knn`` + merge + tie fix, what a build without a C compiler runs), for the ratio.
+* search: ``mmbench.search.search`` on the whole pool (its default 2 GiB block budget) with
+  ``--backend`` (default ``auto``: the threshold-scan kernel where it is built); ``faiss path``: the
+  same call with ``backend="faiss-cpu"`` (faiss ``knn`` + merge + tie fix, what a build without a C
+  compiler runs), for the ratio.
 * The machine is shared and noisy: GEMM and search are alternated ``--repeats`` times per cell
   (no new repeat after ``--max-cell-seconds``) and the minimum of each is kept.
 * Rates are 2*Q*N*d / t; ratio = search rate / GEMM rate (target >= 0.80).
@@ -29,8 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))
 
-from mmbench.search import engine as search_module  # noqa: E402
-from mmbench.search.engine import describe_backend, search  # noqa: E402
+from mmbench.search import describe_backend, search  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="GEMM/search alternations per cell (min kept)")
     p.add_argument("--max-cell-seconds", type=float, default=120.0, help="no new repeat after this")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="auto", help="search backend (mmbench.search.backend_names())")
     return p.parse_args()
 
 
@@ -108,15 +109,11 @@ def run_cell(queries: np.ndarray, pool: np.ndarray, ks: list[int], args: argpars
         gemm.append(gemm_s)
         for k in ks:
             t0 = time.perf_counter()
-            idx, _ = search(queries, pool, k)
+            idx, _ = search(queries, pool, k, backend=args.backend)
             times[k].append(time.perf_counter() - t0)
-            search_module.CPU_SCAN = False
-            try:
-                t0 = time.perf_counter()
-                search(queries, pool, k)
-                faiss_times[k].append(time.perf_counter() - t0)
-            finally:
-                search_module.CPU_SCAN = True
+            t0 = time.perf_counter()
+            search(queries, pool, k, backend="faiss-cpu")
+            faiss_times[k].append(time.perf_counter() - t0)
             if k not in agree:
                 agree[k] = float(np.mean(np.all(flat_ip_topk(queries[:nv], pool, k) == idx[:nv], axis=1)))
     for k in ks:
@@ -135,7 +132,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     pool = normalised(rng, max(args.candidates), args.dim)
     queries = normalised(rng, max(args.queries), args.dim)
-    print(f"backend {describe_backend()}, torch {torch.__version__} threads {torch.get_num_threads()},"
+    print(f"backend {describe_backend(args.backend)}, torch {torch.__version__} threads {torch.get_num_threads()},"
           f" d={args.dim}")
     print(f"load average at start: {os.getloadavg()}")
     print("| Q | N | k | reps | GEMM s | GEMM GFLOP/s | search s | search GFLOP/s | search/GEMM | faiss path s |"

@@ -29,6 +29,8 @@ class RunConfig:
     batch_size: int = 32
     top_k: int | None = None               # default: each task's spec (100)
     device: str = "auto"
+    search_backend: str = "auto"           # a name of mmbench.search.backend_names(); recorded through
+                                           # describe_backend; in the config hash only when inexact
     overwrite: bool = False
     memory_budget_gb: float = 2.0          # largest float32 pool block searched at once
     chunk_size: int = 4096                 # items per cached embedding chunk
@@ -45,7 +47,8 @@ class RunConfig:
                 "seed": self.seed if self.instructions == "random" else None,
                 "top_k": self.top_k, "embed_dtype": self.embed_dtype,
                 **({"trust_remote_code": True} if self.trust_remote_code else {}),
-                **({"model_options": dict(self.model_options)} if self.model_options else {})}
+                **({"model_options": dict(self.model_options)} if self.model_options else {}),
+                **({"search_backend": self.search_backend} if not _exact_backend(self.search_backend) else {})}
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.scoring_fields(), sort_keys=True).encode()).hexdigest()[:16]
@@ -60,6 +63,21 @@ class RunConfig:
             return Path(self.data_root)
         env = os.environ.get("MMBENCH_MBEIR_ROOT")
         return Path(env) if env else None
+
+
+def _exact_backend(name: str) -> bool:
+    """Whether search backend ``name`` is exact. An exact backend's ranking is the reference's, so it
+    leaves the config hash (and the cached results) as they are; an inexact one (or an unknown name,
+    refused later by the search) changes the hash, so its results never mix with exact ones."""
+    if name == "auto":
+        return True
+    from mmbench.errors import UnknownNameError
+    from mmbench.search import get_backend
+
+    try:
+        return bool(get_backend(name).exact)
+    except UnknownNameError:
+        return False
 
 
 def parse_model_options(pairs: list[str] | tuple[str, ...]) -> tuple[tuple[str, object], ...]:

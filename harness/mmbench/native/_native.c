@@ -1,9 +1,9 @@
 /* mmbench's C helpers, compiled at install (an optional extension) and loaded with ctypes by
- * harness/native.py; plain C, no Python API (ctypes releases the GIL during each call).
+ * mmbench/native/__init__.py; plain C, no Python API (ctypes releases the GIL during each call).
  *
  * 1. mmb_topk_*: exact top-k of score rows by threshold scan, the CPU search kernel of
- *    harness/scan_topk.py.
- * 2. mmb_trec_lines: the bytes of TREC run lines (harness/results.py's write_trec).
+ *    mmbench/search/scan_topk.py (the search backend "scan-cpu").
+ * 2. mmb_trec_lines: the bytes of TREC run lines (mmbench/results/records.py's write_trec).
  *
  * The search kernel. A state
  * holds, for each query row, a threshold and the candidates kept so far. The caller computes the
@@ -18,7 +18,9 @@
  * candidates score >= it, the row ends with fewer than k kept, and mmb_topk_finish reports it so the
  * caller scans that row again from -inf. A row that ends with >= k kept therefore holds every
  * candidate scoring >= s_k, ties at the cut-off included, and mmb_topk_finish orders them by the rule:
- * score descending, then key descending (the key is the candidate's tie-break rank).
+ * score descending, then key descending (the key is the candidate's tie-break rank). The rule is
+ * defined in mmbench/search/ties.py; order_key below is a copy of its packed_order_keys, kept here
+ * for speed (the backend contract tests check the two orders agree).
  *
  * NaN scores are never kept (no comparison with NaN is true): a row with NaN scores may end short
  * even from -inf, and the caller ranks such rows another way.

@@ -200,7 +200,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
     """Evaluate ``config.model`` on the configured suite or tasks and write the results."""
     from mmbench.metrics.scoring import CandidateIds, Run, evaluate
     from mmbench.metrics.modality import modality_report
-    from mmbench.search.engine import describe_backend, search
+    from mmbench.search import describe_backend, search
 
     reporter = reporter or Reporter()
     meta = with_model_options(get_model(config.model), config.model_options)
@@ -333,7 +333,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
                 "instructions": {"policy": config.instructions,
                                  "seed": config.seed if config.instructions == "random" else None},
                 "model": {**meta.to_dict(), "settings": model_settings or None},
-                "search": {**describe_backend(config.device), "exact": True,
+                "search": {**describe_backend(device=config.device), "exact": True,
                            "tie_break": "score descending, then candidate id descending (trec_eval's rule)"},
                 "notes": td.notes,
                 "files": {"run": f"{spec.name}.trec", "per_query": f"{spec.name}.per_query.tsv"},

@@ -129,12 +129,14 @@ def rerank_order(first_scores: np.ndarray, scored: np.ndarray, new_scores: np.nd
     All arrays are (Q, depth) in first-stage order: ``scored`` marks pairs with a reranker score
     ``new_scores``; ``tiebreak`` is the candidate id rank; ``valid`` marks filled slots.
     """
+    from mmbench.search.ties import rule_order
+
     q, depth = first_scores.shape
     position = np.broadcast_to(np.arange(depth), (q, depth))
-    group = np.where(scored, 0, np.where(valid, 1, 2))
-    key_score = np.where(scored, -new_scores, np.where(valid, -first_scores, 0.0))
-    key_tie = np.where(valid, -tiebreak, 0)
-    order = np.lexsort((position, key_tie, key_score, group), axis=-1)
+    group = np.where(scored, 0, np.where(valid, 1, 2))       # reranked, then the rest, then empty slots
+    key_score = np.where(scored, new_scores, np.where(valid, first_scores, 0.0))
+    key_tie = np.where(valid, tiebreak, -1 - position)       # empty slots keep their position order
+    order = rule_order(key_score, key_tie, groups=group)
     rest = valid & ~scored
     any_scored = scored.any(axis=1)
     floor = np.where(scored, new_scores, np.inf).min(axis=1) - 1.0

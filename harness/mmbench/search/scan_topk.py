@@ -4,20 +4,21 @@ The pool is scored tile by tile (numpy's float32 matrix product), and each tile 
 kernel that keeps, per query, the candidates scoring at or above that query's threshold; when a
 query's buffer fills, the threshold rises to its k-th kept score (the kernel's header proves why
 nothing of the top k, ties at the cut-off included, is lost). The kept candidates are then put in
-the tie-break rule's order (score descending, then tie-break key descending). So the result is
+the rule's order (:mod:`mmbench.search.ties`: score descending, then tie-break key descending). So the result is
 exact by construction: no margin, no tie fix, and every tie at the cut-off resolved by the rule.
 
-Most of a large pool is skipped at about a tenth of a nanosecond per score, because each query
-starts from an estimate of its k-th score (k >= ``SEED_MIN_K``): a high-ranked score over every
-``SEED_STRIDE``-th candidate (:func:`_seed_plan`; 3% more matrix product). An estimate that was too
+Most of a large pool is skipped by a single vector comparison per score, because each query
+starts from an estimate of its k-th score (k >= ``seed_min_k``): a high-ranked score over every
+``seed_stride``-th candidate (:func:`_seed_plan`; a few % more matrix product). An estimate that was too
 high shows at the end (fewer than k candidates kept); that range of queries is scanned again from
-minus infinity, so the estimate changes the time, never the result. Measured at 1k queries x 118k candidates x 384-d
-(hashed bags of words), k=1000, 2-core Zen 4: 0.55-0.56 s, against 0.72-0.79 s for faiss's ``knn``
-+ merge + tie fix and 0.48 s for the matrix product alone.
+minus infinity, so the estimate changes the time, never the result (docs/perf.md, Search, has
+its measurements).
 
 The kernel is compiled when mmbench is installed (:mod:`mmbench.native`: an optional extension,
 without a C compiler the install still succeeds); :func:`kernel` returns None where it is
-missing, and :mod:`mmbench.search.engine` then uses faiss.
+missing, and the backend ``scan-cpu`` (:mod:`mmbench.search.backends.scan_cpu`) is then not
+available. None of :class:`ScanSettings` changes a result, only its cost: tests shrink them to
+reach every branch on small inputs.
 """
 
 from __future__ import annotations
@@ -26,22 +27,31 @@ import contextlib
 import ctypes
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 from mmbench import native
 from mmbench.util.parallel import cores, row_parts, run_parts
 
-__all__ = ["KERNEL_VERSION", "kernel", "scan_topk", "usable_keys"]
+__all__ = ["KERNEL_VERSION", "ScanSettings", "kernel", "scan_topk", "usable_keys"]
 
 KERNEL_VERSION = "1"      # recorded with results (search.describe_backend)
 
-SEED_STRIDE = 32          # every 32nd candidate estimates each query's k-th score ...
-SEED_MIN_K = 500          # ... when k is at least this (smaller k: the running threshold suffices)
-SEED_MAX_BYTES = 1 << 28  # at most this much float32 sample (a larger pool takes a wider stride)
-SEED_MIN_HITS = 8         # the sample must hold at least this many of a query's top k on average
-QUERY_CHUNK = 4096        # queries per pass over the pool (bounds the kept buffers: ~16 KB a query at k=1000)
-TILE_BYTES = 2 << 20      # float32 score tile per matrix product, per thread (2-16 MB: the same speed)
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """The kernel driver's knobs (cost only, never the result)."""
+
+    seed_stride: int = 32            # every 32nd candidate estimates each query's k-th score ...
+    seed_min_k: int = 500            # ... when k is at least this (smaller k: the running threshold suffices)
+    seed_max_bytes: int = 1 << 28    # at most this much float32 sample (a larger pool takes a wider stride)
+    seed_min_hits: int = 8           # the sample must hold at least this many of a query's top k on average
+    query_chunk: int = 4096          # queries per pass over the pool (bounds the kept buffers)
+    tile_bytes: int = 2 << 20        # float32 score tile per matrix product, per thread
+
+
+DEFAULT_SETTINGS = ScanSettings()
 
 
 def kernel() -> ctypes.CDLL | None:
@@ -101,7 +111,8 @@ Blocks = Callable[[], Iterable[tuple[int, np.ndarray]]]
 
 def scan_topk(queries: np.ndarray, blocks: Blocks, total: int, n: int, tiebreak: np.ndarray | None, *,
               sample: Callable[[int], np.ndarray] | None = None,
-              progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+              progress: Callable[[int, int], None] | None = None,
+              settings: ScanSettings = DEFAULT_SETTINGS) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-n of ``queries`` (float32 (Q, d), C order) over the ``total`` candidates of
     ``blocks``, in the rule's order.
 
@@ -122,15 +133,16 @@ def scan_topk(queries: np.ndarray, blocks: Blocks, total: int, n: int, tiebreak:
     keys = None if tiebreak is None else np.ascontiguousarray(tiebreak, np.int64)
     out_i = np.empty((queries.shape[0], n), np.int64)
     out_s = np.empty((queries.shape[0], n), np.float32)
-    plan = _seed_plan(total, n, queries.shape[1])
+    plan = _seed_plan(total, n, queries.shape[1], settings)
     seed = None if plan is None or sample is None else (np.ascontiguousarray(sample(plan[0]), np.float32), plan[1])
     counter = _Progress(progress, total, queries.shape[0])
+    tile_bytes = settings.tile_bytes
 
     def search_range(rows: slice) -> None:
-        _search_queries(lib, queries[rows], blocks, n, keys, seed, counter, out_i[rows], out_s[rows])
+        _search_queries(lib, queries[rows], blocks, n, keys, seed, counter, out_i[rows], out_s[rows], tile_bytes)
 
     with _single_threaded_blas():
-        run_parts(search_range, _query_ranges(queries.shape[0]))
+        run_parts(search_range, _query_ranges(queries.shape[0], settings.query_chunk))
     return out_i, out_s
 
 
@@ -150,10 +162,10 @@ class _Progress:
             self.report(self.work // self.n_queries, self.total)
 
 
-def _query_ranges(n_queries: int) -> list[slice]:
-    """Equal ranges of at most ``QUERY_CHUNK`` queries, as many as the cores or a multiple of them
+def _query_ranges(n_queries: int, query_chunk: int = DEFAULT_SETTINGS.query_chunk) -> list[slice]:
+    """Equal ranges of at most ``query_chunk`` queries, as many as the cores or a multiple of them
     (every matrix product then has about as many rows)."""
-    per_core = -(-n_queries // (QUERY_CHUNK * cores()))
+    per_core = -(-n_queries // (query_chunk * cores()))
     return row_parts(n_queries, min_rows=1, parts=cores() * per_core)
 
 
@@ -171,22 +183,22 @@ def _single_threaded_blas() -> Iterator[None]:
 
 def _search_queries(lib: ctypes.CDLL, q: np.ndarray, blocks: Blocks, n: int, keys: np.ndarray | None,
                     seed: tuple[np.ndarray, int] | None, counter: _Progress, out_i: np.ndarray,
-                    out_s: np.ndarray) -> None:
+                    out_s: np.ndarray, tile_bytes: int) -> None:
     """Top n of one range of queries into ``out_i``/``out_s`` (views of the result): estimate, scan,
     and where needed scan again or rank fully."""
-    start = None if seed is None else _estimate(lib, q, *seed)
-    complete = _pass(lib, q, blocks, n, keys, start, counter, out_i, out_s)
+    start = None if seed is None else _estimate(lib, q, *seed, tile_bytes)
+    complete = _pass(lib, q, blocks, n, keys, start, counter, out_i, out_s, tile_bytes)
     if start is not None and not complete.all():
         # an estimate was above the true n-th score: the whole range again from -inf, so that every
         # score comes from the same matrix products (a product of fewer rows may round differently,
         # and ties are decided on the scores as computed)
-        complete = _pass(lib, q, blocks, n, keys, None, None, out_i, out_s)
+        complete = _pass(lib, q, blocks, n, keys, None, None, out_i, out_s, tile_bytes)
     with_nan = np.flatnonzero(~complete)
     if with_nan.size:
         out_i[with_nan], out_s[with_nan] = _full_rows(q[with_nan], blocks, n, keys)
 
 
-def _seed_plan(total: int, n: int, dim: int) -> tuple[int, int] | None:
+def _seed_plan(total: int, n: int, dim: int, settings: ScanSettings = DEFAULT_SETTINGS) -> tuple[int, int] | None:
     """(stride, rank) of the threshold estimate, or None where it is not worth it.
 
     A query's top n holds m = n / stride sample rows on average; the estimate is the sample's
@@ -196,23 +208,23 @@ def _seed_plan(total: int, n: int, dim: int) -> tuple[int, int] | None:
     with respect to the query (a binomial tail: under one query in a million). Then the range's
     scan is repeated from -inf: a pool ordered against the sample costs time, never exactness.
     """
-    stride = max(SEED_STRIDE, -(-total * 4 * dim // SEED_MAX_BYTES))
+    stride = max(settings.seed_stride, -(-total * 4 * dim // settings.seed_max_bytes))
     expected = n / stride
-    if n < SEED_MIN_K or total < 8 * n or expected < SEED_MIN_HITS:
+    if n < settings.seed_min_k or total < 8 * n or expected < settings.seed_min_hits:
         return None
     return stride, int(np.ceil(expected + 6 * np.sqrt(expected))) + 3
 
 
-def _tile_width(n_queries: int) -> int:
-    """At most this many pool rows per score tile (``TILE_BYTES`` of float32 scores)."""
-    return int(min(1 << 16, max(1, TILE_BYTES // (4 * max(1, n_queries)))))
+def _tile_width(n_queries: int, tile_bytes: int) -> int:
+    """At most this many pool rows per score tile (``tile_bytes`` of float32 scores)."""
+    return int(min(1 << 16, max(1, tile_bytes // (4 * max(1, n_queries)))))
 
 
-def _estimate(lib: ctypes.CDLL, q: np.ndarray, sample: np.ndarray, rank: int) -> np.ndarray:
+def _estimate(lib: ctypes.CDLL, q: np.ndarray, sample: np.ndarray, rank: int, tile_bytes: int) -> np.ndarray:
     """Each query's ``rank``-th best score over the sample rows (-inf where it has fewer)."""
     ids, scores = np.empty((q.shape[0], rank), np.int64), np.empty((q.shape[0], rank), np.float32)
     with _State(lib, q.shape[0], rank) as state:
-        _scan_rows(state, q, 0, sample, _tile_width(q.shape[0]))
+        _scan_rows(state, q, 0, sample, _tile_width(q.shape[0], tile_bytes))
         complete = state.finish(None, rank, ids, scores)
     return np.where(complete, scores[:, -1], -np.inf)
 
@@ -233,10 +245,11 @@ def _scan_rows(state: _State, q: np.ndarray, offset: int, rows: np.ndarray, widt
 
 
 def _pass(lib: ctypes.CDLL, q: np.ndarray, blocks: Blocks, n: int, keys: np.ndarray | None,
-          start: np.ndarray | None, counter: _Progress | None, out_i: np.ndarray, out_s: np.ndarray) -> np.ndarray:
+          start: np.ndarray | None, counter: _Progress | None, out_i: np.ndarray, out_s: np.ndarray,
+          tile_bytes: int) -> np.ndarray:
     """One scan of the whole pool for the queries ``q``, its hits into ``out_i``/``out_s``;
     returns which rows are complete (exact)."""
-    width = _tile_width(q.shape[0])
+    width = _tile_width(q.shape[0], tile_bytes)
     tile = np.empty((q.shape[0], width), np.float32)
     with _State(lib, q.shape[0], n) as state:
         if start is not None:

@@ -1,4 +1,5 @@
-"""mmbench.search.engine must equal the plain numpy reference exactly, ties at the cut-off included."""
+"""mmbench.search's backends must equal the plain numpy reference exactly, ties at the cut-off included
+(path by path; tests/search/test_backend_contract.py runs every registered backend)."""
 
 from __future__ import annotations
 
@@ -8,98 +9,62 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from search_cases import assert_same, search_with, tie_heavy_cases
 
-from mmbench.search import scan_topk
-from mmbench.search import engine as search_mod
-from mmbench.search.engine import MAX_K, describe_backend, exact_search_numpy, search
-
-
-@st.composite
-def tie_heavy_cases(draw: st.DrawFn) -> dict:
-    """Quantised queries/pools with duplicated rows (exact ties), random k, budget and block split.
-
-    Values are multiples of 1/4 in [-1, 1] with d <= 32, so every inner product is exact in float16
-    storage and float32 arithmetic whatever the summation order: ties are real ties.
-    """
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    q, n, d = draw(st.integers(1, 50)), draw(st.integers(1, 3000)), draw(st.integers(1, 32))
-    levels = draw(st.integers(1, 4))
-    queries = rng.integers(-levels, levels + 1, (q, d)).astype(np.float32) / 4
-    pool = rng.integers(-levels, levels + 1, (n, d)).astype(np.float32) / 4
-    dup = draw(st.floats(0.0, 0.9))
-    src = rng.integers(0, n, n)
-    copy = rng.random(n) < dup
-    pool[copy] = pool[src[copy]]
-    k = draw(st.integers(1, min(n + 5, MAX_K)))
-    rows_per_block = draw(st.integers(max(1, n // 40), n + 1))
-    cuts = sorted(rng.choice(np.arange(1, n), size=min(n - 1, draw(st.integers(0, 4))),
-                             replace=False).tolist()) if n > 1 else []
-    as_list = draw(st.booleans())
-    parts = np.split(pool, cuts)
-    if as_list:
-        parts = [p.astype(np.float16) if rng.random() < 0.5 else p for p in parts]
-    tiebreak = rng.permutation(n).astype(np.int64) if draw(st.booleans()) else None
-    return {"queries": queries, "pool": parts if as_list else pool, "k": k, "tiebreak": tiebreak,
-            "budget": rows_per_block * 4 * d}
+from mmbench.search import MAX_K, describe_backend, exact_search_numpy, resolve, search
+from mmbench.search import scan_topk, ties
+from mmbench.search.backends.faiss_cpu import FaissCpuBackend
+from mmbench.search.backends.scan_cpu import ScanCpuBackend
+from mmbench.search.backends.torch_cuda import TorchBackend
+from mmbench.search.blocks import Tuning
 
 
-def assert_same(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.ndarray]) -> None:
-    """Indices identical, scores within 1e-5, dtypes and shapes as documented."""
-    (gi, gs), (wi, ws) = got, want
-    assert gi.dtype == np.int64 and gs.dtype == np.float32
-    assert gi.shape == wi.shape and gs.shape == ws.shape
-    np.testing.assert_array_equal(gi, wi)
-    np.testing.assert_allclose(gs, ws, atol=1e-5, rtol=0)
-
-
-def assert_matches_reference(case: dict, **patches: object) -> None:
-    """search() on the case, with module settings patched as given (``scan_topk.NAME`` for the
-    kernel's module), equals exact_search_numpy."""
-    with pytest.MonkeyPatch.context() as m:
-        for name, value in patches.items():
-            module, _, attr = name.rpartition(".")
-            m.setattr(scan_topk if module == "scan_topk" else search_mod, attr, value)
+def assert_matches_reference(case: dict, backend=None) -> None:
+    """``backend`` (default: search() on the CPU) on the case equals exact_search_numpy."""
+    if backend is None:
         got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
                      memory_budget_bytes=case["budget"], device="cpu")
+    else:
+        got = search_with(backend, case)
     assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
 
 
-# On the CPU the threshold-scan kernel (harness/scan_topk.py) searches every pool where it is built;
-# without it, blocks of at most GEMM_TOPK_ROWS_PER_HIT rows per hit are ranked from their full score
-# rows, larger ones by faiss with a margin and the tie fix: each test says which path it checks.
-FAISS_PATH = {"CPU_SCAN": False, "GEMM_TOPK_ROWS_PER_HIT": 0}
-GEMM_PATH = {"CPU_SCAN": False, "GEMM_TOPK_ROWS_PER_HIT": 10**9}
+# On the CPU the threshold-scan kernel searches every pool where it is built; faiss-cpu ranks blocks
+# of at most rows_per_hit rows per hit from their full score rows, larger ones by faiss with a
+# margin and the tie fix: each test says which path it checks.
+FAISS_PATH = FaissCpuBackend(tuning=Tuning(rows_per_hit=0))
+GEMM_PATH = FaissCpuBackend(tuning=Tuning(rows_per_hit=10**9))
 # the kernel in small pieces: tiles of 16 candidates, 3 queries per range (several ranges per
-# thread), and the threshold estimate on from k=32 with every 2nd candidate as the sample
-SCAN_SMALL = {"scan_topk.TILE_BYTES": 16 * 4, "scan_topk.QUERY_CHUNK": 3, "scan_topk.SEED_MIN_K": 1,
-              "scan_topk.SEED_STRIDE": 2}
+# thread), and the threshold estimate on from k=1 with every 2nd candidate as the sample
+SCAN_SMALL = ScanCpuBackend(settings=scan_topk.ScanSettings(tile_bytes=16 * 4, query_chunk=3, seed_min_k=1,
+                                                            seed_stride=2))
 
 
 def test_kernel_is_built() -> None:
     """``make test`` installs mmbench with its C kernel: the default-path tests below exercise it."""
     assert scan_topk.kernel() is not None
-    assert describe_backend("cpu")["library"] == "mmbench-scan"
+    assert describe_backend(device="cpu")["library"] == "mmbench-scan"
 
 
-@pytest.mark.parametrize("path", [FAISS_PATH, GEMM_PATH, SCAN_SMALL, {}], ids=["faiss", "gemm", "scan-small", "default"])
+@pytest.mark.parametrize("path", [FAISS_PATH, GEMM_PATH, SCAN_SMALL, None], ids=["faiss", "gemm", "scan-small", "default"])
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=tie_heavy_cases())
-def test_matches_reference_with_ties(case: dict, path: dict) -> None:
-    assert_matches_reference(case, **path)
+def test_matches_reference_with_ties(case: dict, path) -> None:
+    assert_matches_reference(case, path)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=tie_heavy_cases())
 def test_gemm_path_in_small_query_chunks(case: dict) -> None:
     """The full-score-rows path a few queries at a time, its ordering split per row: the same answer."""
-    assert_matches_reference(case, **GEMM_PATH, _GEMM_CHUNK_BYTES=1, _ROWS_PER_THREAD=1)
+    assert_matches_reference(case, FaissCpuBackend(tuning=Tuning(rows_per_hit=10**9, gemm_chunk_bytes=1, rows_per_thread=1)))
 
 
 @settings(max_examples=40, deadline=None)
 @given(case=tie_heavy_cases())
 def test_matches_reference_without_margin(case: dict) -> None:
     """With no margin nearly every row goes through the exact cut-off recompute."""
-    assert_matches_reference(case, **FAISS_PATH, TIE_MARGIN=0, TIE_MARGIN_FRACTION=0.0)
+    assert_matches_reference(case, FaissCpuBackend(tuning=Tuning(tie_margin=0, margin_fraction=0.0)))
 
 
 @pytest.mark.parametrize("slack", [-1.0, 10.0])
@@ -108,33 +73,32 @@ def test_matches_reference_without_margin(case: dict) -> None:
 def test_tie_fix_floor_extremes(case: dict, slack: float) -> None:
     """A floor above every cut-off (each row takes the full-block fallback) and one below every score
     (each rescored candidate is collected) both give the reference answer."""
-    assert_matches_reference(case, **FAISS_PATH, TIE_MARGIN=0, TIE_MARGIN_FRACTION=0.0, _TIE_SLACK=slack,
-                             _TILE_ROWS=97, _TILE_QUERIES=7)      # several tiles per block
+    assert_matches_reference(case, FaissCpuBackend(tuning=Tuning(tie_margin=0, margin_fraction=0.0, tie_slack=slack,
+                                                                 tile_rows=97, tile_queries=7)))  # several tiles per block
 
 
 @settings(max_examples=30, deadline=None)
 @given(case=tie_heavy_cases())
 def test_torch_path_matches_reference(case: dict) -> None:
-    """The torch mm + topk path (used on GPUs without faiss-gpu), run here on the CPU."""
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(search_mod, "_resolve_device", lambda device: ("torch", "cpu"))
-        got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
-                     memory_budget_bytes=case["budget"])
+    """The torch mm + topk path (used on GPUs without faiss-gpu), run here on the CPU, by name."""
+    got = search(case["queries"], case["pool"], case["k"], tiebreak=case["tiebreak"],
+                 memory_budget_bytes=case["budget"], backend="torch")
     assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
+    assert_matches_reference(case, TorchBackend(tuning=Tuning(tie_margin=0, margin_fraction=0.0)))
 
 
-@pytest.mark.parametrize("path", [FAISS_PATH, GEMM_PATH, {}], ids=["faiss", "gemm", "scan"])
+@pytest.mark.parametrize("path", ["faiss", "gemm", "scan-cpu"])
 @pytest.mark.parametrize("seed", range(5))
-def test_matches_reference_on_random_floats(seed: int, path: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_matches_reference_on_random_floats(seed: int, path: str) -> None:
     """Unquantised normalised data, several blocks: equal wherever rounding cannot swap two hits."""
-    for name, value in path.items():
-        monkeypatch.setattr(search_mod, name, value)
     rng = np.random.default_rng(seed)
     queries = rng.standard_normal((40, 24)).astype(np.float32)
     pool = rng.standard_normal((2500, 24)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     pool /= np.linalg.norm(pool, axis=1, keepdims=True)
-    got_i, got_s = search(queries, pool, 100, memory_budget_bytes=300 * 4 * 24)
+    backend = {"faiss": FAISS_PATH, "gemm": GEMM_PATH}.get(path) or ScanCpuBackend()
+    got_i, got_s = search_with(backend, {"queries": queries, "pool": pool, "k": 100, "tiebreak": None,
+                                         "budget": 300 * 4 * 24})
     want_i, want_s = exact_search_numpy(queries, pool, 101)
     gaps = -np.diff(want_s, axis=1)
     clear = np.minimum(np.hstack((np.full((40, 1), 1.0), gaps[:, :-1])), gaps) > 1e-6
@@ -181,27 +145,28 @@ def test_float16_memmap_pool(tmp_path) -> None:
                 exact_search_numpy(queries, data, 30))
 
 
-def test_progress_reports_each_block(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search_mod, "CPU_SCAN", False)
+def test_progress_reports_each_block() -> None:
     pool = np.random.default_rng(2).standard_normal((1000, 8)).astype(np.float32)
     calls: list[tuple[int, int]] = []
-    search(pool[:5], [pool[:300], pool[300:]], 3, memory_budget_bytes=128 * 4 * 8,
+    search(pool[:5], [pool[:300], pool[300:]], 3, memory_budget_bytes=128 * 4 * 8, backend="faiss-cpu",
            progress=lambda done, total: calls.append((done, total)))
     assert calls == [(128, 1000), (256, 1000), (300, 1000), (428, 1000), (556, 1000),
                      (684, 1000), (812, 1000), (940, 1000), (1000, 1000)]
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 4096])
-def test_kernel_progress_counts_every_candidate_once(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kernel_progress_counts_every_candidate_once(chunk: int) -> None:
     """The kernel's query ranges run on several threads: progress rises to the pool size, never past it."""
-    monkeypatch.setattr(scan_topk, "QUERY_CHUNK", chunk)
+    from mmbench.search import Pool
+
     pool = np.random.default_rng(2).standard_normal((1000, 8)).astype(np.float32)
     calls: list[tuple[int, int]] = []
-    search(pool[:5], [pool[:300], pool[300:]], 3, memory_budget_bytes=128 * 4 * 8,
-           progress=lambda done, total: calls.append((done, total)))
+    index = ScanCpuBackend(settings=scan_topk.ScanSettings(query_chunk=chunk)).prepare(
+        Pool((pool[:300], pool[300:]), 1000, 8, None, "cpu", 128 * 4 * 8))
+    index.search(pool[:5], 3, progress=lambda done, total: calls.append((done, total)))
     done = [d for d, _ in calls]
     assert {t for _, t in calls} == {1000} and done == sorted(done) and done[-1] == 1000
-    assert len(calls) == 9 * len(scan_topk._query_ranges(5))      # every block of every range
+    assert len(calls) == 9 * len(scan_topk._query_ranges(5, chunk))      # every block of every range
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -210,11 +175,11 @@ def test_kernel_estimate_too_high_scans_again(case: dict) -> None:
     """An estimate above every query's k-th score (each row's best sample score, sample = the whole
     pool) leaves rows short: they are scanned again from -inf, and the answer is the reference's."""
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(scan_topk, "_seed_plan", lambda total, n, dim: (1, 1))
+        m.setattr(scan_topk, "_seed_plan", lambda total, n, dim, settings: (1, 1))
         passes = []
         real_pass = scan_topk._pass
         m.setattr(scan_topk, "_pass", lambda *a: passes.append(a[5] is None) or real_pass(*a))
-        assert_matches_reference(case, **{"scan_topk.QUERY_CHUNK": 7})
+        assert_matches_reference(case, ScanCpuBackend(settings=scan_topk.ScanSettings(query_chunk=7)))
     _, want = exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"])
     # a row is short exactly when its best score is above its k-th: then its range is scanned again
     assert (True in passes) == bool((want[:, 0] > want[:, -1]).any())
@@ -238,7 +203,7 @@ def test_kernel_estimate_plan() -> None:
     assert scan_topk._seed_plan(118_000, 1000, 384) == (32, 68)
     assert scan_topk._seed_plan(7_999, 1000, 384) is None and scan_topk._seed_plan(118_000, 100, 384) is None
     stride, rank = scan_topk._seed_plan(5_600_000, 1000, 768)       # M-BEIR's global pool: <= 256 MB of sample
-    assert stride == 65 and 5_600_000 // stride * 768 * 4 <= scan_topk.SEED_MAX_BYTES and rank == 42
+    assert stride == 65 and 5_600_000 // stride * 768 * 4 <= scan_topk.ScanSettings().seed_max_bytes and rank == 42
     assert scan_topk._seed_plan(5_600_000, 1000, 4096) is None      # too few expected sample hits
 
 
@@ -250,7 +215,7 @@ def test_kernel_refuses_keys_it_cannot_pack() -> None:
     pool = (rng.integers(-2, 3, (400, 8)) / 4).astype(np.float32)
     queries = (rng.integers(-2, 3, (5, 8)) / 4).astype(np.float32)
     keys = rng.permutation(400).astype(np.int64) * (1 << 30)
-    assert_same(search(queries, pool, 30, tiebreak=keys, device="cpu"), exact_search_numpy(queries, pool, 30, keys))
+    assert_same(search(queries, pool, 30, tiebreak=keys, backend="scan-cpu"), exact_search_numpy(queries, pool, 30, keys))
 
 
 def test_empty_inputs() -> None:
@@ -283,23 +248,25 @@ def test_bad_tiebreak_and_device_raise() -> None:
 
 
 def test_device_resolution_prefers_faiss_gpu_then_torch(monkeypatch: pytest.MonkeyPatch) -> None:
-    import faiss
+    """The GPU counts faiss and torch report are the environment here (no GPU on the test host)."""
+    from mmbench.search import backends
 
-    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)
-    monkeypatch.setattr(search_mod, "_torch_cuda_count", lambda: 1)
-    assert search_mod._resolve_device("auto") == ("torch", "cuda")
-    assert search_mod._resolve_device("cuda:0") == ("torch", "cuda:0")
-    assert search_mod._resolve_device("cpu") == ("faiss", "cpu")
-    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2)
-    assert search_mod._resolve_device("auto") == ("faiss", "cuda")
-    assert search_mod._resolve_device("cuda:1") == ("faiss", "cuda:1")
+    monkeypatch.setattr(backends, "faiss_gpus", lambda: 0)
+    monkeypatch.setattr(backends, "torch_cuda_count", lambda: 1)
+    names = lambda request: (resolve("auto", request)[0].name, resolve("auto", request)[1])  # noqa: E731
+    assert names("auto") == ("torch", "cuda")
+    assert names("cuda:0") == ("torch", "cuda:0")
+    assert names("cpu") == ("scan-cpu", "cpu")
+    monkeypatch.setattr(backends, "faiss_gpus", lambda: 2)
+    assert names("auto") == ("faiss-gpu", "cuda")
+    assert names("cuda:1") == ("faiss-gpu", "cuda:1")
 
 
 def test_cuda_request_without_a_gpu_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    import faiss
+    from mmbench.search import backends
 
-    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)
-    monkeypatch.setattr(search_mod, "_torch_cuda_count", lambda: 0)
+    monkeypatch.setattr(backends, "faiss_gpus", lambda: 0)
+    monkeypatch.setattr(backends, "torch_cuda_count", lambda: 0)
     with pytest.raises(ValueError, match="neither faiss nor torch can see that CUDA GPU"):
         search(np.ones((2, 4), np.float32), np.ones((5, 4), np.float32), 3, device="cuda:1")
     assert describe_backend("auto")["device"] == "cpu"
@@ -314,14 +281,15 @@ def test_faiss_global_settings_are_restored() -> None:
             faiss.cvar.distance_compute_blas_database_bs) == before
 
 
-def test_describe_backend_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    info = describe_backend("cpu")
+def test_describe_backend_cpu() -> None:
+    info = describe_backend(device="cpu")
     assert info["library"] == "mmbench-scan" and info["device"] == "cpu" and info["version"] == scan_topk.KERNEL_VERSION
     assert info["blas"].startswith("openblas ")        # numpy's BLAS computes the kernel's scores
-    monkeypatch.setattr(search_mod, "CPU_SCAN", False)
-    info = describe_backend("cpu")
-    assert info["library"] == "faiss" and info["device"] == "cpu"
+    assert info["name"] == "scan-cpu" and info["exact"] is True
+    info = describe_backend("faiss-cpu", "cpu")
+    assert info["library"] == "faiss" and info["device"] == "cpu" and info["name"] == "faiss-cpu"
     assert isinstance(info["version"], str) and isinstance(info["gpus"], int)
+    assert describe_backend("torch", "auto")["device"] == "cpu"          # no GPU here: torch on the CPU
 
 
 def test_import_is_cheap() -> None:
@@ -329,56 +297,32 @@ def test_import_is_cheap() -> None:
     import subprocess
     import sys
 
-    code = "import sys, mmbench.search.engine; print('faiss' in sys.modules, 'torch' in sys.modules)"
-    root = Path(__file__).resolve().parent.parent
+    code = ("import sys, mmbench.search, mmbench.search.backends; mmbench.search.backend_names();"
+            " print('faiss' in sys.modules, 'torch' in sys.modules)")
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.split() == ["False", "False"]
-
-
-@settings(max_examples=200, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 6), cols=st.integers(1, 40),
-       key_range=st.sampled_from([50, 2**32, 2**40]))
-def test_rule_order_equals_two_key_lexsort(seed: int, rows: int, cols: int, key_range: int) -> None:
-    """The packed-key argsort orders exactly as lexsort by (score desc, key desc): negative scores,
-    -0.0 against +0.0, infinities and many exact ties included; keys past 32 bits and NaN scores
-    (ranked last, as lexsort does) take the lexsort."""
-    rng = np.random.default_rng(seed)
-    pool = np.array([-np.inf, -1.5, -1e-30, -0.0, 0.0, 1e-30, 0.25, 0.5, 3.0, np.inf]
-                    + ([np.nan] if seed % 5 == 0 else []), np.float32)
-    scores = rng.choice(pool, (rows, cols)).astype(np.float32)
-    keys = np.stack([rng.choice(key_range, cols, replace=False) if key_range >= cols else rng.permutation(cols)
-                     for _ in range(rows)]).astype(np.int64)
-    got = search_mod._rule_order(scores, keys)
-    want = np.lexsort((-keys, -scores), axis=-1)
-    np.testing.assert_array_equal(np.take_along_axis(keys, got, 1), np.take_along_axis(keys, want, 1))
 
 
 @settings(max_examples=40, deadline=None)
 @given(case=tie_heavy_cases())
 def test_matches_reference_when_ordering_is_split_across_threads(case: dict) -> None:
     """Every ordering step split into one part per row (or a few entries): the same answer."""
-    assert_matches_reference(case, **FAISS_PATH, TIE_MARGIN=0, TIE_MARGIN_FRACTION=0.0, _ROWS_PER_THREAD=1,
-                             _ENTRIES_PER_THREAD=3)
+    assert_matches_reference(case, FaissCpuBackend(tuning=Tuning(tie_margin=0, margin_fraction=0.0, rows_per_thread=1,
+                                                                 entries_per_thread=3)))
 
 
-@settings(max_examples=100, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n_rows=st.integers(1, 30), n=st.integers(1, 8),
-       per_thread=st.sampled_from([1, 5, 1 << 16]), skew=st.booleans())
-def test_select_ragged_equals_one_lexsort_of_the_list(seed: int, n_rows: int, n: int, per_thread: int,
-                                                      skew: bool) -> None:
-    """Per row, the first n entries by (score desc, tiebreak desc), rows in any order and of any
-    length (one row holding most entries included), split into any number of parts."""
-    rng = np.random.default_rng(seed)
-    counts = n + rng.integers(0, 500 if skew else 20, n_rows) * (rng.random(n_rows) < (0.1 if skew else 1.0))
-    rows = rng.permutation(np.repeat(np.arange(n_rows), counts))
-    idx = rng.permutation(rows.size * 2)[:rows.size].astype(np.int64)     # distinct candidates
-    scores = rng.choice(np.array([-np.inf, -0.0, 0.0, 0.5, 1.0], np.float32), rows.size)
-    tiebreak = rng.permutation(rows.size * 2).astype(np.int64)
-    order = np.lexsort((-tiebreak[idx], -scores, rows))
-    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    want = order[first[:, None] + np.arange(n)]
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(search_mod, "_ENTRIES_PER_THREAD", per_thread)
-        got_i, got_s = search_mod._select_ragged(rows, idx, scores, n_rows, n, tiebreak)
-    np.testing.assert_array_equal(got_i, idx[want])
-    np.testing.assert_array_equal(got_s, scores[want])
+def test_unknown_backend_suggests_close_names() -> None:
+    from mmbench.errors import UnknownNameError
+    from mmbench.search import backend_names
+
+    assert {"auto", "scan-cpu", "faiss-cpu", "faiss-gpu", "torch", "numpy"} <= set(backend_names())
+    with pytest.raises(UnknownNameError, match="faiss-cpu"):
+        search(np.ones((2, 4), np.float32), np.ones((5, 4), np.float32), 3, backend="faiss-cpux")
+
+
+def test_named_backend_that_cannot_run_here_is_refused() -> None:
+    from mmbench.errors import MmbenchError
+
+    with pytest.raises(MmbenchError, match="'numpy' cannot run on cuda"):
+        search(np.ones((2, 4), np.float32), np.ones((5, 4), np.float32), 3, backend="numpy", device="cuda")
