@@ -7,7 +7,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmbench.results.records import read_trec, trec_tag, write_trec
+from mmbench.results.layout import trec_tag
+from mmbench.results.trec import read_trec, write_trec
 from recorder import Recorder
 
 
@@ -50,7 +51,7 @@ def test_c_helper_and_arrow_write_the_same_bytes(tmp_path_factory, q, k, n, seed
     """The C line writer (harness/native.py) and the Arrow one: byte-identical files, with empty
     slots, non-ASCII and empty ids, and every kind of float32 (inf, nan, -0.0, subnormal, huge)."""
     from mmbench import native
-    from mmbench.results import records as results
+    from mmbench.results import trec as results
     from mmbench.metrics.scoring import CandidateIds
 
     assert native.library() is not None                  # built by `make test`'s install

@@ -76,7 +76,7 @@ def load_baseline(path: Path) -> dict:
 
 
 def default_run_dir(baseline: dict, results: Path) -> Path:
-    from mmbench.results.records import result_dir
+    from mmbench.results.layout import result_dir
 
     return result_dir(results, baseline["model"], baseline["revision"], baseline["suite"])
 

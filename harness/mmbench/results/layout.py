@@ -1,0 +1,51 @@
+"""Where a run's results live, and what their files are called.
+
+Layout under the output folder (default ``results/``)::
+
+    <model>/<revision>/<suite>/<task>.json            every metric, headline, timings, provenance
+    <model>/<revision>/<suite>/<task>.trec            top-k run: qid Q0 did rank score tag
+    <model>/<revision>/<suite>/<task>.per_query.tsv   per-query value of every metric
+    <model>/<revision>/<suite>/summary.json           headline per task and their plain mean
+    <model>/<revision>/<suite>/experiments/<name>/    a second stage (rerank), the same files
+
+Every folder name is :func:`slug` of the name it stands for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmbench.util.text import slug
+
+SUMMARY_FILE = "summary.json"
+
+
+def result_dir(output: Path, model: str, revision: str, suite_label: str) -> Path:
+    return Path(output) / slug(model) / slug(revision) / slug(suite_label)
+
+
+def record_file(task: str) -> str:
+    return f"{task}.json"
+
+
+def run_file(task: str) -> str:
+    return f"{task}.trec"
+
+
+def per_query_file(task: str) -> str:
+    return f"{task}.per_query.tsv"
+
+
+def experiment_dir(directory: Path, experiment: str) -> Path:
+    """A second stage's folder inside the first stage's ``directory``."""
+    return Path(directory) / "experiments" / experiment
+
+
+def trec_tag(*names: str) -> str:
+    """The run tag of a TREC line: ``mmbench.<name>[.<name>...]``, each name slugged, so that a model
+    path with spaces (``st:/models/my model``) cannot split the tag into more fields."""
+    return ".".join(["mmbench", *(slug(n) for n in names)])
+
+
+__all__ = ["SUMMARY_FILE", "experiment_dir", "per_query_file", "record_file", "result_dir", "run_file", "slug",
+           "trec_tag"]
