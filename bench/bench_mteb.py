@@ -149,7 +149,7 @@ def mteb_hashbow(kind: str = "hashbow"):
 def run_mteb(model, name: str, folder: Path) -> tuple[float, float]:
     import mteb
 
-    from mmbench.data.mteb_loader import local_mteb_task
+    from mmbench.data.families.mteb import local_mteb_task
 
     task = local_mteb_task(name, folder)
     gc.collect()                      # each side starts without the other's garbage

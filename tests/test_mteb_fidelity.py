@@ -23,7 +23,7 @@ def test_mmbench_equals_mteb_evaluate(tmp_path, monkeypatch):
     from sentence_transformers import SentenceTransformer
 
     from mmbench import api
-    from mmbench.data.mteb_loader import local_mteb_task
+    from mmbench.data.families.mteb import local_mteb_task
     from mmbench.models.minilm import package_model_path
 
     folder = package_model_path()

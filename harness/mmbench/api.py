@@ -13,8 +13,8 @@ from mmbench.catalog import DEFAULT_MODEL, DEFAULT_SUITE, get_model, models, sui
 from mmbench.config import RunConfig
 from mmbench.data.types import canonical_modality
 from mmbench.models.base import ModelMeta
-from mmbench.pipeline.run import Reporter, SuiteOutcome, TaskOutcome
 from mmbench.pipeline.run import run as _run
+from mmbench.pipeline.types import Reporter, SuiteOutcome, TaskOutcome
 from mmbench.data.specs import SuiteSpec, TaskSpec
 
 

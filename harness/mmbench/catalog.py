@@ -1,9 +1,11 @@
-"""The registries of tasks, suites, models and data loaders, filled lazily on first use.
+"""The registries of tasks, suites, models and task families, filled lazily on first use.
 
-* tasks and suites come from the TOML specs under ``tasks/`` (plus entry-point group ``mmbench.tasks``);
+* tasks and suites come from the TOML specs under ``tasks/`` (plus the entry-point groups
+  ``mmbench.tasks`` and ``mmbench.suites``);
 * models are :class:`~mmbench.models.base.ModelMeta` objects (plus entry-point group
   ``mmbench.models``); names with a scheme (``clip:<hub-id-or-folder>``) resolve dynamically;
-* loaders map a spec's ``loader`` field to the function that loads its data.
+* task families (:class:`~mmbench.data.families.base.TaskFamily`) are named by a spec's ``loader``
+  field: ``mbeir`` and ``mteb`` built in, more through the entry-point group ``mmbench.loaders``.
 
 Nothing heavy is imported here: ``import mmbench.catalog`` does not import torch.
 """
@@ -40,9 +42,9 @@ def _populate_models(reg: Registry[ModelMeta]) -> None:
     register_builtin_models(reg)
 
 
-def _populate_loaders(reg: Registry) -> None:
-    reg.register("mbeir", "mmbench.data.mbeir:load_task")
-    reg.register("mteb", "mmbench.data.mteb_loader:load_task")
+def _populate_task_families(reg: Registry) -> None:
+    reg.register("mbeir", "mmbench.data.families.mbeir:FAMILY")
+    reg.register("mteb", "mmbench.data.families.mteb:FAMILY")
 
 
 @cache
@@ -52,7 +54,7 @@ def tasks() -> Registry[TaskSpec]:
 
 @cache
 def suites() -> Registry[SuiteSpec]:
-    return Registry("suite", populate=_populate_suites)
+    return Registry("suite", populate=_populate_suites, entry_point_group="mmbench.suites")
 
 
 @cache
@@ -61,8 +63,14 @@ def models() -> Registry[ModelMeta]:
 
 
 @cache
-def loaders() -> Registry:
-    return Registry("loader", populate=_populate_loaders)
+def task_families() -> Registry:
+    """Task family name (a spec's ``loader`` field) -> :class:`~mmbench.data.families.base.TaskFamily`."""
+    return Registry("task family", populate=_populate_task_families, entry_point_group="mmbench.loaders")
+
+
+def task_family(spec: TaskSpec):
+    """The :class:`~mmbench.data.families.base.TaskFamily` that ``spec`` names."""
+    return task_families().get(spec.loader)
 
 
 def get_model(name: str) -> ModelMeta:
@@ -92,5 +100,5 @@ def resolve_tasks(suite: str | None, task_names: list[str] | None) -> tuple[Suit
     return suite_spec, [tasks().get(n) for n in suite_spec.tasks]
 
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_SUITE", "closest", "get_model", "loaders", "models",
-           "resolve_tasks", "suites", "tasks"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_SUITE", "closest", "get_model", "models", "resolve_tasks", "suites",
+           "task_families", "task_family", "tasks"]

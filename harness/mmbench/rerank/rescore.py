@@ -15,23 +15,24 @@ from typing import Any
 import numpy as np
 
 from mmbench.data.types import Item
-from mmbench.embeddings.cache import EmbeddingKey, embed_table
+from mmbench.embeddings import EmbeddingKey, embed_table
 from mmbench.rerank.base import Progress, RerankerMeta, RerankJob
 
 
 class Rescorer:
     def __init__(self, meta: RerankerMeta, *, config, reporter=None):
         from mmbench.catalog import get_model
-        from mmbench.pipeline.run import LazyEncoder, Reporter
+        from mmbench.pipeline.pools import LazyEncoder
+        from mmbench.pipeline.types import Reporter
 
         self.meta, self.config = meta, config
         self.model = get_model(meta.model)
         self.encoder = LazyEncoder(self.model, config, reporter or Reporter())
 
     def _normalise(self, emb: np.ndarray) -> np.ndarray:
-        from mmbench.pipeline.run import _normalise
+        from mmbench.pipeline.pools import as_searched
 
-        return _normalise(emb, self.model)
+        return as_searched(emb, self.model)
 
     def score(self, queries: Sequence[Item], candidates: Sequence[Item], *, batch_size: int) -> np.ndarray:
         enc = self.encoder()
@@ -40,12 +41,14 @@ class Rescorer:
         return np.einsum("ij,ij->i", q.astype(np.float64), c.astype(np.float64))
 
     def score_job(self, job: RerankJob, *, batch_size: int, progress: Progress | None = None) -> np.ndarray:
-        from mmbench.pipeline.run import _query_key, with_model_instructions
+        from mmbench.catalog import tasks
+        from mmbench.pipeline.plan import with_model_instructions
+        from mmbench.pipeline.pools import query_key
 
         cfg, m = self.config, self.model
         common = dict(cache_dir=cfg.cache_dir, batch_size=batch_size, chunk_size=cfg.chunk_size, overwrite=cfg.overwrite)
-        data = with_model_instructions(job.data, m, cfg)       # the rescoring model's own instruction table
-        q_emb, _ = embed_table(data.queries, _query_key(m, cfg, data), self.encoder, **common)
+        data = with_model_instructions(tasks().get(job.task), job.data, m, cfg)   # the rescoring model's own instructions
+        q_emb, _ = embed_table(data.queries, query_key(m, cfg, data), self.encoder, **common)
         key = EmbeddingKey(m.name, m.revision, "candidate", "n/a", job.candidate_fingerprint, cfg.embed_dtype)
         c_emb, _ = embed_table(job.candidates, key, self.encoder, progress=progress, **common)
         q = self._normalise(q_emb)[job.query_rows].astype(np.float64)

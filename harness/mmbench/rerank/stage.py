@@ -8,9 +8,11 @@ of the same configuration exists, reuses) the first stage, then :func:`rerank_su
 3. orders each row: the scored pairs of the top K by reranker score (ties: candidate id descending, the one
    tie rule), then the pairs of the top K the reranker cannot read (e.g. an image in a global pool for a text
    reranker) and every position beyond K, in first-stage order. Run-file scores are the reranker's, rounded to
-   the file's 6 decimals before ordering; the rest keep their first-stage scores shifted below the lowest
-   reranker score of the row (ties among them: candidate id descending, as trec_eval reads the first-stage
-   file), so the file re-sorted by trec_eval's rule gives the same order;
+   6 decimals before ordering; the rest keep their first-stage scores shifted below the lowest reranker
+   score of the row (ties among them: candidate id descending, as trec_eval reads the first-stage file).
+   Those scores are then written as float32 by :func:`mmbench.results.trec.rule_safe_scores`, which
+   moves a score one float32 step down where float32 cannot tell it from the one ranked above it, so
+   the file re-sorted by trec_eval's rule gives the rank column's order at every rank;
 4. evaluates it with :mod:`mmbench.metrics.scoring` and writes the first stage's files (``<task>.json``, ``.trec``,
    ``.per_query.tsv``, ``summary.json``) under ``<suite>/experiments/rerank=<reranker>__top<K>/``, with the
    first stage's config hash and the sha256 of its run file, and the reranker's metadata and settings.
@@ -32,12 +34,16 @@ import numpy as np
 from mmbench.catalog import get_model, resolve_tasks, tasks
 from mmbench.config import RunConfig
 from mmbench.data.types import ItemTable, TaskData
-from mmbench.embeddings.cache import ids_digest, slug
+from mmbench.embeddings import ids_digest
 from mmbench.errors import IncompatibleModelError, MmbenchError
-from mmbench.results.provenance import environment
+from mmbench.pipeline.plan import load_task_data
+from mmbench.pipeline.score import provenance, score_run, task_record
+from mmbench.pipeline.types import Reporter, SuiteOutcome, TaskOutcome
+from mmbench.pipeline.write import Immediate, finish_task, start_run_file
 from mmbench.rerank.base import Reranker, RerankerMeta, RerankJob, load_reranker, parse_reranker
-from mmbench.results.records import (load_task_result, run_file_problem, trec_tag, write_per_query, write_summary,
-                             write_task_result, write_trec)
+from mmbench.results.layout import experiment_dir, per_query_file, record_file, run_file, slug, trec_tag
+from mmbench.results.records import load_task_result, run_file_problem, write_summary
+from mmbench.results.trec import read_run, rule_safe_scores
 
 ORDER_RULE = ("top-k: scored pairs by reranker score descending, then candidate id descending; below them the "
               "unscorable pairs of the top-k and every position beyond k, in first-stage order")
@@ -73,23 +79,11 @@ def _run_command(config: RunConfig) -> str:
 
 
 def read_first_stage(path: Path, config: RunConfig) -> tuple[list[str], list[list[str]], list[list[float]]]:
-    """Query ids and, per query, candidate ids and scores in the file's rank order."""
+    """Query ids and, per query, candidate ids and scores in the file's rank order
+    (:func:`mmbench.results.trec.read_run`); a missing file names the command that writes it."""
     if not path.is_file():
         raise MmbenchError(f"first-stage run {path} not found; produce it with `{_run_command(config)}`")
-    qids: list[str] = []
-    rows: dict[str, tuple[list[str], list[float]]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if len(parts) != 6:
-                raise MmbenchError(f"{path}:{lineno}: expected 'qid Q0 did rank score tag', got {line.strip()!r}")
-            qid, _, did, _, score, _ = parts
-            if qid not in rows:
-                qids.append(qid)
-                rows[qid] = ([], [])
-            rows[qid][0].append(did)
-            rows[qid][1].append(float(score))
-    return qids, [rows[q][0] for q in qids], [rows[q][1] for q in qids]
+    return read_run(path)
 
 
 class _Pools:
@@ -143,16 +137,13 @@ def rerank_order(first_scores: np.ndarray, scored: np.ndarray, new_scores: np.nd
     top_rest = np.where(rest, first_scores, -np.inf).max(axis=1)
     offset = np.where(any_scored & np.isfinite(top_rest), np.round(floor - top_rest, 6), 0.0)
     out_scores = np.where(scored, new_scores, np.where(valid, first_scores + offset[:, None], -np.inf))
-    return order, np.take_along_axis(out_scores, order, axis=1)
+    ordered_tiebreak = np.take_along_axis(np.where(valid, tiebreak, -1), order, axis=1)
+    return order, rule_safe_scores(np.take_along_axis(out_scores, order, axis=1), ordered_tiebreak)
 
 
-def rerank_suite(outcome, config: RunConfig, reporter=None, data: dict[str, TaskData] | None = None):
-    """Rerank every task of ``outcome`` (a first-stage :class:`~mmbench.pipeline.run.SuiteOutcome`); returns the experiment's."""
-    from mmbench.metrics.scoring import CandidateIds, Run, evaluate
-    from mmbench.metrics.modality import modality_report
-    from mmbench.pipeline.run import Reporter, SuiteOutcome, TaskOutcome, load_task_data
-    from mmbench.data.specs import parse_metric
-
+def rerank_suite(outcome: SuiteOutcome, config: RunConfig, reporter: Reporter | None = None,
+                 data: dict[str, TaskData] | None = None) -> SuiteOutcome:
+    """Rerank every task of ``outcome`` (a first stage's); returns the experiment's outcome."""
     reporter = reporter or Reporter()
     meta = check_rerank(config)
     k = config.rerank_top_k
@@ -166,14 +157,13 @@ def rerank_suite(outcome, config: RunConfig, reporter=None, data: dict[str, Task
 
     first_hash = config.config_hash()
     exp_hash = experiment_hash(first_hash, meta, k)
-    exp_dir = outcome.directory / "experiments" / experiment_name(meta.name, k)
-    label = f"{outcome.suite} → rerank {meta.name} top {k}"
-    exp = SuiteOutcome(label, outcome.pool, outcome.model, outcome.revision, exp_dir)
-    reranker: Reranker | None = None
+    exp_dir = experiment_dir(outcome.directory, experiment_name(meta.name, k))
+    exp = SuiteOutcome(f"{outcome.suite} → rerank {meta.name} top {k}", outcome.pool, outcome.model,
+                       outcome.revision, exp_dir)
+    state = _Stage(config, meta, get_model(config.model), outcome, exp_dir, exp_hash, reporter)
     pools_cache: dict[str, _Pools] = {}
     skipped: dict[str, str] = {}
     first_scores_of: dict[str, float] = {}
-    model_meta = get_model(config.model)
 
     for first in outcome.tasks:
         spec = tasks().get(first.task)
@@ -181,24 +171,14 @@ def rerank_suite(outcome, config: RunConfig, reporter=None, data: dict[str, Task
             skipped[spec.name] = f"{spec.query_modality}->{spec.candidate_modality} not readable by {meta.name}"
             reporter.message(f"{spec.name}: skipped by the reranker ({skipped[spec.name]})")
             continue
-        trec_path = outcome.directory / f"{spec.name}.trec"
+        trec_path = outcome.directory / run_file(spec.name)
         qids, cids, fscores = read_first_stage(trec_path, config)
         trec_sha = hashlib.sha256(trec_path.read_bytes()).hexdigest()
-        first_rec = load_task_result(outcome.directory / f"{spec.name}.json") or {}
-        first_prov = first_rec.get("provenance", {})
         first_scores_of[spec.name] = first.main_score
-        path = exp_dir / f"{spec.name}.json"
-        previous = None if config.overwrite else load_task_result(path)
-        if previous and not (previous.get("provenance", {}).get("config_hash") == exp_hash
-                             and previous.get("first_stage", {}).get("trec_sha256") == trec_sha):
-            previous = None                         # another configuration or another first stage
-        if previous and (problem := run_file_problem(exp_dir, previous)):
-            reporter.message(f"{spec.name}: finished rerank result found, but its {problem}: reranked again")
-            previous = None
-        if previous:
-            reporter.message(f"{spec.name}: finished rerank result found, reused ({path})")
-            exp.tasks.append(TaskOutcome(spec.name, previous["main_metric"], previous["main_score"], previous["metrics"],
-                                         previous["n_queries"], previous["n_candidates"], True, path))
+        path = exp_dir / record_file(spec.name)
+        previous = _reusable(config, exp_dir, path, exp_hash, trec_sha, spec.name, reporter)
+        if previous is not None:
+            exp.tasks.append(TaskOutcome.from_record(spec.name, previous, path, reused=True))
             continue
 
         td = task_data(spec.name)
@@ -210,8 +190,55 @@ def rerank_suite(outcome, config: RunConfig, reporter=None, data: dict[str, Task
                 distinct.setdefault(task_data(n).pool_key, task_data(n))
             pools_cache[pool_id] = _Pools([d.pool for d in distinct.values()],
                                           [d.pool_key for d in distinct.values()])
-        pools = pools_cache[pool_id]
+        record = state.rerank_task(spec, td, first, pools_cache[pool_id], trec_path, trec_sha, qids, cids, fscores)
+        exp.tasks.append(TaskOutcome.from_record(spec.name, record, path, reused=False))
 
+    headlines = {t.task: {"main_metric": t.main_metric, "main_score": t.main_score,
+                          "first_stage_main_score": first_scores_of[t.task]} for t in exp.tasks}
+    exp.average = round(float(np.mean([t.main_score for t in exp.tasks])), 6) if exp.tasks else None
+    first_avg = round(float(np.mean(list(first_scores_of.values()))), 6) if first_scores_of else None
+    exp.summary_path = write_summary(exp_dir, {
+        "suite": outcome.suite, "pool": outcome.pool, "model": outcome.model, "revision": outcome.revision,
+        "experiment": experiment_name(meta.name, k), "config_hash": exp_hash, "first_stage_config_hash": first_hash,
+        "reranker": meta.to_dict(), "rerank_top_k": k, "average_main_score": exp.average,
+        "first_stage_average_main_score": first_avg,
+        "average_definition": "plain mean of the headline scores of the reranked tasks (skipped tasks excluded, "
+                              "first_stage_average_main_score over the same tasks)",
+        "skipped_tasks": skipped, "tasks": headlines,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return exp
+
+
+def _reusable(config: RunConfig, exp_dir: Path, path: Path, exp_hash: str, trec_sha: str, task: str,
+              reporter: Reporter) -> dict | None:
+    """A finished rerank record of the same experiment over the same first-stage run file, with its
+    own run file as written; None otherwise, or with ``--overwrite``."""
+    previous = None if config.overwrite else load_task_result(path)
+    if previous and not (previous.get("provenance", {}).get("config_hash") == exp_hash
+                         and previous.get("first_stage", {}).get("trec_sha256") == trec_sha):
+        return None                          # another configuration or another first stage
+    if previous and (problem := run_file_problem(exp_dir, previous)):
+        reporter.message(f"{task}: finished rerank result found, but its {problem}: reranked again")
+        return None
+    if previous:
+        reporter.message(f"{task}: finished rerank result found, reused ({path})")
+    return previous
+
+
+class _Stage:
+    """The rerank of one task at a time; the reranker is loaded on the first task that needs it."""
+
+    def __init__(self, config: RunConfig, meta: RerankerMeta, model_meta, outcome: SuiteOutcome, exp_dir: Path,
+                 exp_hash: str, reporter: Reporter):
+        self.config, self.meta, self.model_meta, self.outcome = config, meta, model_meta, outcome
+        self.exp_dir, self.exp_hash, self.reporter = exp_dir, exp_hash, reporter
+        self.reranker: Reranker | None = None
+
+    def rerank_task(self, spec, td: TaskData, first: TaskOutcome, pools: _Pools, trec_path: Path, trec_sha: str,
+                    qids: list[str], cids: list[list[str]], fscores: list[list[float]]) -> dict:
+        from mmbench.metrics.scoring import CandidateIds, Run
+
+        meta, k, reporter = self.meta, self.config.rerank_top_k, self.reporter
         # the first-stage run as arrays over the candidates it holds
         universe = CandidateIds(sorted({c for row in cids for c in row}))
         missing = [c for c in universe if c not in pools.where]
@@ -247,64 +274,40 @@ def rerank_suite(outcome, config: RunConfig, reporter=None, data: dict[str, Task
         job = RerankJob(spec.name, td, np.array([q_row[qids[r]] for r in rows_i.tolist()], dtype=np.int64),
                         pools.subset(subset_ids), np.array([sub_pos[c] for c in pair_cids], dtype=np.int64),
                         pools.fingerprint(subset_ids))
-        if reranker is None:
+        if self.reranker is None:
             reporter.message(f"loading reranker {meta.name} ({meta.revision})")
-            reranker = load_reranker(meta, config=config, reporter=reporter)
+            self.reranker = load_reranker(meta, config=self.config, reporter=reporter)
         t0 = time.perf_counter()
-        pair_scores = np.asarray(reranker.score_job(job, batch_size=config.batch_size,
-                                                    progress=reporter.progress(f"{spec.name}: rerank {len(job):,} pairs", len(job))),
-                                 dtype=np.float64)
+        pair_scores = np.asarray(self.reranker.score_job(
+            job, batch_size=self.config.batch_size,
+            progress=reporter.progress(f"{spec.name}: rerank {len(job):,} pairs", len(job))), dtype=np.float64)
         t1 = time.perf_counter()
         if pair_scores.shape != (len(job),) or np.isnan(pair_scores).any():
             raise MmbenchError(f"reranker {meta.name!r} returned {pair_scores.shape} scores (NaN?) for {len(job)} pairs")
         new = np.zeros_like(fs)
         new[rows_i, cols_i] = np.round(pair_scores, 6)
         order, out_scores = rerank_order(fs, scored, new, universe.ranks[np.maximum(idx, 0)], valid)
-        out_idx = np.take_along_axis(idx, order, axis=1)
-        ranked = Run(qids, universe, out_idx, out_scores)
-        scored_eval = evaluate(ranked, td.qrels, spec.metrics)
-        top_k = first_rec.get("top_k", depth)
-        ks = sorted({parse_metric(spec.main_metric)[1], 10, min(top_k, 100)} - {0})
-        modality = modality_report(out_idx, modalities, spec.candidate_modality, [x for x in ks if x <= depth])
+        ranked = Run(qids, universe, np.take_along_axis(idx, order, axis=1), out_scores)
 
-        run_bytes = write_trec(exp_dir / f"{spec.name}.trec", qids, universe, out_idx, out_scores,
-                               trec_tag(model_meta.name, "rerank", meta.name), fsync=False)
-        write_per_query(exp_dir / f"{spec.name}.per_query.tsv", scored_eval.query_ids, scored_eval.per_query)
-        record = {
-            **{key: first_rec[key] for key in ("task", "suite", "pool", "notes") if key in first_rec},
-            "main_metric": spec.main_metric,
-            "main_score": round(float(scored_eval.mean[spec.main_metric]), 6),
-            "metrics": {m: round(float(v), 6) for m, v in scored_eval.mean.items()},
-            "n_queries": len(scored_eval.query_ids),
-            "n_candidates": first.n_candidates,
-            "top_k": top_k,
-            "modality_report": modality,
-            "rerank": {"reranker": meta.to_dict(), "settings": reranker.settings(), "top_k": k,
+        first_rec = load_task_result(self.outcome.directory / record_file(spec.name)) or {}
+        top_k = first_rec.get("top_k", depth)
+        writer = Immediate()
+        run_bytes = start_run_file(writer, self.exp_dir, spec.name, ranked,
+                                   trec_tag(self.model_meta.name, "rerank", meta.name))
+        scored_task = score_run(spec, ranked, td.qrels, modalities, top_k=top_k, depth=depth)
+        stage = {
+            "rerank": {"reranker": meta.to_dict(), "settings": self.reranker.settings(), "top_k": k,
                        "scored_pairs": int(scored.sum()), "unscored_pairs_in_top_k": int((in_top & ~scored).sum()),
                        "order": ORDER_RULE, "seconds": round(t1 - t0, 3)},
-            "first_stage": {"model": model_meta.name, "revision": outcome.revision, "config_hash": first_prov.get("config_hash"),
-                            "result": str(outcome.directory / f"{spec.name}.json"), "run": str(trec_path),
+            "first_stage": {"model": self.model_meta.name, "revision": self.outcome.revision,
+                            "config_hash": first_rec.get("provenance", {}).get("config_hash"),
+                            "result": str(self.outcome.directory / record_file(spec.name)), "run": str(trec_path),
                             "trec_sha256": trec_sha, "main_score": first.main_score, "metrics": first.metrics},
-            "files": {"run": f"{spec.name}.trec", "per_query": f"{spec.name}.per_query.tsv", "run_bytes": run_bytes},
-            "provenance": {**environment(), "config_hash": exp_hash, "config": config.to_dict(),
-                           "data_fingerprints": td.fingerprints,
-                           "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
         }
-        write_task_result(exp_dir, spec.name, record)
-        exp.tasks.append(TaskOutcome(spec.name, record["main_metric"], record["main_score"], record["metrics"],
-                                     record["n_queries"], record["n_candidates"], False, path))
-
-    headlines = {t.task: {"main_metric": t.main_metric, "main_score": t.main_score,
-                          "first_stage_main_score": first_scores_of[t.task]} for t in exp.tasks}
-    exp.average = round(float(np.mean([t.main_score for t in exp.tasks])), 6) if exp.tasks else None
-    first_avg = round(float(np.mean(list(first_scores_of.values()))), 6) if first_scores_of else None
-    exp.summary_path = write_summary(exp_dir, {
-        "suite": outcome.suite, "pool": outcome.pool, "model": outcome.model, "revision": outcome.revision,
-        "experiment": experiment_name(meta.name, k), "config_hash": exp_hash, "first_stage_config_hash": first_hash,
-        "reranker": meta.to_dict(), "rerank_top_k": k, "average_main_score": exp.average,
-        "first_stage_average_main_score": first_avg,
-        "average_definition": "plain mean of the headline scores of the reranked tasks (skipped tasks excluded, "
-                              "first_stage_average_main_score over the same tasks)",
-        "skipped_tasks": skipped, "tasks": headlines,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    return exp
+        record = task_record(scored_task, head={key: first_rec[key] for key in ("task", "suite", "pool", "notes")
+                                                if key in first_rec},
+                             n_candidates=first.n_candidates, top_k=top_k, stage=stage,
+                             files={"run": run_file(spec.name), "per_query": per_query_file(spec.name)},
+                             provenance=provenance(self.config, self.exp_hash, td))
+        finish_task(writer, self.exp_dir, spec.name, scored_task, record, run_bytes)
+        return {**record, "files": {**record["files"], "run_bytes": run_bytes.result()}}

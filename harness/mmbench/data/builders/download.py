@@ -16,7 +16,7 @@ from mmbench.errors import MmbenchError
 
 def download_tasks(names: list[str], out: Path, *, message: Callable[[str], None] = print) -> list[Path]:
     from mmbench import catalog
-    from mmbench.data.mteb_loader import detect_layout, task_info
+    from mmbench.data.families.mteb import detect_layout, task_info
 
     folders = []
     for name in names:

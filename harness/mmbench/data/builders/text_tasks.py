@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmbench.data.mbeir import file_fingerprint
+from mmbench.data.families.mbeir import file_fingerprint
 from mmbench.errors import DataError
 
 WORDNET_ROOT = Path("/usr/share/wordnet")

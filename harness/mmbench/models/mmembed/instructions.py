@@ -7,7 +7,7 @@ prompts (``mteb.get_task(name).metadata.prompt["query"]``) — the mteb loader p
 encoder as ``Item.instruction``. Tasks mteb gives no prompt (the CQADupStack forums, the
 ``HardNegatives`` variants, ``Touche2020Retrieval.v3``) take this table's instruction of their
 base task: MM-Embed's ``task_instructions`` names :func:`mteb_instruction`, which the runner
-applies (:func:`mmbench.pipeline.run.with_model_instructions`).
+applies (:meth:`mmbench.data.families.mteb.MtebFamily.with_model_instructions`).
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def test_rerank_order_top_k_reranked_rest_below_in_first_stage_order():
     assert np.array_equal(run.sort_rows().indices, out_idx)      # the one tie rule reproduces the order
     # no scored pair in a row: the first-stage row unchanged
     order, out = rerank_order(fs[:1], np.zeros_like(valid[:1]), new[:1], ids.ranks[np.maximum(idx[:1], 0)], valid[:1])
-    assert np.array_equal(order[0], np.arange(6)) and np.array_equal(out, fs[:1])
+    assert np.array_equal(order[0], np.arange(6)) and np.array_equal(out, fs[:1].astype(np.float32))
 
 
 # --- tiny random-weight rerankers (real architectures) ------------------------------------------
@@ -255,7 +255,7 @@ def test_mllm_rerank_stage_on_the_mbeir_fixture(tiny_llava, mbeir_root, tmp_path
 def test_missing_first_stage_run_names_the_file_and_the_command(tmp_path):
     from mmbench import api
     from mmbench.rerank.stage import rerank_suite
-    from mmbench.pipeline.run import SuiteOutcome, TaskOutcome
+    from mmbench.pipeline.types import SuiteOutcome, TaskOutcome
 
     cfg = api.RunConfig(suite="mbeir-mini", tasks=("tuxpaint_task1",), output=tmp_path, rerank="rescore:minilm")
     outcome = SuiteOutcome("mbeir-mini", "local", "m", "r", tmp_path / "m" / "r" / "mbeir-mini",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "mbeir_mini.json").read_text())
+GOLDEN = json.loads((Path(__file__).parents[1] / "golden" / "mbeir_mini.json").read_text())
 DEFAULT_MODEL = "effnet-lite0-imagenet-labels-minilm"
 pytestmark = pytest.mark.skipif(not Path("/usr/share/tuxpaint/stamps").is_dir(),
                                 reason="needs Debian's tuxpaint-stamps-default (make setup installs it)")

@@ -8,12 +8,12 @@ import pytest
 
 from mmbench import catalog
 from mmbench.config import RunConfig
-from mmbench.data import mteb_loader as ml
+from mmbench.data.families import mteb as ml
 from mmbench.data.builders import text_tasks as tt
 from mmbench.metrics.scoring import CandidateIds
 from mmbench.data.specs import load_suite_spec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write_beir(folder: Path) -> None:
@@ -87,7 +87,7 @@ def test_specs_match_installed_mteb():
 
 
 def test_suite_groups_average(tmp_path):
-    from mmbench.pipeline.run import _group_units
+    from mmbench.pipeline.write import group_units as _group_units
 
     heads = {"a": {"main_score": 0.5}, "f1": {"main_score": 0.2}, "f2": {"main_score": 0.4}}
     assert _group_units(heads, {"G": ("f1", "f2")}) == {"a": 0.5, "G": pytest.approx(0.3)}

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmbench.catalog import tasks
-from mmbench.data.mbeir import (
+from mmbench.data.families.mbeir import (
     choose_instructions,
     load_instructions,
     load_pool,

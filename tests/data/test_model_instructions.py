@@ -9,10 +9,17 @@ import pytest
 
 from mmbench import catalog
 from mmbench.config import RunConfig
-from mmbench.data import mteb_loader as ml
+from mmbench.data.families import mteb as ml
 from mmbench.models.builtin import MINILM, MM_EMBED
 from mmbench.models.mmembed.instructions import MTEB_INSTRUCTIONS, mteb_instruction
-from mmbench.pipeline.run import with_model_instructions
+from mmbench.pipeline.plan import with_model_instructions as _with_model_instructions
+
+
+
+def with_model_instructions(data, meta, config):
+    """The pipeline's step, asked through the task's family (the spec named by the data)."""
+    return _with_model_instructions(catalog.tasks().get(data.name), data, meta, config)
+
 
 CQA = "Given a question, retrieve detailed question descriptions from Stackexchange that are duplicates to the given question"
 
@@ -65,13 +72,13 @@ def test_table_fills_only_tasks_without_a_prompt(tmp_path):
 def test_mm_embed_run_encodes_the_forum_queries_with_the_instruction(tmp_path, monkeypatch):
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/: tiny_mmembed
     from tiny_mmembed import build_tiny_mmembed
 
     from mmbench import api
     from mmbench.data.types import Item
     from mmbench.models.mmembed.encoder import load_mmembed
-    from mmbench.results.records import read_trec
+    from mmbench.results.trec import read_trec
 
     folder, nv = build_tiny_mmembed(tmp_path / "ckpt")
     name = "mm-embed-tiny-instructions-test"

@@ -1,4 +1,4 @@
-"""Loader for M-BEIR's on-disk layout, exactly as it ships (see ``shared/reference/mbeir.md`` §1).
+"""Task family ``"mbeir"``: M-BEIR's on-disk layout, exactly as it ships (see ``shared/reference/mbeir.md`` §1).
 
 * query JSONL (``qid, query_txt, query_img_path, query_modality, query_src_content, pos_cand_list,
   neg_cand_list, task_id``), candidate JSONL (``txt, img_path, modality, did, src_content``), with
@@ -13,6 +13,10 @@ Qrels that point at candidates of *another* dataset (OVEN <-> InfoSeek in the pu
 kept: they are unreachable in the local pool and reachable in the global one, as in UniIR. They are
 counted in the task's notes. A qrels candidate of the query's own dataset that is missing from the
 pool is an error.
+
+The family's data root is ``--data-root`` (or ``$MMBENCH_MBEIR_ROOT``); a spec with
+``default_data_root = "mbeir-mini"`` reads the embedded suite, built on first use
+(:func:`mmbench.data.builders.mini.ensure_mini`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from mmbench.data.types import (
     format_string,
     modality_parts,
 )
-from mmbench.errors import DataError
+from mmbench.data.families.base import BaseFamily
+from mmbench.errors import DataError, MmbenchError
 from mmbench.data.specs import TaskSpec
 
 INSTRUCTION_POLICIES = ("first", "random", "none")
@@ -287,3 +292,28 @@ def _check_qrels(spec: TaskSpec, queries: ItemTable, pool: ItemTable, qrels: Qre
             "(as in the published OVEN/InfoSeek qrels); unreachable in the local pool, kept as shipped"
         )
     return notes
+
+
+class MbeirFamily(BaseFamily):
+    """M-BEIR's layout: the real data under ``--data-root``, or the embedded mini suite."""
+
+    name = "mbeir"
+
+    def data_root(self, spec: TaskSpec, config) -> Path:
+        if spec.default_data_root == "mbeir-mini":
+            from mmbench.data.builders.mini import ensure_mini
+
+            return ensure_mini(config.mini_root)
+        root = config.mbeir_root()
+        if root is None:
+            raise MmbenchError(
+                f"task {spec.name!r} needs M-BEIR on disk: pass --data-root /path/to/M-BEIR (or set "
+                f"MMBENCH_MBEIR_ROOT); it must contain {spec.files.queries}, {spec.files.pool} and {spec.files.qrels}"
+            )
+        return root
+
+    def load(self, spec: TaskSpec, root: Path, *, instructions: str = "first", seed: int = 2023) -> TaskData:
+        return load_task(spec, root, instructions=instructions, seed=seed)
+
+
+FAMILY = MbeirFamily()

@@ -1,4 +1,4 @@
-"""Loader ``"mteb"``: MTEB text retrieval tasks (and mmbench's offline text tasks in mteb's format).
+"""Task family ``"mteb"``: MTEB text retrieval tasks (and mmbench's offline text tasks in mteb's format).
 
 A spec's ``loader_args`` names the task:
 
@@ -12,13 +12,19 @@ A spec's ``loader_args`` names the task:
   mteb's own loader; when the hub cannot be reached, one error names the task, what is missing and the
   download command.
 * ``builtin = "WordNetGlossRetrieval-5k"``: an offline task of :mod:`mmbench.data.builders.text_tasks`; the
-  runner builds it and passes its folder as ``root``. ``ignore_identical_ids`` may be set in
+  family builds it and passes its folder as ``root`` (:meth:`MtebFamily.data_root`). ``ignore_identical_ids`` may be set in
   ``loader_args``.
 
 Texts are standardised exactly as mteb's dataloaders do: a document is ``(title + " " + text).strip()``
 when it has a non-empty title, else ``text.strip()``; a query is its text. Queries without a positive
 qrels entry are dropped (mteb drops them too) and qrels of queries that are not in the query file are
 dropped (pytrec_eval would ignore them), both counted in ``notes``.
+
+After search, a task with mteb's ``ignore_identical_ids`` drops each retrieved document whose id is the
+query's (:func:`drop_identical_ids`); after scoring, the task's scores are also written in mteb's own
+results format (:func:`mmbench.results.mteb_format.write_mteb_result`). A model with its own table of
+query instructions (``ModelMeta.task_instructions``) gets it for the tasks mteb gives no prompt
+(:meth:`MtebFamily.with_model_instructions`).
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mmbench.data.families.base import BaseFamily
 from mmbench.data.types import ItemTable, Qrels, TaskData
 from mmbench.errors import DataError, MmbenchError
+from mmbench.metrics.families import to_mteb_key
 
 MTEB_K_VALUES = (1, 3, 5, 10, 20, 100, 1000)
 MTEB_TOP_K = 1000
@@ -47,7 +55,7 @@ def task_info(spec) -> dict:
     if "builtin" in args:
         return {"name": spec.name, "path": f"mmbench/{args['builtin']}", "revision": "local",
                 "split": args.get("split", "test"), "ignore_identical_ids": bool(args.get("ignore_identical_ids", False)),
-                "prompt": args.get("prompt"), "main_score": _mteb_metric(spec.main_metric), "builtin": args["builtin"],
+                "prompt": args.get("prompt"), "main_score": to_mteb_key(spec.main_metric), "builtin": args["builtin"],
                 "languages": list(args.get("languages", ["eng-Latn"]))}
     if "task" not in args:
         raise DataError(spec.path, "loader 'mteb' needs loader_args.task (an mteb task name) or loader_args.builtin",
@@ -64,11 +72,6 @@ def mteb_task(name: str):
     import mteb
 
     return mteb.get_task(name)
-
-
-def _mteb_metric(name: str) -> str:
-    family, _, k = name.partition("@")
-    return {"hit": "hit_rate"}.get(family, family) + "_at_" + k
 
 
 def query_prompt(prompt) -> str | None:
@@ -224,7 +227,7 @@ def read_hub(info: dict):
 
 
 def data_root_for(spec, config) -> Path | None:
-    """The ``root`` the runner passes: a builtin task's (built) folder; else ``--data-root``, else
+    """The ``root`` :meth:`MtebFamily.load` reads: a builtin task's (built) folder; else ``--data-root``, else
     ``$MMBENCH_MTEB_ROOT``, else None (= the HF hub)."""
     if "builtin" in spec.loader_args:
         from mmbench.data.builders.text_tasks import ensure_text_task
@@ -357,3 +360,48 @@ def local_mteb_task(name: str, folder: Path, *, split: str = "test", main_score:
     cls = type(name.replace("-", "_").replace(".", "_"), (AbsTaskRetrieval,),
                {"metadata": metadata, "ignore_identical_ids": ignore_identical_ids})
     return cls()
+
+
+class MtebFamily(BaseFamily):
+    """mteb's retrieval tasks (see the module docstring)."""
+
+    name = "mteb"
+
+    def data_root(self, spec, config) -> Path | None:
+        return data_root_for(spec, config)
+
+    def load(self, spec, root: Path | None, *, instructions: str = "first", seed: int = 2023) -> TaskData:
+        return load_task(spec, root, instructions=instructions, seed=seed)
+
+    def with_model_instructions(self, data: TaskData, meta, config) -> TaskData:
+        """A task whose queries have no instruction (mteb gives the task no prompt) takes the model's
+        own instruction for it (``meta.task_instructions``), as the model's authors evaluated it;
+        unchanged otherwise, and always with ``--instructions none``."""
+        from dataclasses import replace
+
+        from mmbench.registry import import_target
+
+        if (data.mteb is None or meta.task_instructions is None or not meta.uses_instructions
+                or data.queries.instructions is not None or config.instructions == "none"):
+            return data
+        instruction = import_target(meta.task_instructions)(data.mteb["name"])
+        if not instruction:
+            return data
+        queries = replace(data.queries, instructions=[instruction] * len(data.queries))
+        note = f"query instruction from {meta.name}'s table (mteb has no prompt for this task): {instruction!r}"
+        return replace(data, queries=queries, notes=[*data.notes, note])
+
+    def after_search(self, data: TaskData, candidate_ids, indices: np.ndarray,
+                     scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not data.ignore_identical_ids:
+            return indices, scores
+        return drop_identical_ids(list(data.queries.ids), candidate_ids, indices, scores)
+
+    def write_extra_outputs(self, output: Path, meta, spec, data: TaskData, scores: dict[str, float],
+                            record: dict) -> None:
+        from mmbench.results.mteb_format import write_mteb_result
+
+        write_mteb_result(output, meta, spec, data, scores, record)
+
+
+FAMILY = MtebFamily()

@@ -1,0 +1,113 @@
+"""Step 1 of a run: what to run, refused before any work when it cannot run, and what to reuse.
+
+:func:`make_plan` resolves the model (with ``--model-option`` and ``--trust-remote-code``), the suite and
+its tasks, the pool mode (each task against its local pool, or every task against the union of the
+suite's pools) and the results folder, and checks that the model reads every modality it will be given.
+:meth:`Plan.load` loads each task's data through its family (:mod:`mmbench.data.families`);
+:func:`reusable` decides whether a finished result of the same configuration can stand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from mmbench.catalog import get_model, resolve_tasks, task_family, tasks
+from mmbench.config import RunConfig
+from mmbench.data.specs import SuiteSpec, TaskSpec
+from mmbench.data.types import TaskData
+from mmbench.models.base import ModelMeta
+from mmbench.models.loading import with_model_options
+from mmbench.pipeline.types import Reporter, SuiteOutcome
+from mmbench.results.layout import record_file, result_dir
+from mmbench.results.records import load_task_result, run_file_problem
+
+
+def resolve_model(config: RunConfig) -> ModelMeta:
+    """The run's model: the catalog's, with ``--model-option``; the remote-code path (a different
+    implementation) gets its own revision, so its cache and results stay apart."""
+    meta = with_model_options(get_model(config.model), config.model_options)
+    if config.trust_remote_code and meta.options.get("trust_remote_code") is False:
+        meta = replace(meta, revision=meta.revision + "+remote-code")
+    return meta
+
+
+def load_task_data(spec: TaskSpec, config: RunConfig) -> TaskData:
+    """A task's data as its family loads it from the family's data root."""
+    family = task_family(spec)
+    return family.load(spec, family.data_root(spec, config), instructions=config.instructions, seed=config.seed)
+
+
+def with_model_instructions(spec: TaskSpec, data: TaskData, meta: ModelMeta, config: RunConfig) -> TaskData:
+    """A task's data as model ``meta`` encodes its queries (the family's rule)."""
+    return task_family(spec).with_model_instructions(data, meta, config)
+
+
+@dataclass
+class Plan:
+    config: RunConfig
+    meta: ModelMeta
+    suite: SuiteSpec | None
+    specs: list[TaskSpec]                  # the tasks to run
+    pool_mode: str                         # "local" or "global"
+    pool_specs: list[TaskSpec]             # the tasks whose pools are searched
+    label: str                             # the suite's name, or "local"
+    directory: Path
+    config_hash: str
+    loaded: dict[str, TaskData] = field(default_factory=dict)   # as the families give it (a reranker
+    data: dict[str, TaskData] = field(default_factory=dict)     # applies its own model's rule) and as
+                                                                # this model's queries are encoded
+    @property
+    def suite_tasks(self) -> tuple[str, ...]:
+        """The tasks of the summary: the suite's, or the ones named."""
+        return self.suite.tasks if self.suite else tuple(s.name for s in self.specs)
+
+    def top_k(self, spec: TaskSpec) -> int:
+        return self.config.top_k or spec.top_k
+
+    def load(self) -> None:
+        """Every task's data (the tasks run and the tasks whose pools are searched), once each."""
+        for spec in {s.name: s for s in [*self.specs, *self.pool_specs]}.values():
+            self.loaded[spec.name] = load_task_data(spec, self.config)
+            self.data[spec.name] = with_model_instructions(spec, self.loaded[spec.name], self.meta, self.config)
+
+    def outcome(self) -> SuiteOutcome:
+        return SuiteOutcome(self.label, self.pool_mode, self.meta.name, self.meta.revision, self.directory)
+
+
+def make_plan(config: RunConfig) -> Plan:
+    """Resolve the run and refuse it, before any work, when the model cannot read a task's queries or
+    candidates (the candidates of every pool searched)."""
+    meta = resolve_model(config)
+    suite, specs = resolve_tasks(config.suite, list(config.tasks) or None)
+    pool_mode = suite.pool if suite else "local"
+    pool_specs = [tasks().get(n) for n in suite.tasks] if pool_mode == "global" else specs
+    for spec in specs:
+        meta.check_task(spec.name, spec.query_modality, spec.candidate_modality)
+    for spec in pool_specs:
+        meta.check_task(f"{spec.name} (candidates of the global pool)", spec.candidate_modality, spec.candidate_modality)
+    label = suite.name if suite else "local"
+    return Plan(config, meta, suite, specs, pool_mode, pool_specs, label,
+                result_dir(config.output, meta.name, meta.revision, label), config.config_hash())
+
+
+def reusable(plan: Plan, spec: TaskSpec, reporter: Reporter) -> dict | None:
+    """The finished record of ``spec`` when it stands: same configuration hash, same data fingerprints
+    and its run file as written; None (compute it) otherwise, or with ``--overwrite``."""
+    if plan.config.overwrite:
+        return None
+    path = plan.directory / record_file(spec.name)
+    previous = load_task_result(path)
+    provenance = (previous or {}).get("provenance", {})
+    if not previous or provenance.get("config_hash") != plan.config_hash \
+            or provenance.get("data_fingerprints") != plan.data[spec.name].fingerprints:
+        return None
+    problem = run_file_problem(plan.directory, previous)
+    if problem is not None:
+        reporter.message(f"{spec.name}: finished result found, but its {problem}: computed again")
+        return None
+    reporter.message(f"{spec.name}: finished result found, reused ({path})")
+    return previous
+
+
+__all__ = ["Plan", "load_task_data", "make_plan", "resolve_model", "reusable", "with_model_instructions"]

@@ -1,0 +1,56 @@
+"""Step 3 of a run: queries -> the search backend -> a ranked run, then the task family's rule.
+
+Search is maximum inner product over the pool's blocks with the run's backend (``--search-backend``;
+default the best exact one available; :func:`mmbench.search.search`), each row ordered by the one tie
+rule: score descending, then candidate id descending (trec_eval's). The
+family's :meth:`~mmbench.data.families.base.TaskFamily.after_search` rule then applies (mteb's
+``ignore_identical_ids``) before the run is scored.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmbench.config import RunConfig
+from mmbench.data.types import TaskData
+from mmbench.pipeline.pools import Pool
+from mmbench.pipeline.types import Reporter
+
+TIE_BREAK = "score descending, then candidate id descending (trec_eval's rule)"
+
+
+def describe_search(config: RunConfig) -> dict:
+    """The record's ``search``: the backend the run's search uses (its name, whether it is exact and
+    its own keys; :func:`mmbench.search.describe_backend`) and the tie rule."""
+    from mmbench.search import describe_backend
+
+    return {**describe_backend(config.search_backend, config.device), "tie_break": TIE_BREAK}
+
+
+@dataclass
+class Retrieved:
+    ranked: object          # metrics.scoring.Run: rows in rank order, over the pool's candidate ids
+    seconds: float          # search and the family's rule
+
+
+def retrieve(family, data: TaskData, pool: Pool, queries: np.ndarray, top_k: int, config: RunConfig,
+             reporter: Reporter, label: str) -> Retrieved:
+    """The top ``top_k`` of each query of ``data`` in ``pool``, after ``family``'s rule."""
+    from mmbench.metrics.scoring import Run
+    from mmbench.search import search
+
+    t0 = time.perf_counter()
+    indices, scores = search(queries, pool.blocks, top_k, tiebreak=pool.candidate_ids.ranks,
+                             backend=config.search_backend, device=config.device,
+                             memory_budget_bytes=int(config.memory_budget_gb * 1024**3),
+                             progress=reporter.progress(f"{label}: search {len(pool.table):,} candidates",
+                                                        len(pool.table)))
+    indices, scores = family.after_search(data, pool.candidate_ids, indices, scores)
+    seconds = time.perf_counter() - t0
+    return Retrieved(Run(list(data.queries.ids), pool.candidate_ids, indices, scores), seconds)
+
+
+__all__ = ["TIE_BREAK", "Retrieved", "describe_search", "retrieve"]
