@@ -94,7 +94,7 @@ def _invoke(args: Sequence[str]) -> int:
 def _show_usage_error(exc, args: Sequence[str]) -> None:
     """The usage, a "Try ... --help" line and the error on one line (to stderr). With no command at all
     (bare ``mmbench``, ``mmbench data``), the group's help."""
-    if isinstance(exc, _click_exceptions.NoArgsIsHelpError):
+    if isinstance(exc, getattr(_click_exceptions, "NoArgsIsHelpError", ())):     # click >= 8.2
         exc.show()
         return
     ctx = exc.ctx or _context_for(args)       # click's parser raises some errors without a context

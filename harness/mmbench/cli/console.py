@@ -1,4 +1,5 @@
-"""Terminal rendering (the only module that prints): rich progress bars and result tables."""
+"""Terminal rendering for the commands (the CLI is the only part of mmbench that prints): the console,
+rich progress bars for a run's :class:`~mmbench.pipeline.types.Reporter`, and result tables."""
 
 from __future__ import annotations
 
