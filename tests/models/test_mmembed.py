@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))   # tests/: tiny_mmembed
 
 from tiny_mmembed import LATENT, TEXT, VISION, build_tiny_mmembed, mmembed_config  # noqa: E402
 
@@ -389,7 +389,8 @@ def test_remote_code_is_refused_without_the_flag(tiny, meta, monkeypatch):
 
 
 def test_runner_passes_the_flag_only_when_given(meta, monkeypatch):
-    from mmbench.pipeline import run as runner
+    from mmbench.pipeline import pools as runner
+    from mmbench.pipeline.types import Reporter
     from mmbench.config import RunConfig
 
     seen = {}
@@ -399,15 +400,15 @@ def test_runner_passes_the_flag_only_when_given(meta, monkeypatch):
         return object()
 
     monkeypatch.setattr(runner, "import_target", lambda target: factory)
-    runner.LazyEncoder(meta, RunConfig(model="mm-embed", device="cpu"), runner.Reporter())()
+    runner.LazyEncoder(meta, RunConfig(model="mm-embed", device="cpu"), Reporter())()
     assert seen == {"trust_remote_code": False, "device": "cpu"}
-    runner.LazyEncoder(meta, RunConfig(model="mm-embed", trust_remote_code=True), runner.Reporter())()
+    runner.LazyEncoder(meta, RunConfig(model="mm-embed", trust_remote_code=True), Reporter())()
     assert seen["trust_remote_code"] is True
     # metadata that asks for remote code (a plugin's options, say) does not get it without the flag
     from dataclasses import replace
 
     eager = replace(meta, options={**meta.options, "trust_remote_code": True})
-    runner.LazyEncoder(eager, RunConfig(model="mm-embed", device="cpu"), runner.Reporter())()
+    runner.LazyEncoder(eager, RunConfig(model="mm-embed", device="cpu"), Reporter())()
     assert seen["trust_remote_code"] is False
     assert "trust_remote_code" not in RunConfig(model="mm-embed").scoring_fields()
     assert RunConfig(model="mm-embed", trust_remote_code=True).scoring_fields()["trust_remote_code"] is True

@@ -76,7 +76,7 @@ def test_catalog_registers_metadata_without_torch():
         "resolve_dynamic_model('clip:openai/clip-vit-base-patch32')\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_catalog_metadata():

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mmbench.embeddings import mapping as pool_map
 from mmbench.data.types import ItemTable
-from mmbench.embeddings.cache import EmbeddingKey, EmbeddingStore, embed_table, ids_digest
+from mmbench.embeddings import EmbeddingKey, EmbeddingStore, embed_table, ids_digest
 from mmbench.util.io import save_npy
 from mmbench.models.base import l2_normalize
 
@@ -160,9 +160,9 @@ def test_embed_table_resumes_a_mapped_pool_and_copies_chunks_of_an_older_layout(
 
 
 def test_a_failed_mapping_reads_the_chunks_back(tmp_path, monkeypatch):
-    import mmbench.embeddings.cache as encode
+    import mmbench.embeddings.store as store_module
 
-    monkeypatch.setattr(encode, "map_chunk_files", lambda *a, **k: None)
+    monkeypatch.setattr(store_module, "map_chunk_files", lambda *a, **k: None)
     got, _ = embed_table(wide_table(13), KEY, WideEncoder, batch_size=4, chunk_size=4, normalize=True,
                          map_min_bytes=0, cache_dir=tmp_path)
     np.testing.assert_array_equal(got, expected(13, True))

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmbench.data.types import ItemTable
-from mmbench.embeddings.cache import CHUNK_ABSENT, BackgroundWriter, EmbeddingKey, EmbeddingStore, embed_table, ids_digest
+from mmbench.embeddings import BackgroundWriter, EmbeddingKey, EmbeddingStore, embed_table, ids_digest
+from mmbench.embeddings.store import CHUNK_ABSENT
 from mmbench.models.base import l2_normalize
 
 
@@ -216,15 +217,15 @@ def test_chunks_written_slower_than_encoded_each_hold_their_own_rows(tmp_path, m
     an earlier one that is still waiting for the writer."""
     import time
 
-    import mmbench.embeddings.cache as encode
+    import mmbench.embeddings.store as store_module
 
-    real_save = encode.save_npy
+    real_save = store_module.save_npy
 
     def slow_save(path, array, **kwargs):
         time.sleep(0.01)
         real_save(path, array, **kwargs)
 
-    monkeypatch.setattr(encode, "save_npy", slow_save)
+    monkeypatch.setattr(store_module, "save_npy", slow_save)
     out, stats = embed_table(table(41), KEY, ReusingEncoder, cache_dir=tmp_path, batch_size=2, chunk_size=3,
                              normalize=normalize)
     assert stats.encoded == 41
@@ -238,11 +239,11 @@ def test_staging_buffers_wait_for_the_oldest_write_then_reuse_its_buffer():
     import threading
     from concurrent.futures import Future
 
-    from mmbench.embeddings.cache import _StagingBuffers
+    from mmbench.embeddings.writer import StagingBuffers
 
-    staging = _StagingBuffers(4)
+    staging = StagingBuffers(4)
     futures, bases = [], []
-    for _ in range(_StagingBuffers.IN_FLIGHT):
+    for _ in range(StagingBuffers.IN_FLIGHT):
         view = staging.take((4, 2), "float32")
         assert all(not np.shares_memory(view, b) for b in bases)      # distinct while all are in flight
         bases.append(view.base)

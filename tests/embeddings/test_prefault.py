@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from mmbench.embeddings import prefault
 from mmbench.data.types import ItemTable
-from mmbench.embeddings.cache import EmbeddingKey, embed_table
+from mmbench.embeddings import EmbeddingKey, embed_table
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise is Linux's")
 PAGE = mmap.PAGESIZE
@@ -107,7 +107,7 @@ def test_embed_table_fills_a_pool_while_its_pages_are_mapped(tmp_path, monkeypat
         started.append(thread)
         return thread
 
-    monkeypatch.setattr("mmbench.embeddings.cache.prepare_pool_memory", spy)
+    monkeypatch.setattr("mmbench.embeddings.embed.prepare_pool_memory", spy)
     n, dim = 3000, 64
     rng = np.random.default_rng(7)
     rows = rng.standard_normal((n, dim)).astype(np.float32)

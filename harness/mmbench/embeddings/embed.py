@@ -1,0 +1,177 @@
+"""Embedding an item table through the cache: :func:`embed_table`, the only caller of ``Encoder.encode``
+for first-stage embeddings.
+
+The table is cut into chunks of ``chunk_size`` items (the unit of resume); chunks whose file in the
+key's :class:`~mmbench.embeddings.store.EmbeddingStore` is complete are reused, the others are encoded
+and written by a :class:`~mmbench.embeddings.writer.BackgroundWriter` while the next chunk encodes. The
+model is loaded only when some chunk is missing, so a fully cached run never loads weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from mmbench.data.types import ItemTable
+from mmbench.embeddings.key import EmbeddingKey, ids_digest
+from mmbench.embeddings.mapping import MAP_MIN_BYTES, can_map
+from mmbench.embeddings.prefault import prepare_pool_memory
+from mmbench.embeddings.store import CHUNK_ABSENT, EmbeddingStore
+from mmbench.embeddings.writer import BackgroundWriter, StagingBuffers
+from mmbench.models.base import l2_normalize
+from mmbench.util.io import write_json
+
+__all__ = ["EncodeStats", "embed_table"]
+
+
+@dataclass
+class EncodeStats:
+    encoded: int = 0        # items encoded now
+    cached: int = 0         # items taken from the cache
+    seconds: float = 0.0
+    settings: dict | None = None   # the encoder settings that produced these embeddings
+
+
+def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], object], *,
+                cache_dir: Path, batch_size: int, chunk_size: int = 4096, overwrite: bool = False,
+                progress: Callable[[int, int], None] | None = None,
+                writer: BackgroundWriter | None = None, normalize: bool = False,
+                normalized_dtype: str = "float32",
+                message: Callable[[str], None] | None = None,
+                map_min_bytes: int = MAP_MIN_BYTES) -> tuple[np.ndarray, EncodeStats]:
+    """Embeddings of every item of ``table``, encoding only what is not cached.
+
+    Returned: the encoder's output (in the key's dtype), or with ``normalize`` its rows at unit L2
+    norm in float32 (chunk by chunk: the bits of normalising the whole), or, with
+    ``normalized_dtype="float16"``, those float32 unit rows rounded to float16 (half the memory of a
+    large pool; the search computes in float32 block by block). The cache holds the rows as
+    returned when they are the encoder's float32 output at unit norm (``rows="unit"`` in the key:
+    the default for cosine models) or the raw output itself; otherwise (a float16 cache) the raw
+    output. Items with identical content (:meth:`ItemTable.duplicate_rows`) get the embedding of
+    the first of them: encoded in different batches, with other padding, they would differ in the
+    last bits, and float noise, not the tie-break rule, would order them (observed: the duplicate
+    captions of mbeir-mini's t->t task swapped places between two CPU kinds).
+
+    A table of at least ``map_min_bytes`` whose cached rows are the returned rows is returned as a
+    private mapping of its chunk files (:mod:`mmbench.embeddings.mapping`): no copy, no second 180 MB for a
+    118k x 384 pool; elsewhere the chunks are copied into a new array as they are encoded or read.
+    Chunk files are written by ``writer`` when one is given, else by a writer of this call, without
+    an fsync (:mod:`mmbench.embeddings.store`); the cache is complete when the caller's writer is
+    closed, or on return. ``message`` receives a line for each incomplete chunk file found (encoded again).
+    """
+    unit = normalize and key.dtype == "float32" and normalized_dtype == "float32"
+    if unit:
+        key = replace(key, rows="unit")
+    store = EmbeddingStore(cache_dir, key, len(table), ids_digest(table.ids), chunk_size)
+    store.open(overwrite)
+    problems = {i: store.chunk_problem(i) for i in range(store.n_chunks)}
+    missing = [i for i, problem in problems.items() if problem is not None]
+    if message:
+        for problem in problems.values():
+            if problem not in (None, CHUNK_ABSENT):
+                message(f"embedding cache chunk {problem} (not written to the disk before an OS crash?): encoded again")
+    stats = EncodeStats(cached=len(table) - sum(store.chunk_len(i) for i in missing))
+    done = stats.cached
+    if progress:
+        progress(done, len(table))
+    as_cached = unit or not normalize         # the rows returned are the rows in the cache files
+    out_dtype = np.dtype(normalized_dtype) if normalize else None
+    # Either the result is mapped from the chunk files at the end (``plan["map"]``), or it is
+    # assembled in memory: cached chunks read, chunks encoded now placed as encoded, never read back.
+    plan: dict = {}
+    out: np.ndarray | None = None
+
+    def decide(row_shape: tuple[int, ...], dtype: np.dtype) -> bool:
+        if "map" not in plan:
+            row_bytes = dtype.itemsize * math.prod(row_shape)
+            # every file's header is checked once, when mapping (``store.mapped``); a chunk of another
+            # layout (an older cache's) makes it read the files back instead
+            plan["map"] = as_cached and store.n * row_bytes >= map_min_bytes and can_map(chunk_size * row_bytes)
+            plan["row"] = (tuple(row_shape), np.dtype(dtype))
+        return plan["map"]
+
+    def place(i: int, arr: np.ndarray) -> None:
+        nonlocal out
+        if out is None:
+            out = np.empty((store.n, *arr.shape[1:]), dtype=out_dtype or arr.dtype)
+            prepare_pool_memory(out)      # no huge pages; mapped on another core while chunks arrive
+        lo = i * chunk_size
+        if normalize and not unit and arr.ndim == 2 and out.dtype == np.float32:
+            l2_normalize(arr, out=out[lo: lo + arr.shape[0]])
+        elif normalize and not unit and arr.ndim == 2:
+            out[lo: lo + arr.shape[0]] = l2_normalize(arr)        # float32 arithmetic, then rounded
+        else:
+            out[lo: lo + arr.shape[0]] = arr
+
+    missing_set = set(missing)
+    cached = [i for i in range(store.n_chunks) if i not in missing_set]
+    if cached:
+        _, shape, dtype, _ = store.chunk_header(cached[0])
+        if not decide(shape[1:], dtype):
+            for i in cached:
+                place(i, store.load_chunk(i))
+    written: list[Future] = []
+    if missing:
+        encoder = get_encoder()
+        start = time.perf_counter()
+        # Chunk files are written by one background thread while the next chunk encodes; if
+        # encoding fails, every chunk encoded before the failure is still saved.
+        own = writer is None
+        chunks = BackgroundWriter() if own else writer
+        staging = StagingBuffers(chunk_size)
+        try:
+            for i in missing:
+                lo = i * chunk_size
+                items = table.items(lo, lo + chunk_size)
+                emb = np.asarray(encoder.encode(items, role=key.role, batch_size=batch_size))
+                if emb.shape[0] != len(items):
+                    raise RuntimeError(f"model {key.model!r} returned {emb.shape[0]} embeddings for {len(items)} items")
+                _check_finite(emb, items, key)           # a NaN row would sort anywhere: never cache one
+                raw = staging.take(emb.shape, key.dtype)  # our own memory: the encoder may reuse its buffer
+                raw[...] = emb
+                if unit and raw.ndim == 2:
+                    l2_normalize(raw, inplace=True)      # the bits of normalising the float32 output
+                if not decide(raw.shape[1:], raw.dtype):
+                    place(i, raw)
+                written.append(chunks.submit(store.write_chunk, i, raw))
+                staging.hand_over(raw, written[-1])
+                stats.encoded += len(items)
+                done += len(items)
+                if progress:
+                    progress(done, len(table))
+        finally:
+            if own:
+                chunks.close()
+        stats.seconds = time.perf_counter() - start
+        settings = getattr(encoder, "settings", None)
+        if callable(settings):
+            write_json(store.settings_path, settings())
+    if store.settings_path.exists():
+        stats.settings = json.loads(store.settings_path.read_text())
+    if plan.get("map"):
+        for future in written:                   # this table's chunk files are on the page cache
+            future.result()
+        out = store.mapped(*plan["row"])
+        if out is None:                          # the mapping failed: read the files back
+            for i in range(store.n_chunks):
+                place(i, store.load_chunk(i))
+    if out is None:                              # an empty table (no chunks)
+        return np.zeros((0, 0), dtype=out_dtype or key.dtype), stats
+    rows, sources = table.duplicate_rows()
+    out[rows] = out[sources]        # identical items, identical bits: their ties are exact, whatever the batching
+    return out, stats
+
+
+def _check_finite(emb: np.ndarray, items: list, key: EmbeddingKey) -> None:
+    """Raise, naming the first item, when the model returned NaN or infinite values."""
+    if emb.dtype.kind == "f" and not np.isfinite(emb).all():
+        row = int(np.flatnonzero(~np.isfinite(emb.reshape(len(items), -1)).all(axis=1))[0])
+        raise RuntimeError(f"model {key.model!r} returned non-finite values (NaN or inf) for {key.role} "
+                           f"{items[row].id!r}; nothing of this chunk was cached")
