@@ -118,7 +118,9 @@ class _Pools:
 
 def rerank_order(first_scores: np.ndarray, scored: np.ndarray, new_scores: np.ndarray,
                  tiebreak: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column order and run-file scores of each row (see the module docstring for the rule).
+    """Column order and run-file scores of each row (see the module docstring for the rule); the
+    scores are float32 in the new order, made by :func:`~mmbench.results.trec.rule_safe_scores` so that
+    trec_eval's rule reproduces that order at every rank.
 
     All arrays are (Q, depth) in first-stage order: ``scored`` marks pairs with a reranker score
     ``new_scores``; ``tiebreak`` is the candidate id rank; ``valid`` marks filled slots.
