@@ -1,6 +1,7 @@
 """Task and suite specs: TOML files under ``tasks/`` validated into frozen dataclasses.
 
-Specs are data. Behaviour lives in the loader a spec names (``loader = "mbeir"``). Unknown keys,
+Specs are data. Behaviour lives in the task family a spec names in its ``loader`` field
+(``loader = "mbeir"``; :mod:`mmbench.data.families`, :func:`mmbench.catalog.task_families`). Unknown keys,
 missing keys and wrong types are errors that name the file and the key.
 """
 
@@ -37,7 +38,7 @@ class TaskFiles:
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    loader: str
+    loader: str                       # the task family (mmbench.catalog.task_families): "mbeir", "mteb", a plugin's
     source: str                       # "mbeir", "mbeir-mini", "mteb", ...
     dataset: str
     query_modality: str
@@ -46,7 +47,7 @@ class TaskSpec:
     metrics: tuple[str, ...]
     main_metric: str
     files: TaskFiles | None = None    # M-BEIR-layout files, relative to the data root
-    loader_args: dict = field(default_factory=dict)   # loader-specific settings (e.g. mteb task name)
+    loader_args: dict = field(default_factory=dict)   # the family's own settings (e.g. mteb task name)
     dataset_id: int | None = None
     task_id: int | None = None
     top_k: int = 100
