@@ -354,7 +354,7 @@ def test_clip_with_its_real_tokenizer_pools_at_the_first_eos_as_the_hub_config_d
 
 def test_clip_oom_halving_is_per_modality_and_bad_options_are_refused(tiny_clip_dir, tmp_path):
     from mmbench.errors import DataError
-    from mmbench.models.clip import hf_source
+    from mmbench.models.loading import hf_source
 
     meta = resolve_dynamic_model(f"clip:{tiny_clip_dir}")
     encoder = load(meta, device="cpu", num_workers=0)

@@ -10,9 +10,7 @@ sum of the raw projected embeddings, L2-normalised afterwards (as UniIR's indexe
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -169,14 +167,3 @@ class FusionEncoder:
         assert out is not None
         return out if unit_parts else l2_normalize(out, inplace=True)
 
-
-def weights_revision(path: Path, names: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin", "config.json")) -> str:
-    """``"local:<12 hex>"``: sha256 over the folder's weight files, so a changed model changes the key."""
-    digest = hashlib.sha256()
-    for name in names:
-        f = path / name
-        if f.is_file():
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-    return f"local:{digest.hexdigest()[:12]}"

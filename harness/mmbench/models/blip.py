@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from mmbench.models.base import ModelMeta
-from mmbench.models.clip import ClipEncoder, hf_source
+from mmbench.models.clip import ClipEncoder
+from mmbench.models.loading import hf_source
 
 BLIP_RETRIEVAL_MAX_TOKENS = 35   # BLIP's blip_retrieval.py evaluation: max_length=35
 

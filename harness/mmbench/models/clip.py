@@ -8,17 +8,14 @@ float32. Image+text items are fused by :class:`~mmbench.models.base.FusionEncode
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mmbench.errors import DataError
 from mmbench.models.base import FusionEncoder, ModelMeta, Role
 from mmbench.models.batching import OomGuard, encode_in_length_order, image_batches
-from mmbench.models.minilm import resolve_device
+from mmbench.models.loading import hf_source, hub_commit, resolve_device
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -26,34 +23,6 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def _features(output: Any) -> torch.Tensor:
     """``get_*_features`` returns a tensor in older transformers, an output with ``pooler_output`` in 5.x."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
-def hf_source(path: str) -> tuple[str, bool]:
-    """(name for ``from_pretrained``, ``local_files_only``): a folder, or a hub id (offline when HF_HUB_OFFLINE)."""
-    source = Path(path).expanduser()
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    if source.is_dir():
-        return str(source), True
-    if path.startswith(("/", "./", "../", "~")):          # meant as a folder: never a hub id
-        raise DataError(source, "model folder not found")
-    return path, offline
-
-
-def hub_commit(path: str) -> str | None:
-    """The commit a hub id resolved to in the local Hugging Face cache (its snapshot folder), so a
-    result records exactly which weights ``hub`` meant; None for a local folder or when unknown."""
-    if Path(path).expanduser().is_dir():
-        return None
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(path, "config.json")
-    return snapshot_commit(Path(cached)) if isinstance(cached, str) else None
-
-
-def snapshot_commit(path: Path) -> str | None:
-    """The hub commit of a file inside a Hugging Face cache snapshot (``.../snapshots/<commit>/...``)."""
-    parts = Path(path).parts
-    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
 
 
 class ClipEncoder(FusionEncoder):

@@ -22,7 +22,8 @@ from mmbench.util.io import save_npy
 from mmbench.models.base import FusionEncoder, ModelMeta, Role, l2_normalize
 from mmbench.models.builtin import MINILM
 from mmbench.models.efficientnet_lite import IMAGE_SIZE, load_efficientnet_lite0, preprocess
-from mmbench.models.minilm import MiniLMEncoder, resolve_device
+from mmbench.models.loading import resolve_device
+from mmbench.models.minilm import MiniLMEncoder
 
 TOP_K = 5
 CLASS_BATCH = 128

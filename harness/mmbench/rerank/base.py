@@ -13,7 +13,6 @@ revision is ``local:`` + the first 12 hex digits of the sha256 of its ``config.j
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from mmbench.data.types import IMAGE, IMAGE_TEXT, TEXT, Item, ItemTable, TaskData, canonical_modality
 from mmbench.errors import DataError, UnknownNameError
+from mmbench.models.loading import local_revision, looks_like_path
 
 KINDS = ("rescore", "cross-encoder", "mllm-rerank")
 LOADERS = {
@@ -125,19 +125,15 @@ def _split_name(name: str) -> tuple[str, str]:
     return kind, model
 
 
-def _looks_like_path(spec: str) -> bool:
-    return spec.startswith(("/", ".", "~")) or Path(spec).expanduser().exists()
-
-
 def _folder_or_hub(model: str) -> tuple[str, str]:
     """(path to load, revision) of a folder or hub id."""
-    if not _looks_like_path(model):
+    if not looks_like_path(model):
         return model, "hub"
     folder = Path(model).expanduser().resolve()
     config = folder / "config.json"
     if not config.is_file():
         raise DataError(folder, "not a model folder (config.json not found)")
-    return str(folder), "local:" + hashlib.sha256(config.read_bytes()).hexdigest()[:12]
+    return str(folder), local_revision(folder, ("config.json",))
 
 
 def parse_reranker(name: str) -> RerankerMeta:

@@ -24,7 +24,7 @@ import torch
 from mmbench.data.types import Item
 from mmbench.errors import MmbenchError
 from mmbench.models.base import ModelMeta, Role, l2_normalize
-from mmbench.models.minilm import resolve_device
+from mmbench.models.loading import hub_offline, resolve_device
 
 if TYPE_CHECKING:
     from mmbench.models.batching import OomGuard
@@ -54,7 +54,7 @@ def resolve_folder(path: str | os.PathLike, revision: str | None = None) -> Path
         raise MmbenchError(f"mm-embed: model folder {path} does not exist")
     from huggingface_hub import snapshot_download
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    offline = hub_offline()
     try:
         return Path(snapshot_download(str(path), revision=revision, local_files_only=offline,
                                       allow_patterns=["*.json", "*.safetensors"]))

@@ -4,12 +4,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path
 
 from mmbench.errors import DataError, UnknownNameError
 from mmbench.models.base import ModelMeta
+from mmbench.models.loading import local_revision, looks_like_path
 
 PREFIX = "mm-embed:"
 
@@ -20,15 +20,11 @@ def resolve_mmembed_model(name: str, base: ModelMeta) -> ModelMeta:
         raise UnknownNameError(f"model {name!r}: expected mm-embed:<local-folder-or-hub-id>, e.g. mm-embed:/data/MM-Embed")
     folder = Path(spec).expanduser()
     options = dict(base.options)
-    if spec.startswith(("/", ".", "~")) or folder.exists():
+    if looks_like_path(spec):
         folder = folder.resolve()
         if not (folder / "config.json").is_file():
             raise DataError(folder, "not an MM-Embed folder (config.json not found)")
-        digest = hashlib.sha256()
-        for f in ("config.json", "model.safetensors.index.json"):
-            if (folder / f).is_file():
-                digest.update((folder / f).read_bytes())
-        revision, path = "local:" + digest.hexdigest()[:12], str(folder)
+        revision, path = local_revision(folder, ("config.json", "model.safetensors.index.json")), str(folder)
         options["revision"] = None
     else:
         revision, path = "hub", spec
