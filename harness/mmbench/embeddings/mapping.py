@@ -9,7 +9,7 @@ slot (``mmap`` with ``MAP_FIXED``, private, read-write), so the array *is* the p
 
 * the first read of a page maps it (the kernel maps 16 pages per fault), no copy is made; a large
   pool that exceeds RAM is paged from the cache files instead of swapped;
-* a write (the runner's duplicate-row fix, a caller's own change) copies that page privately
+* a write (embed_table's duplicate-row fix, a caller's own change) copies that page privately
   (copy-on-write); the file never changes;
 * the range is unmapped when the last array over it is garbage-collected.
 
@@ -36,7 +36,7 @@ import numpy as np
 __all__ = ["DATA_OFFSET", "MAP_MIN_BYTES", "can_map", "map_chunk_files"]
 
 DATA_OFFSET = 4096                # where a cache chunk's array data starts in its file
-MAP_MIN_BYTES = 32 << 20          # smaller pools are copied: a few ms, and no mapping per chunk
+MAP_MIN_BYTES = 32 << 20          # smaller pools are copied: cheap, and no mapping per chunk
 _PROT_NONE, _PROT_READ, _PROT_WRITE = 0, 1, 2
 _MAP_PRIVATE, _MAP_FIXED, _MAP_ANONYMOUS, _MAP_NORESERVE = 0x02, 0x10, 0x20, 0x4000   # x86-64 and arm64
 _MADV_POPULATE_READ = 22          # Linux 5.14: map every page now (reads only: no copy-on-write)

@@ -4,19 +4,17 @@ A pool of 118k x 384 float32 is 180 MB that the process has never touched, and i
 costs a page fault per page. numpy asks the kernel for transparent huge pages on large arrays (its
 default on Linux), and with the kernel's default ``defrag=madvise`` a huge-page fault compacts
 memory first when the process's memory is fragmented, as it is after other work in the same
-process: measured on a 2-core VM right after an ``mteb.evaluate``, normalising the encoded chunks
-into the pool took 0.23-0.34 s where the same writes to mapped memory take 0.06 s, and the run's
-TREC writer and search were slower too.
+process (an ``mteb.evaluate``, a notebook): writing the pool then costs several times what the
+same writes to mapped memory cost, and the run's TREC writer and search slow down too.
 
 :func:`prepare_pool_memory` therefore (1) opts the array out of huge pages
-(``madvise(MADV_NOHUGEPAGE)``; ordinary 4 KiB faults cost ~0.07 s per 180 MB here, with no
-compaction) and (2) has the kernel map every page on a background thread
-(``madvise(MADV_POPULATE_WRITE)``, Linux 5.14+) while the caller encodes, which keeps one core
-busy in Python. Neither call reads or writes the memory's contents, so they may run while the
-caller fills the array. Measured in ``bench/bench_mteb.py`` (117k documents, lookup encoder,
-alternating with mteb in one process): mmbench's run took 2.04-2.10 s before, 1.71 s with (1),
-1.59-1.77 s with both. Where the calls are not available (another OS, an older kernel, a C library
-without madvise) nothing happens and the pages fault on first write, as before.
+(``madvise(MADV_NOHUGEPAGE)``; ordinary 4 KiB faults need no compaction) and (2) has the kernel map
+every page on a background thread (``madvise(MADV_POPULATE_WRITE)``, Linux 5.14+) while the caller
+encodes, which keeps one core busy in Python. Neither call reads or writes the memory's contents,
+so they may run while the caller fills the array. The measurements behind both steps are in
+``docs/perf.md`` ("Embedding cache and encoding"). Where the calls are not available (another OS,
+an older kernel, a C library without madvise) nothing happens and the pages fault on first write,
+as before.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ __all__ = ["PREFAULT_MIN_BYTES", "page_range", "prepare_pool_memory"]
 
 MADV_NOHUGEPAGE = 15              # linux/mman.h
 MADV_POPULATE_WRITE = 23          # linux/mman.h, Linux 5.14
-PREFAULT_MIN_BYTES = 32 << 20     # below this, first-write faults cost ~0.01 s or less: not worth a thread
+PREFAULT_MIN_BYTES = 32 << 20     # below this, first-write faults cost too little to be worth a thread
 _STEP_BYTES = 16 << 20            # one populate call per 16 MiB: the front of the array is mapped first
 _libc: ctypes.CDLL | None = None
 
