@@ -54,9 +54,11 @@ class Plan:
     label: str                             # the suite's name, or "local"
     directory: Path
     config_hash: str
-    loaded: dict[str, TaskData] = field(default_factory=dict)   # as the families give it (a reranker
-    data: dict[str, TaskData] = field(default_factory=dict)     # applies its own model's rule) and as
-                                                                # this model's queries are encoded
+    # each task's data as its family gives it (a reranker applies its own model's instructions to it)...
+    loaded: dict[str, TaskData] = field(default_factory=dict)
+    # ... and as this run's model encodes its queries
+    data: dict[str, TaskData] = field(default_factory=dict)
+
     @property
     def suite_tasks(self) -> tuple[str, ...]:
         """The tasks of the summary: the suite's, or the ones named."""
