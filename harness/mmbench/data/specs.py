@@ -12,6 +12,7 @@ import json
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
+from importlib.resources import files
 from pathlib import Path
 
 from mmbench.data.types import canonical_modality
@@ -20,11 +21,13 @@ from mmbench.metrics.families import parse_metric
 
 
 def tasks_dir() -> Path:
-    """The folder of specs: ``$MMBENCH_TASKS_DIR`` or the repository's ``tasks/``."""
+    """The folder of specs: ``$MMBENCH_TASKS_DIR``, else the installed data package ``mmbench.specs``
+    (the repository's ``tasks/``, which pyproject.toml maps onto that package: the same folder in an
+    editable install, a copy in a wheel or sdist install)."""
     env = os.environ.get("MMBENCH_TASKS_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "tasks"
+    return Path(str(files("mmbench.specs")))
 
 
 @dataclass(frozen=True)
