@@ -40,6 +40,13 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "mmb_topk_finish": (i64, [ptr, i64, i64, ptr, i64, ptr, ptr, ptr]),
         "mmb_trec_lines": (i64, [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_char_p, i64, ptr, i64]),
     }
+    optional = {
+        "mmb_rescore_pairs": (None, [ptr, i64, ptr, i64, i64, ptr, ptr, ptr]),
+    }
+    for name, (restype, argtypes) in optional.items():     # absent from a build older than the function
+        function = getattr(lib, name, None)
+        if function is not None:
+            function.restype, function.argtypes = restype, argtypes
     for name, (restype, argtypes) in signatures.items():
         function = getattr(lib, name)
         function.restype, function.argtypes = restype, argtypes

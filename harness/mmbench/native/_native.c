@@ -365,3 +365,27 @@ int64_t mmb_trec_lines(int64_t nq, int64_t width, const int64_t *indices, const 
     }
     return size;
 }
+
+/* The search's re-score (mmbench/search/rescore.py, whose docstring defines it and proves the gather
+ * margin): out[p] = the float64 inner product of query row qrow[p] of q (nq x d float32, row-major)
+ * and candidate row crow[p] of rows (float32, ld floats apart), the d exact float64 products added
+ * in a fixed order: lane j (j < 8) accumulates products j, j+8, j+16, ... left to right (the row
+ * padded with zeros to a multiple of 8), then ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). The products of
+ * two floats are exact in double, so a fused multiply-add gives the same bits as a multiply then an
+ * add: the compiler may contract or vectorise the lanes, never reorder them. numpy's elementwise
+ * version in rescore.py gives the same bits (tests check it). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))   /* AVX2 + FMA where the CPU has them: same bits */
+#endif
+void mmb_rescore_pairs(const float *q, int64_t d, const float *rows, int64_t ld, int64_t n,
+                       const int64_t *qrow, const int64_t *crow, double *out) {
+    for (int64_t p = 0; p < n; p++) {
+        const float *x = q + qrow[p] * d, *y = rows + crow[p] * ld;
+        double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t i = 0;
+        for (; i + 8 <= d; i += 8)
+            for (int j = 0; j < 8; j++) l[j] += (double)x[i + j] * (double)y[i + j];
+        for (int j = 0; i + j < d; j++) l[j] += (double)x[i + j] * (double)y[i + j];
+        out[p] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+    }
+}

@@ -24,6 +24,10 @@ on the CPU ``scan-cpu`` where the kernel is built, else ``faiss-cpu``; on a CUDA
 faiss or torch sees one, else the CPU. A named backend runs on the device asked for (with
 ``device="auto"``: its first listed device that is usable here) or is refused with the reason.
 
+What :func:`search` returns is not a backend's own float32 scores but the re-scored values of
+:mod:`mmbench.search.rescore` over the candidates the backend gathered (issue #23): the same bytes
+whatever backend, BLAS or machine found them.
+
 Pools larger than ``memory_budget_bytes`` (as float32) are searched block by block; float16
 blocks (or memory maps) are cast to float32 a block (or, in the kernel, a tile) at a time.
 """
@@ -40,6 +44,7 @@ from mmbench.registry import Registry
 from mmbench.search.base import (MAX_K, Pool, Progress, SearchBackend, SearchIndex, as_queries, check_k,
                                  check_tiebreak, parse_device, pool_parts)
 from mmbench.search.reference import exact_search_numpy
+from mmbench.search.rescore import gather_and_rescore
 from mmbench.search.ties import RULE
 
 __all__ = ["MAX_K", "RULE", "Pool", "SearchBackend", "SearchIndex", "backend_names", "backends_registry",
@@ -127,10 +132,13 @@ def search(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int,
     """Top-k by maximum inner product. Returns (indices int64 (Q, min(k, N)), scores float32 (Q, min(k, N))).
 
     ``pool`` is one (N, d) float array (possibly a memmap) or a sequence of blocks whose rows are
-    numbered consecutively across the blocks. Hits are ordered by the rule of
-    :mod:`mmbench.search.ties` with ``tiebreak`` as keys (the row number when None); an exact
-    backend's answer is :func:`exact_search_numpy`'s. ``progress(done_rows, total_rows)`` is called
-    as blocks are searched.
+    numbered consecutively across the blocks. The backend gathers each query's candidates with a
+    margin that provably holds the top k; they are then re-scored by one deterministic routine
+    and ordered by the rule of :mod:`mmbench.search.ties` with ``tiebreak`` as keys (the row number
+    when None): :mod:`mmbench.search.rescore`. So the answer depends on the embeddings alone, never on
+    the backend, the BLAS or the machine (for an exact backend), and identical rows tie exactly.
+    Where every inner product is exact in float32 it is :func:`exact_search_numpy`'s answer.
+    ``progress(done_rows, total_rows)`` is called as blocks are searched.
     """
     k = check_k(k)
     chosen, dev = resolve(backend, device)
@@ -141,5 +149,5 @@ def search(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int,
     n = min(k, total)
     if n == 0 or queries.shape[0] == 0:
         return np.empty((queries.shape[0], n), np.int64), np.empty((queries.shape[0], n), np.float32)
-    prepared = chosen.prepare(Pool(tuple(parts), total, queries.shape[1], tiebreak, dev, memory_budget_bytes))
-    return prepared.search(queries, k, progress)
+    prepared_pool = Pool(tuple(parts), total, queries.shape[1], tiebreak, dev, memory_budget_bytes)
+    return gather_and_rescore(chosen.prepare(prepared_pool), queries, prepared_pool, n, progress=progress)

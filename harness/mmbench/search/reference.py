@@ -24,7 +24,12 @@ def exact_search_numpy(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarr
     parts = pool_parts(pool, queries.shape[1])
     matrix = np.concatenate([as_f32(p) for p in parts]) if parts else np.empty((0, queries.shape[1]), np.float32)
     tiebreak = check_tiebreak(tiebreak, matrix.shape[0])
-    n = min(check_k(k), matrix.shape[0])
+    return rule_top(queries, matrix, min(check_k(k), matrix.shape[0]), tiebreak)
+
+
+def rule_top(queries: np.ndarray, matrix: np.ndarray, n: int, tiebreak: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The first n of every row of ``queries @ matrix.T`` (float32) by the rule (any n <= N)."""
     scores = queries @ matrix.T
     keys = np.broadcast_to(np.arange(matrix.shape[0]) if tiebreak is None else tiebreak, scores.shape)
     order = np.lexsort((-keys, -scores), axis=1)[:, :n]

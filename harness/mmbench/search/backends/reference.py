@@ -1,4 +1,4 @@
-"""Backend ``numpy``: the reference itself (:func:`mmbench.search.reference.exact_search_numpy`).
+"""Backend ``numpy``: the reference itself (:func:`mmbench.search.reference.exact_search_numpy`'s ranking).
 
 It holds the whole (Q, N) float32 score matrix: for tests and small pools. Exact by definition.
 """
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmbench.search.backends import numpy_blas
-from mmbench.search.base import Pool, Progress
-from mmbench.search.reference import exact_search_numpy
+from mmbench.search.base import Pool, Progress, as_f32
+from mmbench.search.reference import rule_top
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,8 @@ class _Index:
     pool: Pool
 
     def search(self, queries: np.ndarray, k: int, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
-        out = exact_search_numpy(queries, list(self.pool.parts), k, self.pool.tiebreak)
+        matrix = np.concatenate([as_f32(p) for p in self.pool.parts])
+        out = rule_top(queries, matrix, min(k, self.pool.total), self.pool.tiebreak)
         if progress is not None:
             progress(self.pool.total, self.pool.total)
         return out

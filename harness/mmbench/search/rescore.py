@@ -1,0 +1,228 @@
+"""Rankings that depend only on the embeddings: every backend gathers, one routine scores (issue #23).
+
+A backend's float32 scores depend on how its kernel summed them: the same candidate row scores
+differently in another position of a BLAS tile, on another BLAS kernel, on a GPU. So no backend's
+scores are written or ordered. A backend only *gathers* each query's candidates (its exact top-m by
+its own scores, m a little larger than k), and :func:`rescore_pairs` then scores every gathered
+(query, candidate) pair once more, the same way whatever gathered it; the run is the rule's order
+(:mod:`mmbench.search.ties`) of those scores. Identical candidate rows get identical scores by
+construction, and two backends (or machines, or BLAS kernels) that gather the same set write the
+same bytes.
+
+The re-score
+------------
+``r(q, c)``: the float32 query and the stored candidate row (float32 or float16) are cast to
+float64; the d products ``q_i * c_i`` are exact in float64 (24-bit significands: 48 bits < 53); they
+are added in a fixed order, written with elementwise numpy operations only (no BLAS, no reduction
+whose order a library chooses): the row is padded with zeros to a multiple of 8, lane ``j``
+accumulates products ``j, j+8, j+16, ...`` left to right, and the 8 lanes are added as
+``((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7))``. Each step is one IEEE-754 double operation, so the value
+is the same on every machine. The scores written are ``float32(r)`` (the run file's float32, printed
+as the shortest decimal that reads back to it), and rows are ordered by the rule on those float32
+values, so trec_eval re-sorting the file gives the file's order.
+
+Why the gather cannot miss a hit (the margin proof)
+----------------------------------------------------
+Notation for one query q: ``s(c)`` the real inner product, ``a(c)`` the backend's float32 score,
+``r(c)`` the re-score, ``f(c) = float32(r(c))``. Bounds, with ``B = |q| * C`` where C bounds every
+pool row's norm (computed once per search, :func:`row_norm_bound`), so ``sum_i |q_i c_i| <= B``
+(Cauchy-Schwarz):
+
+* ``|a(c) - s(c)| <= beta = gamma_d(2^-24) * B`` for a float32 dot product of length d summed in
+  any order, with or without FMA (Higham, Accuracy and Stability, Thm 3.1 / eq. 3.5), where
+  ``gamma_d(u) = d u / (1 - d u)``; the float16 rows are cast to float32 exactly first;
+* ``|r(c) - s(c)| <= rho = gamma_d(2^-53) * B`` likewise in float64 (the products are exact);
+* ``f`` is monotone: ``f(x) >= f(y)`` implies ``x >= y - eta`` with ``eta`` the float32 spacing at
+  ``max(|x|, |y|) <= B + rho``: ``eta <= 2^-23 (B + rho) + 2^-149``.
+
+Let T be the n-th largest a (the backend's k-th score, n = min(k, N)). At least n candidates
+``c_1..c_n`` have ``a(c_j) >= T``. If c is among the rule's first n by (f, key) and is not one of
+them, some ``c_j`` is ranked below c, so ``f(c) >= f(c_j)``, hence
+
+    a(c) >= s(c) - beta >= r(c) - rho - beta >= r(c_j) - eta - rho - beta
+         >= s(c_j) - eta - 2 rho - beta >= a(c_j) - eta - 2 rho - 2 beta >= T - delta,
+
+with ``delta = 2 beta + 2 rho + eta``. So the first n by the rule are among the candidates with
+``a >= T - delta``, and those are what :func:`gather_and_rescore` re-scores: a backend that returned
+its exact top m (m > n, rule order) has returned all of them when its m-th score is below
+``T - delta`` (anything it left out scores at most that); a row where it is not (a tie group wider
+than the margin, or NaN scores) asks again for more, and past a cap, streams the pool in float32
+tiles keeping every pair at or above the floor (any float32 evaluation obeys the same bound). The
+bound uses a safety factor of 2 on delta. For unit rows and d = 768, delta is about 2e-4 of |q|.
+
+A backend that cannot promise ``|a - s| <= beta`` (reduced precision such as TF32, bf16, or an
+approximate index) must say ``exact = False``; its gather is then best effort.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmbench.search import ties
+from mmbench.search.base import Pool, Progress, SearchIndex, as_f32
+from mmbench.util.parallel import row_parts, run_parts
+
+__all__ = ["LANES", "rescore_pairs", "row_norm_bound", "margin_delta", "gather_and_rescore"]
+
+LANES = 8                 # accumulation lanes of the re-score (part of its definition: never change it)
+_PAIR_CHUNK = 2048        # pairs per re-score step (their float64 products stay in cache)
+_CACHED_BYTES = 32 << 20  # a part at most this large is re-scored in the pairs' own order (cost only)
+_RETRY_CAP = 8192         # widest gather asked of a backend before the pool is streamed instead
+
+
+def _gamma(d: int, u: float) -> float:
+    return d * u / (1.0 - d * u)
+
+
+def row_norm_bound(pool: Pool) -> float:
+    """An upper bound on every pool row's Euclidean norm (inf where a row has inf; NaN rows ignored)."""
+    best = 0.0
+    for block in pool.blocks():
+        rows = as_f32(block.rows)
+        if rows.shape[0] == 0:
+            continue
+        sq = np.einsum("ij,ij->i", rows, rows)          # float32: relative error <= gamma_d(2^-24)
+        with np.errstate(invalid="ignore"):
+            top = np.nanmax(sq) if not np.isnan(sq).all() else 0.0
+        best = max(best, float(top))
+    return float(np.sqrt(best * (1.0 + 2.0 * _gamma(pool.dim, 2.0**-24)) + 1e-300) * (1.0 + 1e-6))
+
+
+def margin_delta(queries: np.ndarray, norm_bound: float) -> np.ndarray:
+    """Per query, twice the module docstring's delta: how far below the k-th backend score the
+    gather must reach."""
+    d = queries.shape[1]
+    qn = np.sqrt(np.einsum("ij,ij->i", queries.astype(np.float64), queries.astype(np.float64)))
+    big = qn * norm_bound * (1.0 + 1e-6)
+    beta, rho = _gamma(d, 2.0**-24) * big, _gamma(d, 2.0**-53) * big
+    eta = 2.0**-23 * (big + rho) + 2.0**-149
+    with np.errstate(invalid="ignore", over="ignore"):
+        return 2.0 * (2.0 * beta + 2.0 * rho + eta)
+
+
+def rescore_pairs(queries: np.ndarray, pool: Pool, rows: np.ndarray, ids: np.ndarray, *,
+                  native: bool | None = None) -> np.ndarray:
+    """float64 ``r(queries[rows[i]], pool row ids[i])`` for every pair, in the fixed order of the
+    module docstring (the same value whatever the pair's position, chunk or thread).
+
+    ``native``: the C loop of ``mmbench/native/_native.c`` (float32 parts, where it is built: None
+    takes it where it can) or numpy's elementwise operations (False); both give the same bits.
+    """
+    from mmbench import native as native_helpers
+
+    lib = None if native is False else native_helpers.library()
+    if lib is not None and not hasattr(lib, "mmb_rescore_pairs"):
+        lib = None
+    if native and lib is None:
+        raise RuntimeError("the C re-score is not built: reinstall mmbench with a C compiler")
+    queries = np.ascontiguousarray(queries, np.float32)
+    rows = np.ascontiguousarray(rows, np.int64)
+    out = np.empty(rows.size, np.float64)
+    starts = np.cumsum([0] + [p.shape[0] for p in pool.parts])
+    which = (np.zeros(ids.size, np.int64) if len(pool.parts) == 1
+             else np.searchsorted(starts, ids, side="right") - 1)
+    for w, part in enumerate(pool.parts):
+        sel = np.arange(ids.size) if len(pool.parts) == 1 else np.flatnonzero(which == w)
+        if sel.size == 0:
+            continue
+        local = np.ascontiguousarray(ids[sel] - starts[w], np.int64)
+        q_rows = rows[sel]
+        c_ok = (lib is not None and part.dtype == np.float32 and part.strides[1] == 4
+                and part.strides[0] % 4 == 0 and part.strides[0] > 0)
+        res = np.empty(sel.size, np.float64)
+        if c_ok:      # a part larger than a cache: pairs in candidate order, each row read about once
+            order = np.argsort(local) if part.shape[0] * part.strides[0] > _CACHED_BYTES else np.arange(local.size)
+            local, q_rows, by_row = local[order], np.ascontiguousarray(q_rows[order]), np.empty(sel.size, np.float64)
+
+            def run(span: slice, part=part, local=local, q_rows=q_rows, res=by_row) -> None:
+                lib.mmb_rescore_pairs(queries.ctypes.data, queries.shape[1], part.ctypes.data,
+                                      part.strides[0] // 4, span.stop - span.start,
+                                      q_rows[span].ctypes.data, local[span].ctypes.data, res[span].ctypes.data)
+            run_parts(run, row_parts(sel.size, min_rows=4096))
+            res[order] = by_row
+        else:
+            _rescore_numpy(queries, part, q_rows, local, res)
+        out[sel] = res
+    return out
+
+
+def _rescore_numpy(queries: np.ndarray, part: np.ndarray, rows: np.ndarray, ids: np.ndarray,
+                   out: np.ndarray) -> None:
+    """:func:`rescore_pairs` of one part with numpy's elementwise float64 operations."""
+    d = queries.shape[1]
+    width = -(-d // LANES) * LANES
+    q64 = np.zeros((queries.shape[0], width), np.float64)
+    q64[:, :d] = queries
+    cuts = list(range(0, rows.size, _PAIR_CHUNK)) + [rows.size]
+
+    def chunks(span: slice) -> None:
+        for a, b in zip(cuts[span.start:span.stop], cuts[span.start + 1:span.stop + 1]):
+            prod = np.zeros((b - a, width), np.float64)
+            prod[:, :d] = part[ids[a:b]]                    # exact casts of float32 / float16
+            prod *= q64[rows[a:b]]                          # exact: 24-bit x 24-bit significands
+            acc = np.zeros((b - a, LANES), np.float64)      # lanes start at +0.0, as the C loop's
+            for j in range(0, width, LANES):
+                acc += prod[:, j:j + LANES]
+            out[a:b] = ((acc[:, 0] + acc[:, 1]) + (acc[:, 2] + acc[:, 3])) + (
+                (acc[:, 4] + acc[:, 5]) + (acc[:, 6] + acc[:, 7]))
+
+    run_parts(chunks, row_parts(len(cuts) - 1, min_rows=4))
+
+
+def gather_and_rescore(index: SearchIndex, queries: np.ndarray, pool: Pool, n: int,
+                       margin: int | None = None, progress: Progress | None = None, *,
+                       native: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first n of every query by the rule over re-scored values: (ids int64 (Q, n), float32 (Q, n)).
+
+    ``index`` gathers (its exact top m, m = n + margin, default max(16, n/8)); rows it may have cut
+    short are asked again (4m), then streamed (module docstring). ``native``: :func:`rescore_pairs`.
+    """
+    total, n_q = pool.total, queries.shape[0]
+    delta = margin_delta(queries, row_norm_bound(pool))
+    m = min(total, n + (max(16, n // 8) if margin is None else margin))
+    out_i = np.empty((n_q, n), np.int64)
+    out_s = np.empty((n_q, n), np.float32)
+    todo = np.arange(n_q)
+    first = True
+    while todo.size:
+        a_i, a_s = index.search(queries[todo], m, progress if first else None)
+        first = False
+        a_s = a_s.astype(np.float64)
+        floor = a_s[:, n - 1] - delta[todo]
+        done = ((a_s[:, -1] < floor) | (m == total)) & ~np.isnan(floor)   # NaN at the n-th: streamed
+        if done.any():              # every candidate at or above the floor, re-scored, in the rule's order
+            keep = a_s[done] >= floor[done, None]
+            cand = a_i[done]
+            r, c = np.nonzero(keep)
+            scores = np.full(cand.shape, -np.inf, np.float32)
+            scores[r, c] = rescore_pairs(queries, pool, todo[done][r], cand[r, c], native=native)
+            out_i[todo[done]], out_s[todo[done]] = ties.select(scores, cand, pool.tiebreak, n)
+        todo, rest_floor = todo[~done], floor[~done]
+        if todo.size and m < total and 4 * m <= max(_RETRY_CAP, 4 * n) and not np.isnan(rest_floor).all():
+            m = min(total, 4 * m)   # a tie group (or near-ties) wider than the margin: ask for more
+            continue
+        if todo.size:
+            rows, ids = _stream_above(queries, pool, todo, rest_floor)
+            scores = rescore_pairs(queries, pool, rows, ids, native=native).astype(np.float32)
+            local = np.searchsorted(todo, rows)
+            got_i, got_s = ties.select_ragged(local, ids, scores, todo.size, n, pool.tiebreak)
+            out_i[todo], out_s[todo] = got_i, got_s
+        break
+    return out_i, out_s
+
+
+def _stream_above(queries: np.ndarray, pool: Pool, rows: np.ndarray, floor: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Every (query row, candidate) with float32 score >= the row's floor (every candidate where the
+    floor is NaN), streaming the pool in tiles."""
+    q = queries[rows]
+    f = np.where(np.isnan(floor), -np.inf, floor)[:, None]
+    whole = np.isnan(floor)
+    out_r, out_i = [], []
+    for block in pool.blocks():
+        for c0 in range(0, block.rows.shape[0], 4096):
+            tile = (q @ as_f32(block.rows[c0:c0 + 4096]).T).astype(np.float64)
+            r, c = np.nonzero((tile >= f) | whole[:, None] | (np.isnan(tile) & whole[:, None]))
+            out_r.append(rows[r])
+            out_i.append(c.astype(np.int64) + block.offset + c0)
+    return np.concatenate(out_r), np.concatenate(out_i)
