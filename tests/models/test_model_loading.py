@@ -69,7 +69,7 @@ def test_hub_miss_error_names_only_hub_ids(tmp_path):
     err = hub_miss_error(meta, {"path": "nvidia/MM-Embed", "processor": str(tmp_path / "proc"),
                                 "tokenizer": "./tok/x"}, OSError("not in cached files"))
     assert "(nvidia/MM-Embed; not in cached files)" in str(err)          # the local paths are not hub ids
-    assert "`huggingface-cli download nvidia/MM-Embed`" in str(err)
+    assert "`hf download nvidia/MM-Embed`" in str(err)
 
 
 @pytest.mark.parametrize("spec", ["clip:", "siglip:  "])

@@ -194,7 +194,7 @@ def test_a_hub_model_missing_offline_is_one_clear_error(shared_env, tmp_path):
                   "--output", str(tmp_path / "o"), env={**env, "HF_HUB_OFFLINE": "1"}, check=False)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "model 'clip-vit-b-32': its files are not on this machine" in out.stderr
-    assert "huggingface-cli download openai/clip-vit-base-patch32" in out.stderr
+    assert "hf download openai/clip-vit-base-patch32" in out.stderr
 
 
 def test_float16_embeddings_run_end_to_end(mbeir_root, shared_env, tmp_path):

@@ -137,7 +137,7 @@ def hub_miss_error(meta: ModelMeta, options: dict, exc: OSError) -> MmbenchError
     ids = [str(v) for k, v in options.items() if k in ("path", "processor", "tokenizer", "retriever")
            and isinstance(v, str) and "/" in v and not looks_like_path(v)]
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    fetch = " && ".join(f"huggingface-cli download {i}" for i in ids) or "huggingface-cli download <repo>"
+    fetch = " && ".join(f"hf download {i}" for i in ids) or "hf download <repo>"
     return MmbenchError(
         f"model {meta.name!r}: its files are not on this machine and the Hugging Face hub cannot be reached "
         f"({', '.join(ids) or 'hub files'}; {first}). On a connected machine run `{fetch}` (the cache under "

@@ -67,7 +67,7 @@ def resolve_checkpoint(path: str, filename: str) -> Path:
         folder = Path(snapshot_download(path, allow_patterns=[filename, f"**/{filename}"], local_files_only=offline))
     except LocalEntryNotFoundError:
         raise DataError(path, f"{filename} is not in the local Hugging Face cache and the hub is offline: on a "
-                              f"connected machine run `huggingface-cli download {path} --include '*{filename}'`, "
+                              f"connected machine run `hf download {path} --include '*{filename}'`, "
                               f"or pass the .pth file or a folder holding it as the model's path") from None
     return resolve_checkpoint(str(folder), filename)
 

@@ -61,7 +61,7 @@ def resolve_folder(path: str | os.PathLike, revision: str | None = None) -> Path
     except Exception as exc:
         raise MmbenchError(
             f"mm-embed: cannot get {path}@{revision or 'main'} ({type(exc).__name__}: {exc}). Download it first, "
-            f"e.g. `huggingface-cli download {path} --revision {revision or 'main'}`, or pass a local folder") from None
+            f"e.g. `hf download {path} --revision {revision or 'main'}`, or pass a local folder") from None
 
 
 def refuse_remote_code() -> MmbenchError:
