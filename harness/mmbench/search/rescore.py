@@ -175,11 +175,17 @@ def gather_and_rescore(index: SearchIndex, queries: np.ndarray, pool: Pool, n: i
     """The first n of every query by the rule over re-scored values: (ids int64 (Q, n), float32 (Q, n)).
 
     ``index`` gathers (its exact top m, m = n + margin, default max(16, n/8)); rows it may have cut
-    short are asked again (4m), then streamed (module docstring). ``native``: :func:`rescore_pairs`.
+    short are asked again (4m, up to the index's ``max_gather`` attribute where it has one, else
+    8192), then streamed (module docstring). ``native``: :func:`rescore_pairs`.
+
+    A backend whose index evaluates a candidate more than once (a block's kernel, then its cut-off
+    tie fix) fits the proof too: every evaluation obeys the same bound, and a candidate it leaves out
+    was left out on an evaluation at or below its m-th score.
     """
     total, n_q = pool.total, queries.shape[0]
     delta = margin_delta(queries, row_norm_bound(pool))
-    m = min(total, n + (max(16, n // 8) if margin is None else margin))
+    cap = max(n, getattr(index, "max_gather", _RETRY_CAP))     # the widest gather the index answers
+    m = min(total, cap, n + (max(16, n // 8) if margin is None else margin))
     out_i = np.empty((n_q, n), np.int64)
     out_s = np.empty((n_q, n), np.float32)
     todo = np.arange(n_q)
@@ -198,8 +204,8 @@ def gather_and_rescore(index: SearchIndex, queries: np.ndarray, pool: Pool, n: i
             scores[r, c] = rescore_pairs(queries, pool, todo[done][r], cand[r, c], native=native)
             out_i[todo[done]], out_s[todo[done]] = ties.select(scores, cand, pool.tiebreak, n)
         todo, rest_floor = todo[~done], floor[~done]
-        if todo.size and m < total and 4 * m <= max(_RETRY_CAP, 4 * n) and not np.isnan(rest_floor).all():
-            m = min(total, 4 * m)   # a tie group (or near-ties) wider than the margin: ask for more
+        if todo.size and m < min(total, cap) and not np.isnan(rest_floor).all():
+            m = min(total, cap, 4 * m)   # a tie group (or near-ties) wider than the margin: ask for more
             continue
         if todo.size:
             rows, ids = _stream_above(queries, pool, todo, rest_floor)

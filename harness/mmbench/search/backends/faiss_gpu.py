@@ -43,6 +43,7 @@ class FaissGpuBackend:
 class _Index:
     backend: FaissGpuBackend
     pool: Pool
+    max_gather: int = 1600      # faiss's GPU k-selection takes k <= 2048, and each block adds its margin
 
     def search(self, queries: np.ndarray, k: int, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
         import faiss
