@@ -10,10 +10,14 @@
 * Ranks are significance-aware (style §2.5): besides the rank by average, a 95 % rank interval from a
   bootstrap over tasks (resample the suite's tasks with replacement, re-rank; seed 0) -- rows whose
   intervals overlap are not separable.
-* The HTML has inline CSS/JS only (no network): a table sortable by clicking any header (or via the
-  URL hash ``#sort=<column-key>:<asc|desc>``), a per-task bar chart in inline SVG, and provenance
-  (config hash, commit, harness version, data fingerprints, date; for reported rows the source) in
-  ``title`` tooltips.
+* Tasks are named as the M-BEIR/UniIR tables name them (dataset and task type, "VisualNews q_t → c_i"),
+  the columns grouped by task type; other tasks by their names. A column a published row cannot fill
+  (nDCG@10) is left off a board with published rows.
+* The HTML has inline CSS/JS only (no network) and fits a 1400 px window (the table scrolls inside its
+  box): a table sortable by clicking any header (or via the URL hash ``#sort=<column-key>:<asc|desc>``),
+  the provenance of every row as text under it (config hash, commit, harness version, date; for
+  reported rows the source; per-task data fingerprints in the cells' tooltips), and a per-task bar chart
+  in inline SVG whose labels are never cut.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +37,8 @@ from mmbench.analysis.compare import find_run_folders, load_run
 from mmbench.errors import MmbenchError
 from mmbench.util.io import atomic_open
 
-DEFAULT_REPORTED = Path(__file__).resolve().parents[3] / "leaderboards" / "reported.toml"
+DEFAULT_REPORTED = Path(str(files("mmbench.published"))) / "reported.toml"
+"""The published numbers: ``leaderboards/reported.toml``, installed as the data package ``mmbench.published``."""
 RANK_RESAMPLES = 2000
 
 
@@ -50,6 +56,7 @@ class Entry:
     provenance: str = ""                        # tooltip text for the row
     task_provenance: dict[str, str] = field(default_factory=dict)
     source_url: str = ""
+    source: str = ""                            # reported rows: the table the numbers come from
     path: str = ""
     config_hash: str = ""
     commit: str = ""
@@ -92,13 +99,11 @@ def collect_runs(results: Path) -> list[Entry]:
                            + "; ".join(f"{k} sha256 {_short(v)}" for k, v in sorted(fp.items()))
                            + f"; date {prov.get('date', '-')}")
         rel = folder.relative_to(results).as_posix() if folder != results else folder.name
-        parts = Path(rel).parts
-        label = run.model
-        if "experiments" in parts:               # e.g. <suite>/experiments/rerank=<r>__top<k>
-            label = f"{run.model} + {'/'.join(parts[parts.index('experiments') + 1:])}"
+        label = run.name                          # model (+ experiment), from the records
         date = max(dates) if dates else ""
         chash = ",".join(sorted(_short(h) for h in hashes if h))
-        text = (f"{run.model} @ {run.revision}\nresults: {rel}\nconfig_hash: {chash or '-'}\n"
+        text = (f"{run.model} @ {run.revision}" + (f"\nexperiment: {run.experiment}" if run.experiment else "")
+                + f"\nresults: {rel}\nconfig_hash: {chash or '-'}\n"
                 f"harness {version or '-'}, commit {_short(commit)}{' (dirty)' if dirty else ''}\ndate: {date or '-'}")
         entries.append(Entry(label, run.revision, run.suite, pool, "ours", scores, metrics, ndcg, date, text,
                              tprov, path=rel, config_hash=chash, commit=str(commit or "")))
@@ -126,7 +131,8 @@ def load_reported(path: Path = DEFAULT_REPORTED) -> list[Entry]:
         out.append(Entry(row["name"], "-", row["suite"], row["pool"], f"reported: {row['kind']}", scores,
                          provenance=text, task_provenance={t: f"{t}: {v:.1f} reported ({row.get('table', row['source'])})"
                                                            for t, v in scores.items()},
-                         source_url=row.get("url", ""), reported_average=row.get("average")))
+                         source_url=row.get("url", ""), source=row.get("table", row["source"]),
+                         reported_average=row.get("average")))
     return out
 
 
@@ -138,6 +144,60 @@ def suite_tasks(suite: str, entries: list[Entry]) -> list[str]:
         return list(suites().get(suite).tasks)
     except Exception:                                  # noqa: BLE001 - unknown suite label (e.g. "local")
         return sorted({t for e in entries for t in e.scores})
+
+
+_QUERY = {"text": "q_t", "image": "q_i"}
+_CAND = {"text": "c_t", "image": "c_i"}
+
+
+def _side(modality: str, names: dict[str, str]) -> str:
+    from mmbench.data.types import modality_parts
+
+    parts = sorted(modality_parts(modality))              # ["image", "text"]: M-BEIR writes (q_i,q_t)
+    return names[parts[0]] if len(parts) == 1 else "(" + ",".join(names[p] for p in parts) + ")"
+
+
+@dataclass(frozen=True)
+class TaskHeader:
+    """How a board names a task: M-BEIR-family tasks as the M-BEIR/UniIR tables do (dataset and task
+    type, "VisualNews q_t → c_i", grouped by task type); any other task by its name."""
+    task: str
+    dataset: str                    # the column's own text
+    group: str = ""                 # the task type ("q_t → c_i"); "" for tasks outside M-BEIR's scheme
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset} {self.group}" if self.group else self.dataset
+
+
+def task_headers(tasks: list[str]) -> list[TaskHeader]:
+    """One header per task, in the board's order (the catalog's spec decides the M-BEIR name)."""
+    from mmbench.catalog import tasks as task_registry
+
+    out = []
+    for t in tasks:
+        try:
+            spec = task_registry().get(t)
+        except Exception:                                  # noqa: BLE001 - a task the catalog does not know
+            out.append(TaskHeader(t, t))
+            continue
+        if spec.loader == "mbeir":
+            group = f"{_side(spec.query_modality, _QUERY)} → {_side(spec.candidate_modality, _CAND)}"
+            out.append(TaskHeader(t, spec.dataset, group))
+        else:
+            out.append(TaskHeader(t, t))
+    return out
+
+
+def _groups(headers: list[TaskHeader]) -> list[tuple[str, int]]:
+    """Runs of consecutive tasks of one type: [(task type, how many)]."""
+    out: list[tuple[str, int]] = []
+    for h in headers:
+        if out and out[-1][0] == h.group:
+            out[-1] = (h.group, out[-1][1] + 1)
+        else:
+            out.append((h.group, 1))
+    return out
 
 
 def rank_intervals(matrix: np.ndarray, *, n_resamples: int = RANK_RESAMPLES, seed: int = 0,
@@ -180,10 +240,10 @@ def build_frame(entries: list[Entry], tasks: list[str]):
                **{t: e.scores.get(t, math.nan) for t in tasks},
                "ndcg@10_avg": float(np.mean(nd)) if nd and len(nd) == len(tasks) else math.nan,
                "date": e.date, "config_hash": e.config_hash, "commit": e.commit, "results": e.path,
-               "source_url": e.source_url}
+               "source_url": e.source_url, "source": e.source}
         rows.append(row)
     df = pd.DataFrame(rows, columns=["model", "revision", "kind", "pool", "suite", "average", "tasks_done", *tasks,
-                                     "ndcg@10_avg", "date", "config_hash", "commit", "results", "source_url"])
+                                     "ndcg@10_avg", "date", "config_hash", "commit", "results", "source_url", "source"])
     for col in ("rank", "rank_low", "rank_high"):
         df[col] = pd.array([pd.NA] * len(df), dtype="Int64")
     complete = df["average"].notna().to_numpy()
@@ -215,34 +275,55 @@ def _rank_text(row) -> str:
     return f"{int(row['rank'])} ({lo}–{hi})" if lo != hi else f"{int(row['rank'])}"
 
 
+def _source(r) -> str:
+    """A row's provenance in a few words: the publication of a reported row, else revision and date."""
+    if r["kind"] == "ours":
+        return f"{r['revision']}, {str(r['date'])[:10] or '–'}"
+    return str(r["source"] or r["kind"].split(": ", 1)[-1])
+
+
+def _has_reported(df) -> bool:
+    return bool((df["kind"] != "ours").any())
+
+
 def to_markdown(df, tasks: list[str], metrics: dict[str, str], *, name: str) -> str:
-    head = ["rank (95%)", "model", "type", "avg", *[f"{t}<br>{metrics.get(t, '')}" for t in tasks], "nDCG@10 avg", "revision", "date"]
+    headers = task_headers(tasks)
+    ndcg = not _has_reported(df)                # a published row has no nDCG@10: the column only without them
+    head = ["rank (95%)", "model", "type", "avg", *[f"{h.label}<br>{metrics.get(h.task, '')}" for h in headers],
+            *(["nDCG@10 avg"] if ndcg else []), "source / revision"]
     lines = [f"# Leaderboard: {name}", "",
              "Scores ×100 in each task's headline metric (M-BEIR: UniIR's \"Recall@k\" = hit@k). "
              "*reported* rows are published numbers (`leaderboards/reported.toml`, with sources), not runs of mmbench. "
              "Rank (95%) is a bootstrap-over-tasks rank interval: overlapping intervals are not separable.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(tasks) + 2) + "---|---|"]
+             "| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(tasks) + 1 + ndcg) + "---|"]
     for _, r in df.iterrows():
         kind = "ours" if r["kind"] == "ours" else f"**reported** ({r['kind'].split(': ', 1)[-1]})"
         model = f"[{r['model']}]({r['source_url']})" if r["source_url"] else r["model"]
-        lines.append("| " + " | ".join([_rank_text(r), model, kind, _fmt(r["average"]) if r["tasks_done"].split("/")[0] == r["tasks_done"].split("/")[1] else f"– ({r['tasks_done']} tasks)",
-                                        *[_fmt(r[t]) for t in tasks], _fmt(r["ndcg@10_avg"]),
-                                        str(r["revision"]), str(r["date"])[:10] or "–"]) + " |")
+        done, total = r["tasks_done"].split("/")
+        lines.append("| " + " | ".join([_rank_text(r), model, kind, _fmt(r["average"]) if done == total else f"– ({r['tasks_done']} tasks)",
+                                        *[_fmt(r[t]) for t in tasks], *([_fmt(r["ndcg@10_avg"])] if ndcg else []),
+                                        _source(r)]) + " |")
     return "\n".join(lines) + "\n"
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{font-size:20px} p.note{color:#555;max-width:960px;font-size:13px}
-table.lb{border-collapse:collapse;font-size:13px}
-table.lb th,table.lb td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right;white-space:nowrap}
-table.lb th{cursor:pointer;background:#f4f4f4;position:sticky;top:0;user-select:none}
+div.scroll{max-width:100%;overflow-x:auto;border:1px solid #ddd}
+table.lb{border-collapse:collapse;font-size:12px}
+table.lb th,table.lb td{border-bottom:1px solid #ddd;padding:3px 6px;text-align:right;white-space:nowrap}
+table.lb th{background:#f4f4f4;user-select:none;vertical-align:bottom}
+table.lb th[data-key]{cursor:pointer} table.lb th.group{text-align:center;font-weight:600;border-left:1px solid #ccc}
+table.lb th small{font-weight:normal;color:#666} table.lb td.model{white-space:normal;min-width:160px}
+table.lb td.source{white-space:normal;min-width:140px;color:#555}
+ol.prov{font-size:12px;color:#444;padding-left:20px} ol.prov li{margin:2px 0}
 table.lb th.text,table.lb td.text{text-align:left}
 table.lb th[aria-sort=ascending]::after{content:" ▲"} table.lb th[aria-sort=descending]::after{content:" ▼"}
 tr.reported td{background:#f7f9ff;color:#345} tr.reported td.model{font-style:italic}
 span.badge{display:inline-block;font-size:11px;border-radius:3px;padding:0 4px;margin-left:4px}
 span.badge.reported{background:#dde6ff;color:#234;border:1px solid #9ab} span.badge.ours{background:#e3f5e1;color:#254;border:1px solid #9b9}
 .charts{display:flex;flex-wrap:wrap;gap:18px;margin-top:24px} .chart h3{font-size:13px;margin:4px 0}
+.chart svg{max-width:100%;height:auto}
 """
 
 _JS = r"""
@@ -251,8 +332,8 @@ _JS = r"""
   var body=table.tBodies[0];
   function val(td,type){var v=td.getAttribute('data-v'); if(type==='num'){ if(v===null||v===''||isNaN(parseFloat(v))) return null; return parseFloat(v);} return (v!==null?v:td.textContent).toLowerCase();}
   function sortBy(key,dir){
-    var ths=table.tHead.rows[0].cells, col=-1, type='num';
-    for(var i=0;i<ths.length;i++){ if(ths[i].getAttribute('data-key')===key){col=i;type=ths[i].getAttribute('data-type');} ths[i].removeAttribute('aria-sort'); }
+    var ths=table.tHead.querySelectorAll('th[data-key]'), col=-1, type='num', th=null;
+    for(var i=0;i<ths.length;i++){ if(ths[i].getAttribute('data-key')===key){th=ths[i];col=parseInt(th.getAttribute('data-col'),10);type=th.getAttribute('data-type');} ths[i].removeAttribute('aria-sort'); }
     if(col<0) return false;
     var rows=Array.prototype.slice.call(body.rows);
     rows.forEach(function(r,i){r._i=i;});
@@ -262,7 +343,7 @@ _JS = r"""
       var c = x<y?-1:(x>y?1:0); if(dir==='desc') c=-c; return c!==0?c:a._i-b._i;
     });
     rows.forEach(function(r){body.appendChild(r);});
-    ths[col].setAttribute('aria-sort',dir==='asc'?'ascending':'descending');
+    th.setAttribute('aria-sort',dir==='asc'?'ascending':'descending');
     table.setAttribute('data-sort-key',key); table.setAttribute('data-sort-dir',dir);
     return true;
   }
@@ -272,7 +353,7 @@ _JS = r"""
     var dir = cur ? (cur==='asc'?'desc':'asc') : (th.getAttribute('data-type')==='num'?'desc':'asc');
     sortBy(key,dir);
   }
-  var ths=table.tHead.rows[0].cells;
+  var ths=table.tHead.querySelectorAll('th[data-key]');
   for(var i=0;i<ths.length;i++) ths[i].addEventListener('click',onClick);
   window.mmbenchSort=sortBy;
   // #sort=<key>:<asc|desc> sorts on load; #click=<key>,<key>,... clicks headers in turn (used by the CI test)
@@ -293,11 +374,16 @@ def _e(s) -> str:
     return html.escape(str(s), quote=True)
 
 
-def _svg_chart(df, task: str, metric: str) -> str:
+LABEL_CHAR_PX = 6.5          # a generous width of one character at font-size 10 (labels are never cut)
+
+
+def _svg_chart(df, header: TaskHeader, metric: str) -> str:
+    task = header.task
     rows = [(r["model"] + ("" if r["kind"] == "ours" else " (reported)"), float(r[task]), r["kind"] != "ours")
             for _, r in df.iterrows() if not (isinstance(r[task], float) and math.isnan(r[task]))]
     rows.sort(key=lambda x: -x[1])
-    bar_h, label_w, bar_w = 14, 230, 220
+    bar_h, bar_w = 14, 220
+    label_w = 8 + math.ceil(LABEL_CHAR_PX * max([len(label) for label, _, _ in rows] + [10]))
     height = 8 + bar_h * max(1, len(rows))
     top = max([100.0] + [v for _, v, _ in rows])
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 50}" height="{height}" role="img" '
@@ -308,53 +394,91 @@ def _svg_chart(df, task: str, metric: str) -> str:
         color = "#8fa6d9" if rep else "#2e8b57"
         style = ' fill-opacity="0.75" stroke="#567" stroke-dasharray="2,1"' if rep else ""
         parts.append(f'<g class="{"reported" if rep else "ours"}"><title>{_e(label)}: {v:.1f}</title>'
-                     f'<text x="{label_w - 4}" y="{y + 10}" font-size="10" text-anchor="end">{_e(label[:40])}</text>'
+                     f'<text x="{label_w - 4}" y="{y + 10}" font-size="10" text-anchor="end">{_e(label)}</text>'
                      f'<rect x="{label_w}" y="{y + 1}" width="{w:.1f}" height="{bar_h - 3}" fill="{color}"{style}/>'
                      f'<text x="{label_w + w + 3:.1f}" y="{y + 10}" font-size="10">{v:.1f}</text></g>')
     parts.append("</svg>")
-    return f'<div class="chart"><h3>{_e(task)} ({_e(metric)})</h3>{"".join(parts)}</div>'
+    return (f'<div class="chart" data-task="{_e(task)}"><h3>{_e(header.label)} ({_e(metric)})</h3>'
+            f'{"".join(parts)}</div>')
+
+
+def _provenance_item(e: "Entry") -> str:
+    """A row's provenance as visible text (the same as its tooltip)."""
+    lines = [x for x in e.provenance.split("\n") if x]
+    head = _e(lines[0]) if lines else _e(e.model)
+    if e.source_url:
+        head += f' (<a href="{_e(e.source_url)}">source</a>)'
+    return f"<li><b>{_e(e.model)}</b>: " + head + "".join(f"; {_e(x)}" for x in lines[1:]) + "</li>"
 
 
 def to_html(df, tasks: list[str], metrics: dict[str, str], entries_by_key: dict, *, name: str) -> str:
-    cols = [("rank", "rank (95%)", "num"), ("model", "model", "text"), ("kind", "type", "text"), ("average", "avg", "num"),
-            *[(f"task:{t}", f"{t} ({metrics.get(t, '')})", "num") for t in tasks], ("ndcg10", "nDCG@10 avg", "num"),
-            ("revision", "revision", "text"), ("date", "date", "text")]
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>mmbench leaderboard: {_e(name)}</title>",
+    headers = task_headers(tasks)
+    ndcg = not _has_reported(df)                # a published row has no nDCG@10: the column only without them
+    grouped = any(h.group for h in headers)
+    lead = [("rank", "rank (95%)", "num"), ("model", "model", "text"), ("kind", "type", "text"), ("average", "avg", "num")]
+    tail = [*([("ndcg10", "nDCG@10 avg", "num")] if ndcg else []), ("source", "source / revision", "text")]
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>mmbench leaderboard: {_e(name)}</title>",
            f"<style>{_CSS}</style></head><body>", f"<h1>mmbench leaderboard: {_e(name)}</h1>",
-           '<p class="note">Scores ×100 in each task\'s headline metric (M-BEIR: UniIR\'s "Recall@k" = hit@k). '
-           '<span class="badge reported">reported</span> rows are published numbers (leaderboards/reported.toml, source on hover), '
-           'not runs of mmbench; <span class="badge ours">ours</span> rows are results in this tree (provenance on hover). '
-           'Rank (95%): bootstrap-over-tasks rank interval; overlapping intervals are not separable. Click a header to sort.</p>',
-           f'<table id="leaderboard" class="lb" data-name="{_e(name)}"><thead><tr>']
-    for key, label, typ in cols:
-        out.append(f'<th data-key="{_e(key)}" data-type="{typ}" class="{"text" if typ == "text" else "num"}">{_e(label)}</th>')
-    out.append("</tr></thead><tbody>")
+           '<p class="note">Scores ×100 in each task\'s headline metric (M-BEIR: UniIR\'s "Recall@k" = hit@k); '
+           'tasks named as in the M-BEIR tables (q = query, c = candidate; _t text, _i image). '
+           '<span class="badge reported">reported</span> rows are published numbers (leaderboards/reported.toml), '
+           'not runs of mmbench; <span class="badge ours">ours</span> rows are results in this tree. Where each row '
+           'comes from is listed under the table. Rank (95%): bootstrap-over-tasks rank interval; overlapping '
+           'intervals are not separable. Click a header to sort.</p>',
+           f'<div class="scroll"><table id="leaderboard" class="lb" data-name="{_e(name)}"><thead>']
+
+    def th(col: int, key: str, label: str, typ: str, rowspan: int = 1, title: str = "") -> str:
+        span = f' rowspan="{rowspan}"' if rowspan > 1 else ""
+        tip = f' title="{_e(title)}"' if title else ""
+        return (f'<th data-key="{_e(key)}" data-col="{col}" data-type="{typ}"{span}{tip} '
+                f'class="{"text" if typ == "text" else "num"}">{label}</th>')
+
+    rows = 2 if grouped else 1
+    first = [th(i, k, _e(lbl), typ, rows) for i, (k, lbl, typ) in enumerate(lead)]
+    task_cells = [th(len(lead) + i, f"task:{h.task}", f"{_e(h.dataset)}<br><small>{_e(metrics.get(h.task, ''))}</small>",
+                     "num", title=f"{h.task}: {h.label} ({metrics.get(h.task, '')})") for i, h in enumerate(headers)]
+    tail_cells = [th(len(lead) + len(tasks) + i, k, _e(lbl), typ, rows) for i, (k, lbl, typ) in enumerate(tail)]
+    if grouped:
+        groups = [f'<th class="group" colspan="{n}">{_e(g) or "&nbsp;"}</th>' for g, n in _groups(headers)]
+        out.append("<tr>" + "".join(first + groups + tail_cells) + "</tr>")
+        out.append("<tr>" + "".join(task_cells) + "</tr>")
+    else:
+        out.append("<tr>" + "".join(first + task_cells + tail_cells) + "</tr>")
+    out.append("</thead><tbody>")
+    shown = []
     for _, r in df.iterrows():
         e = entries_by_key[(r["model"], r["revision"], r["kind"], r["results"])]
+        shown.append(e)
         rep = r["kind"] != "ours"
         rank_v = "" if _fmt(r["rank"]) == "–" else str(int(r["rank"]))
         avg = r["average"]
         avg_v = "" if math.isnan(avg) else f"{avg:.4f}"
         avg_title = f"plain mean over {len(tasks)} tasks" if avg_v else f"incomplete: {r['tasks_done']} tasks"
         badge = "reported" if rep else "ours"
+        kind = "ours" if not rep else r["kind"].split(": ", 1)[-1]
         cells = [f'<td data-v="{rank_v}" title="{_e("rank by average; 95% interval over tasks: " + _rank_text(r))}">{_e(_rank_text(r))}</td>',
                  f'<td class="text model" data-v="{_e(r["model"])}" title="{_e(e.provenance)}">{_e(r["model"])}'
                  f'<span class="badge {badge}">{badge}</span></td>',
-                 f'<td class="text" data-v="{_e(r["kind"])}">{_e(r["kind"])}</td>',
-                 f'<td data-v="{avg_v}" title="{_e(avg_title)}">{_e(_fmt(avg))}</td>']
+                 f'<td class="text" data-v="{_e(r["kind"])}">{_e(kind)}</td>',
+                 f'<td data-v="{avg_v}" title="{_e(avg_title)}">{_e(_fmt(avg) if avg_v else "– (" + r["tasks_done"] + ")")}</td>']
         for t in tasks:
             v = r[t]
             v_attr = "" if isinstance(v, float) and math.isnan(v) else f"{v:.4f}"
             cells.append(f'<td data-v="{v_attr}" title="{_e(e.task_provenance.get(t, "no result"))}">{_e(_fmt(v))}</td>')
-        nd = r["ndcg@10_avg"]
-        nd_v = "" if math.isnan(nd) else f"{nd:.4f}"
-        cells.append(f'<td data-v="{nd_v}">{_e(_fmt(nd))}</td>')
-        cells.append(f'<td class="text" data-v="{_e(r["revision"])}">{_e(r["revision"])}</td>')
-        cells.append(f'<td class="text" data-v="{_e(r["date"])}">{_e(str(r["date"])[:10] or "–")}</td>')
+        if ndcg:
+            nd = r["ndcg@10_avg"]
+            nd_v = "" if math.isnan(nd) else f"{nd:.4f}"
+            cells.append(f'<td data-v="{nd_v}">{_e(_fmt(nd))}</td>')
+        cells.append(f'<td class="text source" data-v="{_e(_source(r))}">{_e(_source(r))}</td>')
         out.append(f'<tr class="{"reported" if rep else "ours"}" data-model="{_e(r["model"])}">{"".join(cells)}</tr>')
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
+    out.append('<h2 style="font-size:16px">Where each row comes from</h2><ol class="prov">')
+    out.extend(_provenance_item(e) for e in shown)
+    out.append("</ol>")
     out.append('<h2 style="font-size:16px">Per task</h2><div class="charts">')
-    out.extend(_svg_chart(df, t, metrics.get(t, "")) for t in tasks)
+    out.extend(_svg_chart(df, h, metrics.get(h.task, "")) for h in headers)
     out.append("</div>")
     out.append(f'<p class="note">Built by mmbench leaderboard build on {datetime.now(timezone.utc).date().isoformat()}.</p>')
     out.append(f"<script>{_JS}</script></body></html>")
