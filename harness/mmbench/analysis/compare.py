@@ -68,7 +68,13 @@ class RunResults:
     model: str
     revision: str
     suite: str
+    experiment: str = ""                  # "" for a first stage; e.g. "rerank=<reranker>__top<K>"
     tasks: dict[str, TaskRun] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The model, and the experiment when there is one (``minilm + rerank=bge__top10``)."""
+        return f"{self.model} + {self.experiment}" if self.experiment else self.model
 
 
 def _task_files(folder: Path) -> list[tuple[Path, dict]]:
@@ -97,6 +103,35 @@ def find_run_folders(root: Path, *, include_experiments: bool = True) -> list[Pa
     return out
 
 
+def run_identity(folder: Path, record_path: Path, record: dict) -> tuple[str, str, str, str]:
+    """(model, revision, suite, experiment) of a run folder, from its records, never from folder names.
+
+    A first-stage task record names its model under ``model``; a rerank record under ``first_stage``
+    (its reranker under ``rerank``), and the folder's ``summary.json`` names the experiment.
+    """
+    summary = {}
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    summary = summary if isinstance(summary, dict) else {}
+    stage = record.get("model") if isinstance(record.get("model"), dict) else record.get("first_stage")
+    stage = stage if isinstance(stage, dict) else {}
+    name = stage.get("name", stage.get("model")) or summary.get("model")
+    revision = stage.get("revision") or summary.get("revision")
+    suite = record.get("suite") or summary.get("suite")
+    missing = [k for k, v in (("model", name), ("revision", revision), ("suite", suite)) if not v]
+    if missing:
+        raise MmbenchError(f"{record_path}: the record names no {', '.join(missing)} (not an mmbench task result?)")
+    experiment = summary.get("experiment") or ""
+    rerank = record.get("rerank")
+    if not experiment and isinstance(rerank, dict):
+        from mmbench.util.text import slug
+
+        experiment = f"rerank={slug(str(rerank.get('reranker', {}).get('name', '?')))}__top{rerank.get('top_k', '?')}"
+    return str(name), str(revision), str(suite), str(experiment)
+
+
 def load_run(path: Path, label: str | None = None) -> RunResults:
     """Load a run folder; a folder above exactly one run folder (not counting experiments) is accepted too."""
     path = Path(path)
@@ -111,11 +146,8 @@ def load_run(path: Path, label: str | None = None) -> RunResults:
                                f"(<output>/<model>/<revision>/<suite>); run folders below it: {hint}")
         path = below[0]
         files = _task_files(path)
-    first = files[0][1]
-    model = str(first.get("model", {}).get("name", path.parent.parent.name))
-    revision = str(first.get("model", {}).get("revision", path.parent.name))
-    suite = str(first.get("suite", path.name))
-    run = RunResults(path, label or "", model, revision, suite)
+    model, revision, suite, experiment = run_identity(path, files[0][0], files[0][1])
+    run = RunResults(path, label or "", model, revision, suite, experiment)
     for p, rec in files:
         name = rec["task"]["name"]
         run.tasks[name] = TaskRun(name, rec, p, p.with_name(f"{name}.per_query.tsv"))
@@ -126,9 +158,9 @@ def _labels(runs: list[RunResults]) -> None:
     """Short unique labels: model/suite, plus revision or the path when needed."""
     def cand(r: RunResults, level: int) -> str:
         if level == 0:
-            return f"{r.model}/{r.suite}"
+            return f"{r.name}/{r.suite}"
         if level == 1:
-            return f"{r.model}@{r.revision}/{r.suite}"
+            return f"{r.name}@{r.revision}/{r.suite}"
         parts = [x.path.resolve().parts for x in runs]
         pre = len(os.path.commonprefix(parts))
         suf = len(os.path.commonprefix([p[pre:][::-1] for p in parts]))
@@ -203,9 +235,10 @@ class Comparison:
     def to_dict(self) -> dict:
         return _clean({
             "baseline": {"label": self.baseline.label, "path": str(self.baseline.path),
-                         "model": self.baseline.model, "revision": self.baseline.revision, "suite": self.baseline.suite},
-            "runs": [{"label": r.label, "path": str(r.path), "model": r.model, "revision": r.revision, "suite": r.suite}
-                     for r in self.runs],
+                         "model": self.baseline.model, "revision": self.baseline.revision, "suite": self.baseline.suite,
+                         "experiment": self.baseline.experiment or None},
+            "runs": [{"label": r.label, "path": str(r.path), "model": r.model, "revision": r.revision, "suite": r.suite,
+                      "experiment": r.experiment or None} for r in self.runs],
             "settings": {"metric": self.metric or "each task's main metric", "test": self.test, "alpha": self.alpha,
                          "correction": "holm (over every (task, run) comparison in this report)",
                          "seed": self.seed, "n_resamples": self.n_resamples, "confidence": self.confidence,
@@ -387,10 +420,12 @@ def write_delta_plot(path: Path, items: list[tuple[str, float, float, float, boo
     from PIL import Image, ImageDraw
 
     font, small = _font(14), _font(12)
-    row_h, top, bottom, left, right, width = 26, 46, 40, 20, 30, 900
+    row_h, top, bottom, left, right = 26, 46, 40, 20, 30
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     label_w = max([probe.textlength(lbl, font=font) for lbl, *_ in items] + [80])
     plot_left = int(left + label_w + 16)
+    # labels are drawn whole: the image grows with the longest label (and the title)
+    width = max(900, plot_left + 420, int(left + probe.textlength(title, font=font) + right))
     plot_right = width - right
     height = top + bottom + row_h * max(1, len(items))
     values = [v for _, d, lo, hi, _ in items for v in (d, lo, hi) if math.isfinite(v)] + [0.0]

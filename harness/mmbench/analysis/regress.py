@@ -118,19 +118,35 @@ class RegressReport:
                            "p_values": c.p_values, "queries_changed": c.queries_changed} for c in self.checks]}
 
     def rich_table(self):
+        """The overview: one row per task, its status a word (the reasons are in :meth:`details`)."""
         from rich.table import Table
 
         table = Table(title=f"regress vs {self.baseline_path} (tolerance ±{self.tolerance}, alpha {self.alpha})")
-        for col in ("task", "metric", "baseline", "current", "Δ", "queries changed", "status"):
-            table.add_column(col, justify="left" if col in ("task", "metric", "status") else "right")
+        width = max([len(c.task) for c in self.checks] + [4])
+        table.add_column("task", no_wrap=True, min_width=width)
+        table.add_column("metric", no_wrap=True)
+        for col in ("baseline", "current", "Δ"):
+            table.add_column(col, justify="right", no_wrap=True)
+        table.add_column("status", no_wrap=True)
         for c in self.checks:
-            status = ("[red]CHANGED[/red]: " + "; ".join(c.reasons)) if c.changed else "[green]ok[/green]"
-            if c.notes:
-                status += " [dim](" + "; ".join(c.notes) + ")[/dim]"
-            table.add_row(c.task, c.metric, _f(c.baseline), _f(c.current),
-                          "-" if c.delta is None else f"{c.delta:+.6f}",
-                          ", ".join(f"{m}: {n}" for m, n in c.queries_changed.items()) or "0", status)
+            table.add_row(c.task, c.metric, _f(c.baseline), _f(c.current), "-" if c.delta is None else f"{c.delta:+.6f}",
+                          "[red]CHANGED[/red]" if c.changed else ("[green]ok[/green]" + (" *" if c.notes else "")))
         return table
+
+    def details(self) -> list[str]:
+        """Each task that changed or carries a note, on a line of its own, then its reasons, notes and
+        changed query counts indented below it (plain text: wraps at any width, never cut)."""
+        out = []
+        for c in self.checks:
+            if not (c.changed or c.notes):
+                continue
+            out.append(f"{c.task}: {'CHANGED' if c.changed else 'ok, with notes'}")
+            out += [f"  {r}" for r in c.reasons]
+            out += [f"  note: {n}" for n in c.notes]
+            moved = {m: n for m, n in c.queries_changed.items() if n}
+            if moved:
+                out.append("  queries changed: " + ", ".join(f"{m}: {n}" for m, n in moved.items()))
+        return out
 
 
 def _f(x) -> str:

@@ -5,6 +5,7 @@ Heavy imports (pandas, Pillow) happen inside the command bodies.
 
 from __future__ import annotations
 
+import shlex
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -121,17 +122,22 @@ def regress(
         data = rg.update(current, baseline)
         if old is not None:
             console.print(old.rich_table())
+            for line in old.details():
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
         console.print(f"baseline written: {baseline} ({len(data['tasks'])} tasks of {data['model']} on {data['suite']})")
         raise typer.Exit(0)
     report = rg.check(current, rg.load_baseline(baseline), baseline_path=baseline, tolerance=tolerance, alpha=alpha)
     console.print(report.rich_table())
+    for line in report.details():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if json_out:
         write_json(json_out, report.to_dict())
     if report.passed:
         console.print("[green]no change beyond the tolerance[/green]")
         raise typer.Exit(0)
-    console.print("[red]changed[/red]: accept deliberately with `mmbench regress --baseline "
-                  f"{baseline} --update` if this is intended")
+    where = f"{shlex.quote(str(run))} " if run is not None else f"--results {shlex.quote(str(results))} "
+    console.print("[red]changed[/red]: if this is intended, accept it deliberately with", highlight=False)
+    console.print(f"  mmbench regress {where}--baseline {shlex.quote(str(baseline))} --update", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
