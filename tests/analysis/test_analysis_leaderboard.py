@@ -122,3 +122,47 @@ def test_html_renders_and_sorts_in_headless_chromium(boards):
     dom = _dom((boards / "mbeir-mini.html").as_uri() + "#sort=average:asc")
     assert _models(dom) == [DEFAULT_MODEL, "minilm"]
     assert 'class="badge ours"' in dom and "config_hash" in dom
+
+
+LAYOUT_PROBE = """<script>window.addEventListener('load', function(){
+  var box = document.querySelector('div.scroll'), root = document.documentElement;
+  document.body.setAttribute('data-page-width', root.scrollWidth);
+  document.body.setAttribute('data-box-width', box.clientWidth);
+  document.body.setAttribute('data-table-width', box.scrollWidth);
+  var cut = Array.prototype.filter.call(document.querySelectorAll('svg text, th'), function(t){
+    var r = t.getBoundingClientRect(); return r.left < 0; });
+  document.body.setAttribute('data-cut', cut.length);
+});</script>"""
+
+
+@needs_stamps
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make setup installs it)")
+def test_page_reads_like_the_papers_tables_in_a_1400px_window(boards, tmp_path):
+    """M-BEIR names grouped by task type, provenance as text, no empty published cells, and a page that
+    fits 1400 px (the table scrolls in its box): measured in headless Chromium, with a screenshot."""
+    page = (boards / "mbeir-local.html").read_text()
+    head = page[page.index("<thead>"):page.index("</thead>")]
+    assert ">q_t → c_i</th>" in head and ">(q_i,q_t) → (c_i,c_t)</th>" in head
+    assert "VisualNews<br>" in head and "visualnews_task0 (" not in head
+    body = page[page.index("<tbody>"):page.index("</tbody>")]
+    assert not re.search(r"<td[^>]*>–", body)     # published rows: every cell filled (no nDCG@10 column here)
+    assert 'class="prov"' in page and "arxiv.org" in page[page.index('class="prov"'):]      # provenance as text
+    md = (boards / "mbeir-local.md").read_text()
+    assert "VisualNews q_t → c_i<br>hit@5" in md and "nDCG@10" not in md
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", LAYOUT_PROBE + "</body>"))
+    with tempfile.TemporaryDirectory() as profile:
+        flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", "--window-size=1400,1000"]
+        dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=90).stdout
+        shot = tmp_path / "mbeir-local-1400.png"
+        subprocess.run([*flags, f"--screenshot={shot}", probe.as_uri()], capture_output=True, text=True, timeout=90)
+    page_w, box_w, table_w, cut = (int(re.search(rf'data-{k}="(\d+)"', dom).group(1))
+                                   for k in ("page-width", "box-width", "table-width", "cut"))
+    assert page_w <= 1400 and box_w <= 1400 - 2 * 24          # the page does not scroll sideways
+    assert table_w >= box_w and cut == 0                       # the table scrolls inside its box; nothing cut
+    from PIL import Image
+
+    assert Image.open(shot).size == (1400, 1000)
