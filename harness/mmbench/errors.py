@@ -8,16 +8,20 @@ class MmbenchError(Exception):
 
 
 class DataError(MmbenchError):
-    """Malformed or missing data. The message names the file (and line and field where known)."""
+    """Malformed or missing data. The message names the file (and line, record and field where known):
+    ``path:line (field 'f'): what was expected``, or ``path (row N, field 'f'): ...`` for a record of
+    a file without lines (parquet)."""
 
-    def __init__(self, path, message: str, *, line: int | None = None, field: str | None = None):
+    def __init__(self, path, message: str, *, line: int | None = None, field: str | None = None,
+                 row: int | None = None):
         where = str(path)
         if line is not None:
             where += f":{line}"
-        if field is not None:
-            where += f" (field '{field}')"
+        inner = ([f"row {row}"] if row is not None else []) + ([f"field '{field}'"] if field is not None else [])
+        if inner:
+            where += f" ({', '.join(inner)})"
         super().__init__(f"{where}: {message}")
-        self.path, self.line, self.field = path, line, field
+        self.path, self.line, self.field, self.row = path, line, field, row
 
 
 class UnknownNameError(MmbenchError):

@@ -36,6 +36,7 @@ from mmbench.data.types import (
     modality_parts,
 )
 from mmbench.data.families.base import BaseFamily
+from mmbench.data.lines import iter_json_objects, iter_lines
 from mmbench.errors import DataError, MmbenchError
 from mmbench.data.specs import TaskSpec
 
@@ -59,17 +60,9 @@ def require_file(root: Path, rel: str, task: str) -> Path:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, f"invalid JSON ({exc.msg})", line=lineno) from None
-            if not isinstance(obj, dict):
-                raise DataError(path, "expected a JSON object", line=lineno)
-            yield lineno, obj
+    """The JSON objects of a JSONL file, read by :func:`~mmbench.data.lines.iter_json_objects`
+    (strict UTF-8, a BOM and CRLF accepted, lines capped at ``MAX_LINE_BYTES``)."""
+    return iter_json_objects(path)
 
 
 def _field(path: Path, lineno: int, obj: dict, key: str, types: tuple, *, nullable: bool = False):
@@ -81,6 +74,15 @@ def _field(path: Path, lineno: int, obj: dict, key: str, types: tuple, *, nullab
     if not isinstance(value, types) or isinstance(value, bool):
         expected = " or ".join(t.__name__ for t in types) + (" or null" if nullable else "")
         raise DataError(path, f"expected {expected}, got {type(value).__name__}", line=lineno, field=key)
+    return value
+
+
+def _identifier(path: Path, lineno: int, obj: dict, key: str) -> str:
+    """An id field: a non-empty string without whitespace (qrels lines are split on whitespace, so an
+    id with a space could never be judged)."""
+    value = _field(path, lineno, obj, key, (str,))
+    if not value or value != "".join(value.split()):
+        raise DataError(path, f"expected a non-empty id without whitespace, got {value!r}", line=lineno, field=key)
     return value
 
 
@@ -112,7 +114,7 @@ def _src_content(path: Path, lineno: int, obj: dict, key: str) -> None:
     if value is not None:
         try:
             json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise DataError(path, "expected a JSON-encoded string", line=lineno, field=key) from None
 
 
@@ -121,7 +123,7 @@ def load_pool(path: Path, root: Path) -> ItemTable:
     ids, mods, texts, imgs = [], [], [], []
     seen: dict[str, int] = {}
     for lineno, obj in _jsonl(path):
-        did = _field(path, lineno, obj, "did", (str,))
+        did = _identifier(path, lineno, obj, "did")
         txt = _field(path, lineno, obj, "txt", (str,), nullable=True)
         img = _field(path, lineno, obj, "img_path", (str,), nullable=True)
         modality = _modality(path, lineno, obj, "modality")
@@ -144,7 +146,7 @@ def load_queries(path: Path, root: Path) -> ItemTable:
     ids, mods, texts, raws, imgs = [], [], [], [], []
     seen: dict[str, int] = {}
     for lineno, obj in _jsonl(path):
-        qid = _field(path, lineno, obj, "qid", (str,))
+        qid = _identifier(path, lineno, obj, "qid")
         txt = _field(path, lineno, obj, "query_txt", (str,), nullable=True)
         img = _field(path, lineno, obj, "query_img_path", (str,), nullable=True)
         modality = _modality(path, lineno, obj, "query_modality")
@@ -172,39 +174,50 @@ def load_queries(path: Path, root: Path) -> ItemTable:
 def load_qrels(path: Path) -> tuple[Qrels, dict[str, int]]:
     """Read M-BEIR qrels (``qid 0 did rel task_id``; a 4-column TREC line is accepted too).
 
-    Returns the qrels and, for each (qid, did) pair, the line it came from (for error messages).
+    Returns the qrels and, for each query, the first line that names it (for error messages). A
+    (qid, did) pair repeated with the same relevance is kept once; with another relevance it is an
+    error (which one was meant cannot be known).
     """
     qrels: Qrels = {}
     line_of: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            cols = line.split()
-            if not cols:
-                continue
-            if len(cols) not in (4, 5):
-                raise DataError(path, f"expected 5 space-separated columns 'qid 0 did relevance task_id', got {len(cols)}", line=lineno)
-            qid, _, did, rel = cols[:4]
-            try:
-                relevance = int(rel)
-            except ValueError:
-                raise DataError(path, f"relevance must be an integer, got {rel!r}", line=lineno, field="relevance") from None
-            if len(cols) == 5 and not cols[4].lstrip("-").isdigit():
-                raise DataError(path, f"task_id must be an integer, got {cols[4]!r}", line=lineno, field="task_id")
-            qrels.setdefault(qid, {})[did] = relevance
-            line_of.setdefault(qid, lineno)
+    pair_line: dict[tuple[str, str], int] = {}
+    for lineno, line in iter_lines(path):
+        cols = line.split()
+        if not cols:
+            continue
+        if len(cols) not in (4, 5):
+            raise DataError(path, f"expected 5 space-separated columns 'qid 0 did relevance task_id', got {len(cols)}", line=lineno)
+        qid, _, did, rel = cols[:4]
+        if not _is_int(rel):
+            raise DataError(path, f"relevance must be an integer, got {rel!r}", line=lineno, field="relevance")
+        relevance = int(rel)
+        if len(cols) == 5 and not _is_int(cols[4]):
+            raise DataError(path, f"task_id must be an integer, got {cols[4]!r}", line=lineno, field="task_id")
+        judged = qrels.setdefault(qid, {})
+        if did in judged and judged[did] != relevance:
+            raise DataError(path, f"pair ({qid}, {did}) has relevance {judged[did]} on line "
+                                  f"{pair_line[(qid, did)]} and {relevance} here", line=lineno, field="relevance")
+        judged[did] = relevance
+        pair_line.setdefault((qid, did), lineno)
+        line_of.setdefault(qid, lineno)
     if not qrels:
         raise DataError(path, "qrels file is empty")
     return qrels, line_of
 
 
+def _is_int(text: str) -> bool:
+    """An optionally signed run of ASCII digits (what ``int`` reads as the same number everywhere)."""
+    body = text[1:] if text[:1] in "+-" else text
+    return body.isascii() and body.isdigit()
+
+
 def load_instructions(path: Path) -> dict[tuple[str, str, str], list[str]]:
     """UniIR's parsing of ``query_instructions.tsv``: key (dataset_id, query_modality, cand_modality)."""
     table: dict[tuple[str, str, str], list[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    lines = list(iter_lines(path))
     if not lines:
         raise DataError(path, "instruction file is empty")
-    for lineno, line in enumerate(lines[1:], 2):
+    for lineno, line in lines[1:]:
         if not line.strip():
             continue
         parts = line.split("\t")
