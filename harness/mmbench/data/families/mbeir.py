@@ -176,18 +176,27 @@ def load_qrels(path: Path) -> tuple[Qrels, dict[str, int]]:
 
     Returns the qrels and, for each query, the first line that names it (for error messages). A
     (qid, did) pair repeated with the same relevance is kept once; with another relevance it is an
-    error (which one was meant cannot be known).
+    error (which one was meant cannot be known). Every line of a file has the column count of its
+    first line (a 5-column line that lost a column would otherwise read as a 4-column one, with its
+    task_id taken for the relevance), and the second column is an integer (TREC's iteration).
     """
     qrels: Qrels = {}
     line_of: dict[str, int] = {}
     pair_line: dict[tuple[str, str], int] = {}
+    width = None
     for lineno, line in iter_lines(path):
         cols = line.split()
         if not cols:
             continue
-        if len(cols) not in (4, 5):
-            raise DataError(path, f"expected 5 space-separated columns 'qid 0 did relevance task_id', got {len(cols)}", line=lineno)
-        qid, _, did, rel = cols[:4]
+        if len(cols) not in (4, 5) or (width is not None and len(cols) != width):
+            expected = width or 5
+            raise DataError(path, f"expected {expected} space-separated columns 'qid 0 did relevance"
+                                  f"{' task_id' if expected == 5 else ''}' (as on the file's first line), got {len(cols)}",
+                            line=lineno)
+        width = len(cols)
+        qid, iteration, did, rel = cols[:4]
+        if not _is_int(iteration):
+            raise DataError(path, f"second column must be an integer (0), got {iteration!r}", line=lineno, field="iteration")
         if not _is_int(rel):
             raise DataError(path, f"relevance must be an integer, got {rel!r}", line=lineno, field="relevance")
         relevance = int(rel)
@@ -292,6 +301,10 @@ def _check_qrels(spec: TaskSpec, queries: ItemTable, pool: ItemTable, qrels: Qre
     for qid, judged in qrels.items():
         missing = [d for d in judged if d not in pool_ids]
         foreign = [d for d in missing if _dataset_prefix(d) != _dataset_prefix(qid)]
+        odd = next((d for d in foreign if not _is_int(_dataset_prefix(d)) or ":" not in d), None)
+        if odd is not None:
+            raise DataError(path, f"qrels of query {qid!r} name {odd!r}, which is neither in {spec.files.pool} "
+                                  "nor an M-BEIR candidate id ('<dataset_id>:<n>') of another dataset", line=line_of[qid])
         if len(foreign) != len(missing):
             own = next(d for d in missing if _dataset_prefix(d) == _dataset_prefix(qid))
             raise DataError(path, f"qrels of query {qid!r} name candidate {own!r}, which is not in {spec.files.pool}", line=line_of[qid])

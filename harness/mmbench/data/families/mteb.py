@@ -30,13 +30,16 @@ query instructions (``ModelMeta.task_instructions``) gets it for the tasks mteb 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from mmbench.data.families.base import BaseFamily
+from mmbench.data.lines import MAX_LINE_BYTES, iter_json_objects, iter_lines, parse_json
 from mmbench.data.types import ItemTable, Qrels, TaskData
 from mmbench.errors import DataError, MmbenchError
 from mmbench.metrics.families import to_mteb_key
@@ -99,44 +102,240 @@ def detect_layout(folder: Path) -> str | None:
     return None
 
 
-def _read_table(paths: list[Path]):
-    import pandas as pd
+_MISSING = object()
 
-    frames = []
-    for p in paths:
-        name = p.name
-        if name.endswith(".parquet"):
-            frames.append(pd.read_parquet(p))
-        elif name.endswith((".jsonl", ".jsonl.gz", ".json")):
-            frames.append(pd.read_json(p, lines=name.endswith((".jsonl", ".jsonl.gz")), dtype=False))
-        elif name.endswith((".tsv", ".csv")):
-            frames.append(pd.read_csv(p, sep="\t" if name.endswith(".tsv") else ",", dtype=str,
-                                      keep_default_na=False, quoting=3))
-        else:
-            raise DataError(p, "unsupported data file type (expected parquet, jsonl or tsv)")
-    if not frames:
-        raise DataError(paths, "no data files")
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+def _records(path: Path) -> Iterator[tuple[dict, dict]]:
+    """``(location, record)`` for each record of a data file: ``location`` is ``{"line": n}`` (JSONL,
+    TSV, CSV) or ``{"row": n}`` (parquet, JSON), the keyword arguments of a :class:`DataError` about it.
+
+    JSONL/TSV/CSV are read line by line (:mod:`mmbench.data.lines`: strict UTF-8, BOM and CRLF
+    accepted, lines capped at ``MAX_LINE_BYTES``); TSV/CSV take their first line as the header, with
+    no quoting (as mteb's BEIR files are read), and every row must have the header's column count;
+    parquet is read batch by batch. Every failure is a :class:`DataError` naming the file.
+    """
+    name = path.name
+    if name.endswith(".parquet"):
+        yield from _parquet_records(path)
+    elif name.endswith((".jsonl", ".jsonl.gz")):
+        for lineno, obj in iter_json_objects(path):
+            yield {"line": lineno}, obj
+    elif name.endswith(".json"):
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise DataError(path, f"cannot read the file ({exc.strerror or exc})") from None
+        try:
+            text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(path, f"invalid UTF-8 at byte {exc.start} (expected UTF-8 text)") from None
+        data = parse_json(path, None, text)
+        if not isinstance(data, list):
+            raise DataError(path, f"expected a JSON list of records, got {type(data).__name__}")
+        for i, rec in enumerate(data, 1):
+            if not isinstance(rec, dict):
+                raise DataError(path, f"expected a JSON object, got {type(rec).__name__}", row=i)
+            yield {"row": i}, rec
+    elif name.endswith((".tsv", ".csv")):
+        sep, what = ("\t", "tab") if name.endswith(".tsv") else (",", "comma")
+        header = None
+        for lineno, line in iter_lines(path, skip_blank=True):
+            cols = line.split(sep)
+            if header is None:
+                header = cols
+                if len(set(header)) != len(header) or not all(h.strip() for h in header):
+                    raise DataError(path, f"header must name each column once, got {header!r}", line=lineno)
+                continue
+            if len(cols) != len(header):
+                raise DataError(path, f"expected {len(header)} {what}-separated columns ({', '.join(header)}), "
+                                      f"got {len(cols)}", line=lineno)
+            yield {"line": lineno}, dict(zip(header, cols))
+        if header is None:
+            raise DataError(path, "file is empty (expected a header line)")
+    else:
+        raise DataError(path, "unsupported data file type (expected parquet, jsonl or tsv)")
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[dict, dict]]:
+    import pyarrow.parquet as pq
+
+    try:
+        reader = pq.ParquetFile(path)
+        batches = reader.iter_batches(batch_size=8192)
+    except Exception as exc:                 # pyarrow raises ArrowInvalid, OSError, ... for a bad file
+        raise DataError(path, f"cannot read parquet ({type(exc).__name__}: {str(exc)[:120]})") from None
+    row = 0
+    while True:
+        try:
+            batch = next(batches, None)
+            records = None if batch is None else batch.to_pylist()
+        except Exception as exc:
+            raise DataError(path, f"cannot read parquet ({type(exc).__name__}: {str(exc)[:120]})", row=row + 1) from None
+        if records is None:
+            return
+        for rec in records:
+            row += 1
+            yield {"row": row}, rec
+
+
+def _id_value(path, loc: dict, rec: dict, keys: tuple[str, ...]) -> str:
+    """The first of ``keys`` in ``rec``: a non-empty string, or an integer (read as its decimal text)."""
+    key = next((k for k in keys if k in rec), None)
+    if key is None:
+        raise DataError(path, "missing field" + (f" (or {', '.join(keys[1:])})" if len(keys) > 1 else ""),
+                        field=keys[0], **loc)
+    value = rec[key]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(path, f"expected a string id, got {type(value).__name__}", field=key, **loc)
+    value = str(value)
+    if not value:
+        raise DataError(path, "expected a non-empty id", field=key, **loc)
+    return value
+
+
+def _text_value(path, loc: dict, rec: dict, key: str, *, required: bool) -> str:
+    """A text field: a string, or null (read as ""); absent only when not ``required``."""
+    value = rec.get(key, _MISSING)
+    if value is _MISSING:
+        if required:
+            raise DataError(path, "missing field", field=key, **loc)
+        return ""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(path, f"expected a string or null, got {type(value).__name__}", field=key, **loc)
+    if len(value) > MAX_LINE_BYTES:
+        raise DataError(path, f"text longer than {MAX_LINE_BYTES} characters (mmbench.data.lines.MAX_LINE_BYTES)",
+                        field=key, **loc)
+    return value
+
+
+def _score_value(path, loc: dict, rec: dict, tabular: bool) -> int:
+    """A qrels score: an integer (an integral float from parquet, the digits of a TSV cell); a TSV
+    without a score column gives 1 (mteb's reading of such files)."""
+    value = rec.get("score", _MISSING)
+    if value is _MISSING:
+        if tabular:
+            return 1
+        raise DataError(path, "missing field", field="score", **loc)
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        return value
+    elif isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return int(value)
+    elif isinstance(value, str) and _INT.fullmatch(value.strip()):
+        return int(value)
+    raise DataError(path, f"expected an integer score, got {value!r}"[:200], field="score", **loc)
+
+
+_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def read_corpus(paths: list[Path]) -> tuple[list[str], list[str], list[str]]:
+    """(ids, titles, texts) of a corpus; ``_id`` or ``id``, ``text`` required, ``title`` optional."""
+    ids, titles, texts = [], [], []
+    first: dict[str, tuple[Path, dict]] = {}
+    for path in paths:
+        for loc, rec in _records(path):
+            did = _id_value(path, loc, rec, ("_id", "id"))
+            if did in first:
+                p, l = first[did]
+                raise DataError(path, f"duplicate corpus id {did!r} (first at {p.name} {_where(l)})", field="_id", **loc)
+            first[did] = (path, loc)
+            ids.append(did)
+            titles.append(_text_value(path, loc, rec, "title", required=False))
+            texts.append(_text_value(path, loc, rec, "text", required=True))
+    if not ids:
+        raise DataError(paths[0] if len(paths) == 1 else paths, "the corpus is empty")
+    return ids, titles, texts
+
+
+def read_queries(paths: list[Path]) -> tuple[list[str], list[str]]:
+    """(ids, texts) of the queries; ``_id`` or ``id`` and ``text`` required, ids unique."""
+    ids, texts = [], []
+    first: dict[str, tuple[Path, dict]] = {}
+    for path in paths:
+        for loc, rec in _records(path):
+            qid = _id_value(path, loc, rec, ("_id", "id"))
+            if qid in first:
+                p, l = first[qid]
+                raise DataError(path, f"duplicate query id {qid!r} (first at {p.name} {_where(l)})", field="_id", **loc)
+            first[qid] = (path, loc)
+            ids.append(qid)
+            texts.append(_text_value(path, loc, rec, "text", required=True))
+    if not ids:
+        raise DataError(paths[0] if len(paths) == 1 else paths, "the query file is empty")
+    return ids, texts
+
+
+def read_qrels(paths: list[Path]) -> list[tuple[str, str, int, Path, dict]]:
+    """``(query id, corpus id, score, file, location)`` of each qrels record; ``query-id`` and
+    ``corpus-id`` required. A pair repeated with another score is an error."""
+    rows = []
+    seen: dict[tuple[str, str], tuple[int, Path, dict]] = {}
+    for path in paths:
+        tabular = path.name.endswith((".tsv", ".csv"))
+        for loc, rec in _records(path):
+            qid = _id_value(path, loc, rec, ("query-id",))
+            did = _id_value(path, loc, rec, ("corpus-id",))
+            score = _score_value(path, loc, rec, tabular)
+            before = seen.get((qid, did))
+            if before is not None and before[0] != score:
+                raise DataError(path, f"pair ({qid}, {did}) has score {before[0]} at {before[1].name} "
+                                      f"{_where(before[2])} and {score} here", field="score", **loc)
+            seen.setdefault((qid, did), (score, path, loc))
+            rows.append((qid, did, score, path, loc))
+    if not rows:
+        raise DataError(paths[0] if len(paths) == 1 else paths, "the qrels file is empty")
+    return rows
+
+
+def _where(loc: dict) -> str:
+    return f"line {loc['line']}" if "line" in loc else f"row {loc['row']}"
 
 
 def hf_configs(folder: Path) -> dict[str, dict[str, list[str]]]:
     """``{config_name: {split: [glob, ...]}}`` from the README's YAML front matter."""
     import yaml
 
-    text = (folder / "README.md").read_text(encoding="utf-8")
+    readme = folder / "README.md"
+    try:
+        text = readme.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8").replace("\r\n", "\n")
+    except UnicodeDecodeError as exc:
+        raise DataError(readme, f"invalid UTF-8 at byte {exc.start} (expected UTF-8 text)") from None
+    except OSError as exc:
+        raise DataError(readme, f"cannot read the file ({exc.strerror or exc})") from None
     m = re.match(r"^---\s*\n(.*?)\n---", text, re.S)
     if not m:
-        raise DataError(folder / "README.md", "no YAML front matter with configs")
-    meta = yaml.safe_load(m.group(1)) or {}
+        raise DataError(readme, "no YAML front matter with configs")
+    try:
+        meta = yaml.safe_load(m.group(1)) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(readme, f"invalid YAML front matter ({str(exc).splitlines()[0]})") from None
+    bad = "expected configs: a list of {config_name, data_files: [{split, path}]}"
+    if not isinstance(meta, dict) or not isinstance(meta.get("configs", []), list):
+        raise DataError(readme, bad, field="configs")
     out: dict[str, dict[str, list[str]]] = {}
     for cfg in meta.get("configs", []):
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("config_name"), str):
+            raise DataError(readme, bad, field="configs")
         files = cfg.get("data_files", [])
         if isinstance(files, (str, list)) and (isinstance(files, str) or (files and isinstance(files[0], str))):
             files = [{"split": "train", "path": files}]
+        if not isinstance(files, list):
+            raise DataError(readme, bad, field="data_files")
         splits = {}
         for entry in files:
-            p = entry["path"]
-            splits[entry["split"]] = [p] if isinstance(p, str) else list(p)
+            p = entry.get("path") if isinstance(entry, dict) else None
+            globs = [p] if isinstance(p, str) else p
+            if (not isinstance(entry, dict) or not isinstance(entry.get("split"), str) or not isinstance(globs, list)
+                    or not globs or not all(isinstance(g, str) and g for g in globs)):
+                raise DataError(readme, bad, field="data_files")
+            for g in globs:
+                if Path(g).is_absolute() or ".." in Path(g).parts:
+                    raise DataError(readme, f"data file pattern {g!r} leaves the dataset folder", field="data_files")
+            splits[entry["split"]] = list(globs)
         out[cfg["config_name"]] = splits
     return out
 
@@ -148,7 +347,7 @@ def _hf_files(folder: Path, configs: dict, names: tuple[str, ...], split: str) -
             key = split if split in splits else (next(iter(splits)) if len(splits) == 1 else None)
             if key is None:
                 raise DataError(folder, f"config {name!r} has no split {split!r} (has {', '.join(splits)})")
-            files = sorted({f for g in splits[key] for f in folder.glob(g)})
+            files = sorted({f for g in splits[key] for f in folder.glob(g) if f.is_file()})
             if not files:
                 raise DataError(folder, f"config {name!r} split {key!r}: no file matches {splits[key]}")
             return files
@@ -156,7 +355,7 @@ def _hf_files(folder: Path, configs: dict, names: tuple[str, ...], split: str) -
 
 
 def read_local(folder: Path, split: str):
-    """(corpus DataFrame [id,title,text], queries DataFrame [id,text], qrels DataFrame, files read)."""
+    """(corpus (ids, titles, texts), queries (ids, texts), qrels rows (:func:`read_qrels`), files read)."""
     layout = detect_layout(folder)
     if layout == "beir":
         files = {"corpus": [folder / "corpus.jsonl"], "queries": [folder / "queries.jsonl"],
@@ -170,9 +369,7 @@ def read_local(folder: Path, split: str):
                  "qrels": _hf_files(folder, configs, ("default", "qrels"), split)}
     else:
         raise DataError(folder, "neither an HF dataset folder (README.md with configs) nor a BEIR folder (corpus.jsonl)")
-    corpus, queries, qrels = (_read_table(files[k]) for k in ("corpus", "queries", "qrels"))
-    corpus, queries = (df.rename(columns={"_id": "id"}) if "_id" in df.columns else df for df in (corpus, queries))
-    return corpus, queries, qrels, files
+    return read_corpus(files["corpus"]), read_queries(files["queries"]), read_qrels(files["qrels"]), files
 
 
 def _fingerprint(paths: list[Path]) -> str:
@@ -203,8 +400,7 @@ def missing_data_error(info: dict, root: Path | None, reason: str) -> MissingDat
 
 
 def read_hub(info: dict):
-    import pandas as pd
-
+    """(corpus, queries, qrels rows) as :func:`read_local` gives them, from the hub through mteb's loader."""
     task = mteb_task(info["name"])
     try:
         task.load_data()
@@ -212,14 +408,36 @@ def read_hub(info: dict):
         raise missing_data_error(info, None, f"the HF hub could not be reached ({type(exc).__name__})") from None
     subset = task.dataset["default"] if "default" in task.dataset else next(iter(task.dataset.values()))
     data = subset[info["split"]]
+    where = f"hf://{info['path']}@{info['revision']}"
     corpus = data["corpus"]
-    corpus = pd.DataFrame({"id": list(corpus["id"]),
-                           "title": list(corpus["title"]) if "title" in corpus.column_names else [""] * len(corpus),
-                           "text": list(corpus["text"])})
-    queries = pd.DataFrame({"id": list(data["queries"]["id"]), "text": list(data["queries"]["text"])})
-    rows = [(q, d, s) for q, docs in data["relevant_docs"].items() for d, s in docs.items()]
-    qrels = pd.DataFrame(rows, columns=["query-id", "corpus-id", "score"])
-    return corpus, queries, qrels
+    titles = list(corpus["title"]) if "title" in corpus.column_names else [""] * len(corpus)
+    records = ({"id": i, "title": t, "text": x} for i, t, x in zip(corpus["id"], titles, corpus["text"]))
+    corpus_cols = _validated_corpus(f"{where} (corpus)", records)
+    q = data["queries"]
+    query_cols = _validated_queries(f"{where} (queries)", ({"id": i, "text": t} for i, t in zip(q["id"], q["text"])))
+    rows = [(qid, did, s) for qid, docs in data["relevant_docs"].items() for did, s in docs.items()]
+    qrels_rows = [(str(qid), str(did), _score_value(f"{where} (qrels)", {"row": n}, {"score": s}, False),
+                   f"{where} (qrels)", {"row": n}) for n, (qid, did, s) in enumerate(rows, 1)]
+    return corpus_cols, query_cols, qrels_rows
+
+
+def _validated_corpus(path, records):
+    ids, titles, texts = [], [], []
+    for n, rec in enumerate(records, 1):
+        loc = {"row": n}
+        ids.append(_id_value(path, loc, rec, ("id",)))
+        titles.append(_text_value(path, loc, rec, "title", required=False))
+        texts.append(_text_value(path, loc, rec, "text", required=True))
+    return ids, titles, texts
+
+
+def _validated_queries(path, records):
+    ids, texts = [], []
+    for n, rec in enumerate(records, 1):
+        loc = {"row": n}
+        ids.append(_id_value(path, loc, rec, ("id",)))
+        texts.append(_text_value(path, loc, rec, "text", required=True))
+    return ids, texts
 
 
 # ------------------------------------------------------------------------------------------------
@@ -241,29 +459,27 @@ def data_root_for(spec, config) -> Path | None:
 
 
 
-def document_texts(corpus) -> list[str]:
-    """mteb's ``_corpus_to_dict``: ``(title + " " + text).strip()`` if the title is non-empty, else ``text.strip()``."""
-    text = corpus["text"].fillna("").astype(str)
-    if "title" not in corpus.columns:
-        return text.str.strip().tolist()
-    title = corpus["title"].fillna("").astype(str)
-    joined = (title + " " + text).str.strip()
-    return joined.where(title.str.len() > 0, text.str.strip()).tolist()
+def document_texts(titles: list[str], texts: list[str]) -> list[str]:
+    """mteb's ``_corpus_to_dict``: ``(title + " " + text).strip()`` if the title is non-empty, else ``text.strip()``
+    (a missing or null title or text reads as "")."""
+    return [(title + " " + text).strip() if title else text.strip() for title, text in zip(titles, texts)]
 
 
-def _qrels(df, query_ids: set[str], notes: list[str]) -> Qrels:
-    q = df["query-id"].astype(str).tolist()
-    d = df["corpus-id"].astype(str).tolist()
-    s = df["score"].astype(np.int64).tolist() if "score" in df.columns else [1] * len(q)
+def _qrels(rows, query_ids: set[str], doc_ids: set[str], notes: list[str]) -> Qrels:
     qrels: Qrels = {}
-    unknown = 0
-    for qid, did, score in zip(q, d, s):
+    unknown = dangling = 0
+    for qid, did, score, _path, _loc in rows:
         if qid not in query_ids:
             unknown += 1
             continue
+        if did not in doc_ids:
+            dangling += 1
         qrels.setdefault(qid, {})[did] = int(score)
     if unknown:
         notes.append(f"{unknown} qrels rows name queries that are not in the query file; ignored (as pytrec_eval does)")
+    if dangling:
+        notes.append(f"{dangling} qrels rows name documents that are not in the corpus; kept (as mteb does): "
+                     "they count as relevant and can never be retrieved")
     return qrels
 
 
@@ -273,22 +489,22 @@ def load_task(spec, root: Path | None, *, instructions: str = "first", seed: int
     if info.get("builtin"):
         if root is None:
             raise DataError(spec.path, "builtin mteb-format task needs its folder")
-        corpus, queries, qrels_df, files = read_local(Path(root), info["split"])
+        corpus, queries, qrels_rows, files = read_local(Path(root), info["split"])
         source = str(root)
     elif root is not None:
         folder = next((p for p in candidate_folders(Path(root), info) if p.is_dir() and detect_layout(p)), None)
         if folder is None:
             if _hub_offline():
                 raise missing_data_error(info, Path(root), "the HF hub is disabled (HF_HUB_OFFLINE=1)")
-            corpus, queries, qrels_df = read_hub(info)
+            corpus, queries, qrels_rows = read_hub(info)
             files, source = None, f"hf://{info['path']}@{info['revision']}"
         else:
-            corpus, queries, qrels_df, files = read_local(folder, info["split"])
+            corpus, queries, qrels_rows, files = read_local(folder, info["split"])
             source = str(folder)
     else:
         if _hub_offline():
             raise missing_data_error(info, None, "the HF hub is disabled (HF_HUB_OFFLINE=1)")
-        corpus, queries, qrels_df = read_hub(info)
+        corpus, queries, qrels_rows = read_hub(info)
         files, source = None, f"hf://{info['path']}@{info['revision']}"
     if files is not None:
         for role, key in (("candidates", "corpus"), ("queries", "queries"), ("qrels", "qrels")):
@@ -298,13 +514,15 @@ def load_task(spec, root: Path | None, *, instructions: str = "first", seed: int
             fingerprints[role] = hashlib.sha256(f"{info['path']}@{info['revision']}:{info['split']}:{role}".encode()).hexdigest()
 
     notes: list[str] = []
-    query_ids_all = queries["id"].astype(str).tolist()
-    qrels = _qrels(qrels_df, set(query_ids_all), notes)
+    query_ids_all, q_texts_all = queries
+    doc_ids, titles, texts = corpus
+    qrels = _qrels(qrels_rows, set(query_ids_all), set(doc_ids), notes)
     keep = [i for i, q in enumerate(query_ids_all) if qrels.get(q)]
     if len(keep) < len(query_ids_all):
         notes.append(f"{len(query_ids_all) - len(keep)} queries without qrels dropped (as mteb does)")
+    if not keep:
+        raise DataError(source, "no query of the query file has a qrels entry: nothing to score")
     qrels = {q: r for q, r in qrels.items() if r}
-    q_texts_all = queries["text"].fillna("").astype(str).tolist()
     q_ids = [query_ids_all[i] for i in keep]
     q_texts = [q_texts_all[i] for i in keep]
     prompt = query_prompt(info["prompt"])
@@ -312,10 +530,9 @@ def load_task(spec, root: Path | None, *, instructions: str = "first", seed: int
     query_table = ItemTable(q_ids, ["text"] * n, q_texts, [None] * n, root=Path("."), raw_texts=list(q_texts),
                             instructions=[prompt] * n if prompt and instructions != "none" else None,
                             source=f"{source} (queries)")
-    doc_ids = corpus["id"].astype(str).tolist()
     if len(set(doc_ids)) != len(doc_ids):
         raise DataError(source, "corpus ids are not unique")
-    docs = document_texts(corpus)
+    docs = document_texts(titles, texts)
     pool = ItemTable(doc_ids, ["text"] * len(doc_ids), docs, [None] * len(doc_ids), root=Path("."),
                      source=f"{source} (corpus)")
     pool_key = hashlib.sha256(("mteb-corpus:" + fingerprints["candidates"]).encode()).hexdigest()
