@@ -32,8 +32,12 @@ class RunConfig:
     search_backend: str = "auto"           # a name of mmbench.search.backend_names(); recorded through
                                            # describe_backend; in the config hash only when inexact
     overwrite: bool = False
-    memory_budget_gb: float = 2.0          # largest float32 pool block searched at once
-    chunk_size: int = 4096                 # items per cached embedding chunk
+    memory_budget_gb: float = 2.0          # largest float32 pool block searched at once; not in the hash:
+                                           # every gathered candidate is re-scored by one routine
+                                           # (mmbench.search.rescore), so no ranking depends on it (tested)
+    chunk_size: int = 4096                 # items per cached embedding chunk; with batch_size, in the hash
+                                           # and the cache key when not the defaults (encoding batches)
+    verify_data: bool = False              # --verify-data: hash the images' bytes (recorded; cache checked)
     embed_dtype: str = "float32"           # dtype of cached embeddings (float16 halves disk and RAM)
     rerank: str | None = None              # second stage (mmbench.rerank): rescore:<model>, cross-encoder:<path>, mllm-rerank:<path>
     rerank_top_k: int = 10                 # pairs reranked per query; not in scoring_fields: the first-stage
@@ -46,9 +50,19 @@ class RunConfig:
         return {"model": self.model, "instructions": self.instructions,
                 "seed": self.seed if self.instructions == "random" else None,
                 "top_k": self.top_k, "embed_dtype": self.embed_dtype,
+                **({"batching": self.batching()} if self.batching() else {}),
                 **({"trust_remote_code": True} if self.trust_remote_code else {}),
                 **({"model_options": dict(self.model_options)} if self.model_options else {}),
                 **({"search_backend": self.search_backend} if not _exact_backend(self.search_backend) else {})}
+
+    def batching(self) -> str:
+        """"" for the default batch and chunk size, else ``batch=B,chunk=C``: the embedding cache key's
+        field (:func:`mmbench.embeddings.key.batching`). Both change a real model's embeddings (the items
+        encoded together), so a non-default value is a configuration of its own; the defaults leave the
+        hash and the cache keys as they were."""
+        from mmbench.embeddings.key import batching
+
+        return batching(self.batch_size, self.chunk_size)
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.scoring_fields(), sort_keys=True).encode()).hexdigest()[:16]

@@ -10,7 +10,11 @@ message and an exit status, as click tools do:
   that reports a failure (``regress``);
 * 2: a usage error (unknown option or command, bad value, missing argument, no command): the usage,
   a "Try ... --help" line and one ``Error: ...`` line; no traceback;
-* 130: interrupted.
+* 130: interrupted (Ctrl-C), 143: terminated (SIGTERM): one line, ``interrupted: ... (rerun to resume)``.
+  SIGTERM is raised as :class:`Terminated` in the main thread, as Ctrl-C raises KeyboardInterrupt, so
+  every ``finally`` and ``with`` block runs: the background writer finishes the files it was given
+  (each atomic), temporary files are removed and locks released; a rerun reuses every finished task
+  and cached chunk.
 
 ``--debug`` (before the command) shows the traceback of a user error instead.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -63,10 +68,26 @@ for _commands in (run_command, list_command, show, data, analysis):
 del _commands
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt (a BaseException: no ``except
+    Exception`` swallows it)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main() -> None:
     """Console-script entry (``mmbench``, ``python -m mmbench``): exit statuses as in the module docstring."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    except (ValueError, OSError):          # not the main thread of the main interpreter
+        pass
     sys.exit(_invoke(sys.argv[1:]))
+
+
+_INTERRUPTED = "interrupted: stopped by {}; finished tasks and cached embeddings are kept (rerun to resume)"
 
 
 def _invoke(args: Sequence[str]) -> int:
@@ -86,9 +107,20 @@ def _invoke(args: Sequence[str]) -> int:
         exc.show()
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt, *_aborts()):
-        typer.echo("aborted", err=True)
+        _say_interrupted("Ctrl-C")
         return 130
+    except Terminated:
+        _say_interrupted("SIGTERM")
+        return 143
     return rc if isinstance(rc, int) else 0
+
+
+def _say_interrupted(what: str) -> None:
+    """The one line of an interrupted command."""
+    try:
+        typer.echo(_INTERRUPTED.format(what), err=True)
+    except OSError:                         # stderr closed (a pipe gone)
+        pass
 
 
 def _show_usage_error(exc, args: Sequence[str]) -> None:

@@ -69,6 +69,7 @@ def run(
     memory_budget_gb: Annotated[float, typer.Option("--memory-budget-gb", metavar="GB", help="Largest float32 pool block searched at once.")] = 2.0,
     embed_dtype: Annotated[EmbedDtype, typer.Option("--embed-dtype", help="dtype of cached embeddings.")] = EmbedDtype.float32,
     chunk_size: Annotated[int, typer.Option("--chunk-size", metavar="N", min=1, help="Items per cached embedding chunk (the unit of resume).")] = 4096,
+    verify_data: Annotated[bool, typer.Option("--verify-data", help="Hash every image's bytes (recorded in provenance); cached embeddings not encoded from exactly these bytes are encoded again.")] = False,
     rerank: Annotated[Optional[str], typer.Option("--rerank", metavar="RERANKER", help="Rerank the first stage's top-k: rescore:<model>, cross-encoder:<folder-or-hub-id>, mllm-rerank:<folder-or-hub-id>.")] = None,
     rerank_top_k: Annotated[int, typer.Option("--rerank-top-k", metavar="K", min=1, max=1000, help="Hits reranked per query (with --rerank).")] = 10,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a model's own code from its repository (mm-embed: run modeling_nvmmembed.py instead of the native implementation).")] = False,
@@ -86,7 +87,7 @@ def run(
         model=model or api.DEFAULT_MODEL, suite=suite, tasks=task_names, data_root=data_root,
         output=output, instructions=instructions.value, seed=seed, batch_size=batch_size, top_k=top_k,
         device=device, overwrite=overwrite, memory_budget_gb=memory_budget_gb, embed_dtype=embed_dtype.value,
-        chunk_size=chunk_size, rerank=rerank, rerank_top_k=rerank_top_k, trust_remote_code=trust_remote_code,
+        chunk_size=chunk_size, verify_data=verify_data, rerank=rerank, rerank_top_k=rerank_top_k, trust_remote_code=trust_remote_code,
         model_options=_model_options(model_option), search_backend=search_backend,
         **({"cache_dir": cache_dir} if cache_dir else {}))
     console = make_console()

@@ -26,7 +26,7 @@ from mmbench.embeddings.prefault import prepare_pool_memory
 from mmbench.embeddings.store import CHUNK_ABSENT, EmbeddingStore
 from mmbench.embeddings.writer import BackgroundWriter, StagingBuffers
 from mmbench.models.base import l2_normalize
-from mmbench.util.io import write_json
+from mmbench.util.io import atomic_open, write_json
 
 __all__ = ["EncodeStats", "embed_table"]
 
@@ -45,7 +45,7 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
                 writer: BackgroundWriter | None = None, normalize: bool = False,
                 normalized_dtype: str = "float32",
                 message: Callable[[str], None] | None = None,
-                map_min_bytes: int = MAP_MIN_BYTES) -> tuple[np.ndarray, EncodeStats]:
+                map_min_bytes: int = MAP_MIN_BYTES, images_sha256: str | None = None) -> tuple[np.ndarray, EncodeStats]:
     """Embeddings of every item of ``table``, encoding only what is not cached.
 
     Returned: the encoder's output (in the key's dtype), or with ``normalize`` its rows at unit L2
@@ -65,18 +65,48 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     Chunk files are written by ``writer`` when one is given, else by a writer of this call, without
     an fsync (:mod:`mmbench.embeddings.store`); the cache is complete when the caller's writer is
     closed, or on return. ``message`` receives a line for each incomplete chunk file found (encoded again).
+
+    The entry's lock (:meth:`EmbeddingStore.lock`) is held from before the manifest is read until
+    every chunk file of this call is written: another run on the same entry waits (``message`` says
+    so once), then finds the chunks written. ``images_sha256`` (``--verify-data``): the content digest
+    of the table's images; an entry not encoded from exactly those bytes (no digest stored, or
+    another) is encoded again, and the digest is stored with the rows.
     """
     unit = normalize and key.dtype == "float32" and normalized_dtype == "float32"
     if unit:
         key = replace(key, rows="unit")
     store = EmbeddingStore(cache_dir, key, len(table), ids_digest(table.ids), chunk_size)
+    lock = store.lock(message).acquire()
+    try:
+        return _embed_locked(table, store, get_encoder, batch_size=batch_size, chunk_size=chunk_size,
+                             overwrite=overwrite, progress=progress, writer=writer, normalize=normalize,
+                             unit=unit, normalized_dtype=normalized_dtype, message=message,
+                             map_min_bytes=map_min_bytes, images_sha256=images_sha256)
+    finally:
+        if writer is not None:
+            writer.then(lock.release)           # once this table's chunk files are written
+        else:
+            lock.release()                      # this call's own writer is closed
+
+
+def _embed_locked(table: ItemTable, store: EmbeddingStore, get_encoder: Callable[[], object], *,
+                  batch_size: int, chunk_size: int, overwrite: bool, progress, writer: BackgroundWriter | None,
+                  normalize: bool, unit: bool, normalized_dtype: str, message, map_min_bytes: int,
+                  images_sha256: str | None) -> tuple[np.ndarray, EncodeStats]:
+    """:func:`embed_table` with the entry's lock held (the caller releases it)."""
+    key = store.key
     store.open(overwrite)
+    if images_sha256 is not None and _stored_content(store) != images_sha256 and store.n_chunks:
+        if any(store.chunk_problem(i) is None for i in range(store.n_chunks)) and message:
+            message(f"embedding cache {store.dir}: not encoded from these image bytes (--verify-data): encoded again")
+        store.open(overwrite=True)
     problems = {i: store.chunk_problem(i) for i in range(store.n_chunks)}
     missing = [i for i, problem in problems.items() if problem is not None]
     if message:
         for problem in problems.values():
             if problem not in (None, CHUNK_ABSENT):
-                message(f"embedding cache chunk {problem} (not written to the disk before an OS crash?): encoded again")
+                message(f"embedding cache chunk {problem} (cut short by an OS crash, or changed outside mmbench?): "
+                        "encoded again")
     stats = EncodeStats(cached=len(table) - sum(store.chunk_len(i) for i in missing))
     done = stats.cached
     if progress:
@@ -121,6 +151,8 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     if missing:
         encoder = get_encoder()
         start = time.perf_counter()
+        # the rows about to be written were encoded from these bytes only when they were hashed now
+        store.content_path.unlink(missing_ok=True)
         # Chunk files are written by one background thread while the next chunk encodes; if
         # encoding fails, every chunk encoded before the failure is still saved.
         own = writer is None
@@ -153,6 +185,9 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
         settings = getattr(encoder, "settings", None)
         if callable(settings):
             write_json(store.settings_path, settings())
+        if images_sha256 is not None:           # after every chunk of this call, in the writer's order
+            write = chunks.submit if not own else (lambda fn, *a: fn(*a))
+            write(_write_content, store.content_path, images_sha256)
     if store.settings_path.exists():
         stats.settings = json.loads(store.settings_path.read_text())
     if plan.get("map"):
@@ -167,6 +202,18 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     rows, sources = table.duplicate_rows()
     out[rows] = out[sources]        # identical items, identical bits: their ties are exact, whatever the batching
     return out, stats
+
+
+def _stored_content(store: EmbeddingStore) -> str | None:
+    try:
+        return store.content_path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
+def _write_content(path: Path, digest: str) -> None:
+    with atomic_open(path) as f:
+        f.write(digest + "\n")
 
 
 def _check_finite(emb: np.ndarray, items: list, key: EmbeddingKey) -> None:

@@ -6,7 +6,10 @@ An entry is a folder ``<cache>/embeddings/<model slug>/<key digest>/`` holding `
 encoded, ``settings.json`` (the encoder settings that produced the rows). A killed run leaves only
 complete chunks, so the next run encodes just the missing ones: at most the chunk that was in flight
 is redone. A manifest that differs from the one a run expects (same key, other content) removes the
-folder: rows of other items are never mixed in.
+folder: rows of other items are never mixed in. Every reader and writer of an entry holds its lock
+(:meth:`EmbeddingStore.lock`, a file beside the folder, so removing the folder keeps it): a second run
+on the same entry waits, and a folder is never removed or rewritten under a running writer; taking the
+lock removes the temporary files a killed writer left in the folder.
 
 Chunks are written with their array data at byte :data:`~mmbench.embeddings.mapping.DATA_OFFSET` (a
 padded version 1.0 ``.npy`` header: any numpy reads them), so a large pool can be mapped from its files
@@ -33,6 +36,7 @@ import numpy as np
 from mmbench.embeddings.key import CACHE_FORMAT, EmbeddingKey
 from mmbench.embeddings.mapping import DATA_OFFSET, map_chunk_files
 from mmbench.util.io import save_npy, write_json
+from mmbench.util.locks import FolderLock
 from mmbench.util.text import slug
 
 __all__ = ["CHUNK_ABSENT", "EmbeddingStore"]
@@ -63,6 +67,18 @@ class EmbeddingStore:
     @property
     def settings_path(self) -> Path:
         return self.dir / "settings.json"
+
+    @property
+    def content_path(self) -> Path:
+        """The images' content digest the rows were encoded from (``--verify-data``;
+        :func:`mmbench.embeddings.images.images_sha256`), when they were encoded with it."""
+        return self.dir / "images.sha256"
+
+    def lock(self, message=None) -> FolderLock:
+        """The entry's lock: ``.<digest>.lock`` beside its folder; held, it cleans the folder's stale
+        temporary files."""
+        return FolderLock(self.dir, "the embedding cache entry", message,
+                          lock_file=self.dir.parent / f".{self.dir.name}.lock", clean=(self.dir,))
 
     def open(self, overwrite: bool) -> None:
         """Create the folder and its manifest; remove it first with ``overwrite`` or when its stored

@@ -47,6 +47,16 @@ class BackgroundWriter:
             self._failure = exc
             raise
 
+    def then(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the writer thread after every write submitted so far, even after a failed
+        one (releasing a lock that those writes needed); its own failure is ignored."""
+        def call() -> None:
+            try:
+                fn()
+            except Exception:
+                pass
+        self._pool.submit(call)
+
     def drain(self) -> None:
         pending, self._pending = self._pending, []
         for f in pending:

@@ -18,6 +18,7 @@ from mmbench.data.specs import SuiteSpec, TaskSpec
 from mmbench.data.types import TaskData
 from mmbench.models.base import ModelMeta
 from mmbench.models.loading import with_model_options
+from mmbench.pipeline.pools import image_fingerprints
 from mmbench.pipeline.types import Reporter, SuiteOutcome
 from mmbench.results.layout import record_file, result_dir
 from mmbench.results.records import load_task_result, run_file_problem
@@ -58,6 +59,8 @@ class Plan:
     loaded: dict[str, TaskData] = field(default_factory=dict)
     # ... and as this run's model encodes its queries
     data: dict[str, TaskData] = field(default_factory=dict)
+    # the fingerprints of the images each task reads (pipeline.pools.image_fingerprints; {} for text)
+    images: dict[str, dict] = field(default_factory=dict)
 
     @property
     def suite_tasks(self) -> tuple[str, ...]:
@@ -72,6 +75,9 @@ class Plan:
         for spec in {s.name: s for s in [*self.specs, *self.pool_specs]}.values():
             self.loaded[spec.name] = load_task_data(spec, self.config)
             self.data[spec.name] = with_model_instructions(spec, self.loaded[spec.name], self.meta, self.config)
+        memo: dict = {}
+        for name, data in self.data.items():
+            self.images[name] = image_fingerprints(data, self.config.verify_data, memo)
 
     def outcome(self) -> SuiteOutcome:
         return SuiteOutcome(self.label, self.pool_mode, self.meta.name, self.meta.revision, self.directory)
@@ -102,7 +108,8 @@ def reusable(plan: Plan, spec: TaskSpec, reporter: Reporter) -> dict | None:
     previous = load_task_result(path)
     provenance = (previous or {}).get("provenance", {})
     if not previous or provenance.get("config_hash") != plan.config_hash \
-            or provenance.get("data_fingerprints") != plan.data[spec.name].fingerprints:
+            or provenance.get("data_fingerprints") != plan.data[spec.name].fingerprints \
+            or provenance.get("image_fingerprints", {}) != plan.images.get(spec.name, {}):
         return None
     problem = run_file_problem(plan.directory, previous)
     if problem is not None:

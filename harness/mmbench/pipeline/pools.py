@@ -3,6 +3,11 @@
 The model is loaded on first use only (:class:`LazyEncoder`: a fully cached run never loads weights).
 A task searches its local pool, or the union of the suite's distinct local pools (a global suite);
 each pool is embedded once per run and shared by the tasks that search it.
+
+The cache keys (:func:`query_key`, :func:`pool_key`) hold everything that can change an embedding:
+the data files, the images' fingerprint (:func:`image_fingerprints`; a replaced image gives another
+key, so the table is encoded again), the instructions, the dtype and the batching (batch and chunk
+size, when not the defaults: a real model's output depends on its batch's other items).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from mmbench.config import RunConfig
 from mmbench.data.specs import TaskSpec
 from mmbench.data.types import ItemTable, TaskData
 from mmbench.embeddings import BackgroundWriter, EmbeddingKey, EncodeStats, embed_table
+from mmbench.embeddings.images import images_fingerprint, images_sha256
+from mmbench.embeddings.key import batching
 from mmbench.errors import DataError, MmbenchError
 from mmbench.models.base import ModelMeta, l2_normalize
 from mmbench.models.loading import hub_miss_error, is_hub_miss, loader_options
@@ -78,16 +85,50 @@ def as_searched(emb: np.ndarray, meta: ModelMeta) -> np.ndarray:
     return l2_normalize(emb, inplace=True) if meta.similarity == "cosine" else np.asarray(emb, dtype=np.float32)
 
 
-def query_key(meta: ModelMeta, config: RunConfig, data: TaskData) -> EmbeddingKey:
-    """The cache key of a task's queries: their file, their instructions and the instruction policy."""
+def image_fingerprints(data: TaskData, verify: bool = False, memo: dict | None = None) -> dict[str, str]:
+    """The fingerprints of the images a task reads (:mod:`mmbench.embeddings.images`): ``queries`` and
+    ``pool`` (path, size and mtime of each image, in table order), and with ``verify`` (``--verify-data``)
+    ``queries_sha256`` and ``pool_sha256`` (every byte). Only the tables that have images appear: a
+    text task gets ``{}``. ``memo`` (shared across a run's tasks) computes a shared pool's once."""
+    memo = {} if memo is None else memo
+    out: dict[str, str] = {}
+    for role, table, shared in (("queries", data.queries, None), ("pool", data.pool, data.pool_key)):
+        fns = {role: images_fingerprint, **({f"{role}_sha256": images_sha256} if verify else {})}
+        for name, fn in fns.items():
+            memo_key = (name, shared, str(table.root)) if shared else None
+            if memo_key is not None and memo_key in memo:
+                value = memo[memo_key]
+            else:
+                value = fn(table)
+                if memo_key is not None:
+                    memo[memo_key] = value
+            if value is not None:
+                out[name] = value
+    return out
+
+
+def query_key(meta: ModelMeta, config: RunConfig, data: TaskData, *, images: dict | None = None,
+              batch_size: int | None = None) -> EmbeddingKey:
+    """The cache key of a task's queries: their file, their images, their instructions, the instruction
+    policy and the batching (``batch_size``: the encoding batch size, default ``config.batch_size``)."""
     h = hashlib.sha256(data.fingerprints["queries"].encode())
     h.update(json.dumps(data.queries.instructions).encode())
+    images = image_fingerprints(data) if images is None else images
+    if "queries" in images:                       # a text table's key stays as it was
+        h.update(f"\0images:{images['queries']}".encode())
     policy = f"random:{config.seed}" if config.instructions == "random" else config.instructions
-    return EmbeddingKey(meta.name, meta.revision, "query", policy, h.hexdigest(), config.embed_dtype)
+    return EmbeddingKey(meta.name, meta.revision, "query", policy, h.hexdigest(), config.embed_dtype,
+                        batching=batching(batch_size or config.batch_size, config.chunk_size))
 
 
-def pool_key(meta: ModelMeta, config: RunConfig, data: TaskData) -> EmbeddingKey:
-    return EmbeddingKey(meta.name, meta.revision, "candidate", "n/a", data.pool_key, config.embed_dtype)
+def pool_key(meta: ModelMeta, config: RunConfig, data: TaskData, *, images: dict | None = None) -> EmbeddingKey:
+    """The cache key of a task's pool: its file(s) (``data.pool_key``), its images and the batching."""
+    images = image_fingerprints(data) if images is None else images
+    fingerprint = data.pool_key
+    if "pool" in images:
+        fingerprint = hashlib.sha256(f"{data.pool_key}\0images:{images['pool']}".encode()).hexdigest()
+    return EmbeddingKey(meta.name, meta.revision, "candidate", "n/a", fingerprint, config.embed_dtype,
+                        batching=batching(config.batch_size, config.chunk_size))
 
 
 @dataclass
@@ -116,29 +157,41 @@ class Pools:
     """The embeddings of one run: pools (each embedded once) and queries, through the cache."""
 
     def __init__(self, meta: ModelMeta, config: RunConfig, data: dict[str, TaskData], pool_specs: list[TaskSpec],
-                 pool_mode: str, encoder: LazyEncoder, reporter: Reporter, writer: BackgroundWriter):
+                 pool_mode: str, encoder: LazyEncoder, reporter: Reporter, writer: BackgroundWriter,
+                 images: dict[str, dict] | None = None):
         self.meta, self.config, self.data = meta, config, data
         self.pool_specs, self.pool_mode = pool_specs, pool_mode
         self.encoder, self.reporter, self.writer = encoder, reporter, writer
+        self.images = images if images is not None else {}    # task -> image_fingerprints (the plan's)
+        self._memo: dict = {}
         self._pools: dict[str, Pool] = {}
         self._settings: dict = {}
 
-    def _embed(self, table: ItemTable, key: EmbeddingKey, label: str, dtype: str = "float32"):
+    def _images(self, spec: TaskSpec) -> dict[str, str]:
+        if spec.name not in self.images:
+            self.images[spec.name] = image_fingerprints(self.data[spec.name], self.config.verify_data, self._memo)
+        return self.images[spec.name]
+
+    def _embed(self, table: ItemTable, key: EmbeddingKey, label: str, dtype: str = "float32",
+               content: str | None = None):
         """Embeddings as searched (unit rows for cosine models), through the cache: float32, or for a
-        pool with ``--embed-dtype float16`` float16 (half the memory; searched in float32 block by block)."""
+        pool with ``--embed-dtype float16`` float16 (half the memory; searched in float32 block by block).
+        ``content``: the images' content digest (``--verify-data``)."""
         cfg = self.config
         emb, stats = embed_table(table, key, self.encoder, cache_dir=cfg.cache_dir, batch_size=cfg.batch_size,
                                  chunk_size=cfg.chunk_size, overwrite=cfg.overwrite,
                                  progress=self.reporter.progress(label, len(table)), writer=self.writer,
                                  normalize=self.meta.similarity == "cosine", normalized_dtype=dtype,
-                                 message=self.reporter.message)
+                                 message=self.reporter.message, images_sha256=content)
         return np.asarray(emb, dtype), stats
 
     def local(self, spec: TaskSpec) -> Pool:
         td = self.data[spec.name]
         if td.pool_key not in self._pools:
-            emb, stats = self._embed(td.pool, pool_key(self.meta, self.config, td), f"{spec.name}: encode candidates",
-                                     dtype=self.config.embed_dtype)
+            images = self._images(spec)
+            emb, stats = self._embed(td.pool, pool_key(self.meta, self.config, td, images=images),
+                                     f"{spec.name}: encode candidates", dtype=self.config.embed_dtype,
+                                     content=images.get("pool_sha256"))
             self._pools[td.pool_key] = Pool(spec.name, td.pool, [emb], stats.seconds, stats.cached)
         return self._pools[td.pool_key]
 
@@ -168,7 +221,9 @@ class Pools:
 
     def queries(self, spec: TaskSpec) -> Queries:
         td = self.data[spec.name]
-        emb, stats = self._embed(td.queries, query_key(self.meta, self.config, td), f"{spec.name}: encode queries")
+        images = self._images(spec)
+        emb, stats = self._embed(td.queries, query_key(self.meta, self.config, td, images=images),
+                                 f"{spec.name}: encode queries", content=images.get("queries_sha256"))
         return Queries(emb, stats)
 
     def model_settings(self, queries: Queries) -> dict:
@@ -178,4 +233,4 @@ class Pools:
         return self._settings
 
 
-__all__ = ["LazyEncoder", "Pool", "Pools", "Queries", "as_searched", "pool_key", "query_key"]
+__all__ = ["LazyEncoder", "Pool", "Pools", "Queries", "as_searched", "image_fingerprints", "pool_key", "query_key"]

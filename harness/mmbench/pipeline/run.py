@@ -25,6 +25,7 @@ from mmbench.pipeline.score import first_stage_record, score_run
 from mmbench.pipeline.types import Reporter, SuiteOutcome, TaskOutcome
 from mmbench.pipeline.write import finish_task, start_run_file, write_extras, write_suite_summary
 from mmbench.results.layout import record_file, trec_tag
+from mmbench.util.locks import FolderLock
 
 
 def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
@@ -38,21 +39,23 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
     plan.load()
     outcome = plan.outcome()
     search = {}
-    # cache chunks and result files are written in the background, in submission order; leaving the
-    # block waits for them (also on failure)
-    with BackgroundWriter() as writer:
-        pools = Pools(plan.meta, config, plan.data, plan.pool_specs, plan.pool_mode,
-                      LazyEncoder(plan.meta, config, reporter), reporter, writer)
-        for spec in plan.specs:
-            previous = reusable(plan, spec, reporter)
-            if previous is not None:
-                outcome.tasks.append(TaskOutcome.from_record(spec.name, previous, plan.directory / record_file(spec.name),
-                                                             reused=True))
-                continue
-            search = search or describe_search(config)
-            outcome.tasks.append(evaluate_task(plan, spec, pools, writer, reporter, search))
-    outcome.average, outcome.summary_path = write_suite_summary(
-        outcome, plan.suite_tasks, plan.config_hash, groups=plan.suite.groups if plan.suite else None)
+    # one run per results folder (a second one waits; the lock also makes a killed run's temporary
+    # files safe to remove); cache chunks and result files are written in the background, in
+    # submission order; leaving the block waits for them (also on failure)
+    with FolderLock(plan.directory, "the results folder", reporter.message):
+        with BackgroundWriter() as writer:
+            pools = Pools(plan.meta, config, plan.data, plan.pool_specs, plan.pool_mode,
+                          LazyEncoder(plan.meta, config, reporter), reporter, writer, images=plan.images)
+            for spec in plan.specs:
+                previous = reusable(plan, spec, reporter)
+                if previous is not None:
+                    outcome.tasks.append(TaskOutcome.from_record(spec.name, previous,
+                                                                 plan.directory / record_file(spec.name), reused=True))
+                    continue
+                search = search or describe_search(config)
+                outcome.tasks.append(evaluate_task(plan, spec, pools, writer, reporter, search))
+        outcome.average, outcome.summary_path = write_suite_summary(
+            outcome, plan.suite_tasks, plan.config_hash, groups=plan.suite.groups if plan.suite else None)
     if config.rerank:                     # second stage: reads the run files just written or reused
         from mmbench.rerank.stage import rerank_suite
 

@@ -57,9 +57,12 @@ def task_identity(spec: TaskSpec) -> dict:
             "candidate_modality": spec.candidate_modality, "domain": spec.domain, "spec_hash": spec.spec_hash()}
 
 
-def provenance(config: RunConfig, config_hash: str, data: TaskData) -> dict:
+def provenance(config: RunConfig, config_hash: str, data: TaskData, images: dict | None = None) -> dict:
+    """``images``: the task's image fingerprints (:func:`mmbench.pipeline.pools.image_fingerprints`),
+    recorded as ``image_fingerprints`` when it has images."""
     return {**environment(), "config_hash": config_hash, "config": config.to_dict(),
-            "data_fingerprints": data.fingerprints, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "data_fingerprints": data.fingerprints, **({"image_fingerprints": images} if images else {}),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def task_record(scored: ScoredTask, *, head: dict, n_candidates: int, top_k: int, stage: dict,
@@ -101,7 +104,7 @@ def first_stage_record(plan, spec: TaskSpec, data: TaskData, pool, queries, retr
                        definitions=metric_notes(), n_queries_in_file=len(data.queries), n_candidates=len(pool.table),
                        top_k=plan.top_k(spec), stage=stage,
                        files={"run": run_file(spec.name), "per_query": per_query_file(spec.name)},
-                       provenance=provenance(config, plan.config_hash, data))
+                       provenance=provenance(config, plan.config_hash, data, plan.images.get(spec.name)))
 
 
 __all__ = ["ScoredTask", "first_stage_record", "provenance", "report_cutoffs", "score_run",
