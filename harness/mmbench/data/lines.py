@@ -43,8 +43,10 @@ def _open(path: Path):
         raise DataError(path, f"cannot read the file ({exc.strerror or exc})") from None
 
 
-def iter_lines(path: Path, *, skip_blank: bool = False) -> Iterator[tuple[int, str]]:
-    """``(line number, text without its line end)`` for each line of ``path`` (see the module docstring)."""
+def iter_lines(path: Path, *, skip_blank: bool = False, final_newline: bool = False) -> Iterator[tuple[int, str]]:
+    """``(line number, text without its line end)`` for each line of ``path`` (see the module docstring).
+    ``final_newline``: a last line without a line end is an error (the file was cut inside a line),
+    for formats whose writers always end lines and where a cut line can still parse."""
     path = Path(path)
     with _open(path) as f:
         lineno = 0
@@ -59,6 +61,9 @@ def iter_lines(path: Path, *, skip_blank: bool = False) -> Iterator[tuple[int, s
             if lineno == 1 and raw.startswith(BOM):
                 raw = raw[len(BOM):]
             body = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
+            if final_newline and body is raw and len(raw) <= MAX_LINE_BYTES and body.strip():
+                raise DataError(path, "the last line has no line end: the file looks cut (truncated) inside "
+                                      "a line", line=lineno)
             if len(body) > MAX_LINE_BYTES:
                 raise DataError(path, f"line longer than {MAX_LINE_BYTES} bytes (mmbench.data.lines."
                                       "MAX_LINE_BYTES); no real record is this long: is the file corrupt?",

@@ -174,6 +174,7 @@ def load_queries(path: Path, root: Path) -> ItemTable:
 def load_qrels(path: Path) -> tuple[Qrels, dict[str, int]]:
     """Read M-BEIR qrels (``qid 0 did rel task_id``; a 4-column TREC line is accepted too).
 
+    Every line ends with a line end (M-BEIR's files do): a file cut inside its last line is an error.
     Returns the qrels and, for each query, the first line that names it (for error messages). A
     (qid, did) pair repeated with the same relevance is kept once; with another relevance it is an
     error (which one was meant cannot be known). Every line of a file has the column count of its
@@ -184,7 +185,7 @@ def load_qrels(path: Path) -> tuple[Qrels, dict[str, int]]:
     line_of: dict[str, int] = {}
     pair_line: dict[tuple[str, str], int] = {}
     width = None
-    for lineno, line in iter_lines(path):
+    for lineno, line in iter_lines(path, final_newline=True):
         cols = line.split()
         if not cols:
             continue
