@@ -26,9 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from mmbench.analysis import stats
-from mmbench.errors import MmbenchError
+from mmbench.analysis.escape import console, md
+from mmbench.errors import DataError, MmbenchError
+from mmbench.results.layout import SUMMARY_FILE, record_file
+from mmbench.results.records import (UnsafeNameError, check_task_record, is_task_result_like, read_json_object,
+                                     read_summary)
 from mmbench.util.io import atomic_open, write_json
-from mmbench.results.records import load_task_result
 
 TESTS = ("randomization", "t")
 
@@ -42,22 +45,38 @@ class TaskRun:
 
     def per_query(self, metric: str) -> dict[str, float]:
         """query id -> value of ``metric`` from the task's per-query TSV."""
-        if not self.per_query_path.is_file():
-            raise MmbenchError(f"{self.per_query_path}: per-query file missing (needed for paired tests)")
-        with open(self.per_query_path, encoding="utf-8") as f:
-            header = f.readline().rstrip("\n").split("\t")
-            if not header or header[0] != "query_id":
-                raise MmbenchError(f"{self.per_query_path}:1: expected a 'query_id' header column")
-            if metric not in header:
-                raise MmbenchError(f"{self.per_query_path}: no column {metric!r} (has {', '.join(header[1:])})")
-            col = header.index(metric)
-            out = {}
-            for lineno, line in enumerate(f, 2):
-                parts = line.rstrip("\n").split("\t")
-                try:
-                    out[parts[0]] = float(parts[col])
-                except (IndexError, ValueError):
-                    raise MmbenchError(f"{self.per_query_path}:{lineno}: malformed row") from None
+        path = self.per_query_path
+        if not path.is_file():
+            raise MmbenchError(f"{path}: per-query file missing (needed for paired tests)")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise DataError(path, f"cannot read the per-query file ({exc.strerror or exc})") from None
+        except UnicodeDecodeError as exc:
+            raise DataError(path, f"not UTF-8 (byte {exc.start}); expected a tab-separated per-query file") from None
+        lines = text.split("\n")
+        header = lines[0].rstrip("\r").split("\t")
+        if header[0] != "query_id":
+            raise DataError(path, "expected a 'query_id' header column", line=1)
+        if metric not in header:
+            raise DataError(path, f"no column {metric!r} (has {', '.join(header[1:])})")
+        col = header.index(metric)
+        if not text.endswith("\n"):
+            raise DataError(path, "truncated: the last line has no line end (an interrupted copy?)", line=len(lines))
+        out = {}
+        for lineno, line in enumerate(lines[1:-1], 2):
+            parts = line.rstrip("\r").split("\t")
+            if len(parts) != len(header):
+                raise DataError(path, f"malformed row: {len(parts)} fields, the header has {len(header)}", line=lineno)
+            try:
+                value = float(parts[col])
+            except ValueError:
+                raise DataError(path, f"expected a number, found {parts[col][:40]!r}", line=lineno, field=metric) from None
+            if not (math.isfinite(value) and 0 <= value <= 1):
+                raise DataError(path, f"expected a number in [0, 1], found {parts[col][:40]!r}", line=lineno, field=metric)
+            if parts[0] in out:
+                raise DataError(path, f"query {parts[0][:80]!r} appears twice", line=lineno)
+            out[parts[0]] = value
         return out
 
 
@@ -70,6 +89,21 @@ class RunResults:
     suite: str
     experiment: str = ""                  # "" for a first stage; e.g. "rerank=<reranker>__top<K>"
     tasks: dict[str, TaskRun] = field(default_factory=dict)
+    problems: dict[Path, str] = field(default_factory=dict)     # task result file -> why it cannot be read
+    summary: dict = field(default_factory=dict)                 # the folder's summary.json ({} when none)
+
+    def problem_of(self, task: str) -> str | None:
+        """Why ``<task>.json`` of this run cannot be read, or None."""
+        return self.problems.get(self.path / record_file(task))
+
+    def why_missing(self, task: str) -> str:
+        """Why the run has no result for ``task``, in words (a broken file, or what summary.json says)."""
+        problem = self.problem_of(task)
+        if problem:
+            return problem
+        if task in (self.summary.get("missing_tasks") or []):
+            return f"not run (summary.json lists it among missing_tasks; no {record_file(task)} in {self.path})"
+        return f"no {record_file(task)} in {self.path}"
 
     @property
     def name(self) -> str:
@@ -77,15 +111,31 @@ class RunResults:
         return f"{self.model} + {self.experiment}" if self.experiment else self.model
 
 
-def _task_files(folder: Path) -> list[tuple[Path, dict]]:
-    found = []
-    for p in sorted(folder.glob("*.json")):
-        if p.name == "summary.json" or p.name.startswith("."):
+def scan_folder(folder: Path) -> tuple[list[tuple[Path, dict]], dict[Path, str]]:
+    """The task records in ``folder`` (checked, :func:`~mmbench.results.records.read_task_result`) and
+    the files that claim to be task results but cannot be read (file -> the named error's message).
+    A JSON object with none of ``schema_version``, ``task``, ``main_score`` is not a result and is
+    passed over; a record whose ``task.name`` is not its file's name is a problem. A name that cannot
+    safely be a file name raises :class:`~mmbench.results.records.UnsafeNameError`."""
+    found, problems = [], {}
+    for p in sorted(Path(folder).glob("*.json")):
+        if p.name == SUMMARY_FILE or p.name.startswith("."):
             continue
-        rec = load_task_result(p)
-        if rec and isinstance(rec.get("task"), dict) and "main_score" in rec:
-            found.append((p, rec))
-    return found
+        try:
+            data = read_json_object(p, what="task result")
+            if not is_task_result_like(data):
+                continue
+            rec = check_task_record(p, data)
+            if record_file(rec["task"]["name"]) != p.name:
+                raise DataError(p, f"the record is task {rec['task']['name']!r}, its file is named {p.name} "
+                                   f"(expected {record_file(rec['task']['name'])})", field="task.name")
+        except UnsafeNameError:
+            raise
+        except DataError as exc:
+            problems[p] = str(exc)
+            continue
+        found.append((p, rec))
+    return found, problems
 
 
 def find_run_folders(root: Path, *, include_experiments: bool = True) -> list[Path]:
@@ -98,7 +148,8 @@ def find_run_folders(root: Path, *, include_experiments: bool = True) -> list[Pa
             continue
         if any(part.startswith(".") for part in rel):
             continue
-        if _task_files(folder):
+        found, problems = scan_folder(folder)
+        if found or problems:
             out.append(folder)
     return out
 
@@ -109,12 +160,7 @@ def run_identity(folder: Path, record_path: Path, record: dict) -> tuple[str, st
     A first-stage task record names its model under ``model``; a rerank record under ``first_stage``
     (its reranker under ``rerank``), and the folder's ``summary.json`` names the experiment.
     """
-    summary = {}
-    try:
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
-    summary = summary if isinstance(summary, dict) else {}
+    summary = read_summary(Path(folder) / SUMMARY_FILE)
     stage = record.get("model") if isinstance(record.get("model"), dict) else record.get("first_stage")
     stage = stage if isinstance(stage, dict) else {}
     name = stage.get("name", stage.get("model")) or summary.get("model")
@@ -137,17 +183,20 @@ def load_run(path: Path, label: str | None = None) -> RunResults:
     path = Path(path)
     if not path.is_dir():
         raise MmbenchError(f"{path}: not a folder (expected <output>/<model>/<revision>/<suite>)")
-    files = _task_files(path)
-    if not files:
+    files, problems = scan_folder(path)
+    if not files and not problems:
         below = find_run_folders(path, include_experiments=False)
         if len(below) != 1:
             hint = ("; ".join(str(p) for p in below[:8]) if below else "none found")
             raise MmbenchError(f"{path}: no task results here; pass one run folder "
                                f"(<output>/<model>/<revision>/<suite>); run folders below it: {hint}")
         path = below[0]
-        files = _task_files(path)
+        files, problems = scan_folder(path)
+    if not files:
+        raise MmbenchError(f"{path}: no readable task result:\n  " + "\n  ".join(problems.values()))
     model, revision, suite, experiment = run_identity(path, files[0][0], files[0][1])
-    run = RunResults(path, label or "", model, revision, suite, experiment)
+    run = RunResults(path, label or "", model, revision, suite, experiment, problems=problems,
+                     summary=read_summary(path / SUMMARY_FILE))
     for p, rec in files:
         name = rec["task"]["name"]
         run.tasks[name] = TaskRun(name, rec, p, p.with_name(f"{name}.per_query.tsv"))
@@ -230,6 +279,7 @@ class Comparison:
     n_resamples: int
     confidence: float
     skipped_tasks: dict[str, list[str]]          # task -> labels of runs lacking it
+    warnings: list[str] = field(default_factory=list)   # unreadable results of tasks not compared (file: why)
 
     # ----------------------------------------------------------------- outputs
     def to_dict(self) -> dict:
@@ -248,6 +298,7 @@ class Comparison:
                       "forced_despite": r.forced} for r in self.rows],
             "summary": self.summary(),
             "skipped_tasks": self.skipped_tasks,
+            **({"warnings": self.warnings} if self.warnings else {}),
         })
 
     def summary(self) -> dict:
@@ -269,7 +320,8 @@ class Comparison:
 
     def markdown(self) -> str:
         p_name = "p (rand.)" if self.test == "randomization" else "p (t)"
-        lines = [f"Baseline: **{self.baseline.label}** (`{self.baseline.path}`)", ""]
+        path = " ".join(str(self.baseline.path).replace("`", "'").split("\n"))
+        lines = [f"Baseline: **{md(self.baseline.label)}** (`{path}`)", ""]
         lines.append(f"| task | run | metric | baseline | run | delta | {int(self.confidence * 100)}% CI | p (rand.) | p (t) | "
                      f"{p_name} Holm | W/T/L |")
         lines.append("|---|---|---|---:|---:|---:|---|---:|---:|---:|---|")
@@ -277,12 +329,12 @@ class Comparison:
             r = x.result
             mark = " *" if x.significant else ""
             lines.append(
-                f"| {x.task} | {x.run} | {x.metric} | {100 * r.mean_b:.2f} | {100 * r.mean_a:.2f} | "
+                f"| {md(x.task)} | {md(x.run)} | {md(x.metric)} | {100 * r.mean_b:.2f} | {100 * r.mean_a:.2f} | "
                 f"{100 * r.delta:+.2f}{mark} | [{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}] | "
                 f"{_p(r.p_randomization)} | {_p(r.p_t)} | {_p(x.p_adjusted)} | {r.wins}/{r.ties}/{r.losses} |")
         lines.append("")
         for label, s in self.summary().items():
-            lines.append(f"- **{label}**: mean delta {_pts(s['mean_delta'])} over {s['tasks']} tasks; "
+            lines.append(f"- **{md(label)}**: mean delta {_pts(s['mean_delta'])} over {s['tasks']} tasks; "
                          f"significantly better on {s['significant_wins']}, worse on {s['significant_losses']}, "
                          f"not separable on {s['not_significant']}.")
         lines.append("")
@@ -290,15 +342,17 @@ class Comparison:
                      f"(seed {self.seed}, {self.n_resamples} resamples). W/T/L counts queries.")
         for x in self.rows:
             if x.forced:
-                lines.append(f"- forced: {x.task} / {x.run} differ in {', '.join(x.forced)}")
+                lines.append(f"- forced: {md(x.task)} / {md(x.run)} differ in {md(', '.join(x.forced))}")
         for task, missing in self.skipped_tasks.items():
-            lines.append(f"- skipped {task}: missing in {', '.join(missing)}")
+            lines.append(f"- skipped {md(task)}: missing in {md(', '.join(missing))}")
+        for text in self.warnings:
+            lines.append(f"- warning: {md(text)}")
         return "\n".join(lines) + "\n"
 
     def rich_table(self):
         from rich.table import Table
 
-        table = Table(title=f"compare vs {self.baseline.label} ({self.test} test, Holm, alpha={self.alpha})")
+        table = Table(title=f"compare vs {console(self.baseline.label)} ({self.test} test, Holm, alpha={self.alpha})")
         for col, just in [("task", "left"), ("run", "left"), ("metric", "left"), ("base", "right"),
                           ("run", "right"), ("Δ", "right"), (f"{int(self.confidence * 100)}% CI", "right"),
                           ("p rand", "right"), ("p t", "right"), ("p Holm", "right"), ("W/T/L", "right")]:
@@ -306,7 +360,7 @@ class Comparison:
         for x in self.rows:
             r = x.result
             style = ("green" if r.delta > 0 else "red") if x.significant else None
-            table.add_row(x.task, x.run, x.metric, f"{100 * r.mean_b:.2f}", f"{100 * r.mean_a:.2f}",
+            table.add_row(console(x.task), console(x.run), console(x.metric), f"{100 * r.mean_b:.2f}", f"{100 * r.mean_a:.2f}",
                           f"{100 * r.delta:+.2f}" + (" *" if x.significant else ""),
                           f"[{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}]", _p(r.p_randomization), _p(r.p_t),
                           _p(x.p_adjusted), f"{r.wins}/{r.ties}/{r.losses}", style=style)
@@ -358,6 +412,15 @@ def compare(paths: list[Path], *, metric: str | None = None, test: str = "random
         raise MmbenchError(f"--test must be one of {', '.join(TESTS)}, got {test!r}")
     runs = [load_run(p, labels[i] if labels and i < len(labels) else None) for i, p in enumerate(paths)]
     _labels(runs)
+    # a task result that cannot be read is an error when its task is compared, a warning otherwise;
+    # never a task that is silently "missing"
+    broken, warnings = [], []
+    for r in runs:
+        for file, problem in r.problems.items():
+            (broken if not tasks or Path(file).stem in tasks else warnings).append(problem)
+    if broken:
+        raise MmbenchError("unreadable task results (repair or remove them, or leave their tasks out with "
+                           "--tasks):\n  " + "\n  ".join(broken))
     base, others = runs[0], runs[1:]
     names = [t for t in base.tasks if all(t in r.tasks for r in others)]
     skipped = {t: [r.label for r in runs if t not in r.tasks]
@@ -402,7 +465,7 @@ def compare(paths: list[Path], *, metric: str | None = None, test: str = "random
     for x, adj in zip(rows, stats.holm(p)):
         x.p_adjusted = float(adj)
         x.significant = bool(not math.isnan(adj) and adj < alpha)
-    return Comparison(base, others, rows, metric, test, alpha, seed, n_resamples, confidence, skipped)
+    return Comparison(base, others, rows, metric, test, alpha, seed, n_resamples, confidence, skipped, warnings)
 
 
 # ------------------------------------------------------------------------------ PNG plot (Pillow)

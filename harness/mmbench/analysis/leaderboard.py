@@ -26,6 +26,8 @@ import html
 import json
 import math
 import tomllib
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.resources import files
@@ -33,8 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mmbench.analysis.compare import find_run_folders, load_run
+from mmbench.analysis.compare import RunResults, find_run_folders, load_run, scan_folder
+from mmbench.analysis.escape import csv_cell, md, safe_url
 from mmbench.errors import MmbenchError
+from mmbench.results.records import UnsafeNameError, check_name
 from mmbench.util.io import atomic_open
 
 DEFAULT_REPORTED = Path(str(files("mmbench.published"))) / "reported.toml"
@@ -61,6 +65,7 @@ class Entry:
     config_hash: str = ""
     commit: str = ""
     reported_average: float | None = None
+    run: RunResults | None = None               # ours: the run (why a task is missing)
 
     @property
     def reported(self) -> bool:
@@ -71,13 +76,28 @@ def _short(h) -> str:
     return "-" if not h else str(h)[:12]
 
 
-def collect_runs(results: Path) -> list[Entry]:
-    """Every run folder under ``results`` as an :class:`Entry` (scores x100)."""
+def _default_warn(text: str) -> None:
+    warnings.warn(text, ResultWarning, stacklevel=3)
+
+
+class ResultWarning(UserWarning):
+    """A result file that cannot be read while reading on is right (one bad task among many)."""
+
+
+def collect_runs(results: Path, *, warn: Callable[[str], None] | None = None) -> list[Entry]:
+    """Every run folder under ``results`` as an :class:`Entry` (scores x100). A folder whose task results
+    all cannot be read is left out with a warning per file (``warn``, default :class:`ResultWarning`)."""
+    warn = warn or _default_warn
     results = Path(results)
     if not results.is_dir():
         raise MmbenchError(f"{results}: results folder not found")
     entries = []
     for folder in find_run_folders(results):
+        found, problems = scan_folder(folder)
+        if not found:
+            for problem in problems.values():
+                warn(f"left out (no readable task result in its folder): {problem}")
+            continue
         run = load_run(folder)
         scores, metrics, ndcg, tprov, dates, hashes = {}, {}, {}, {}, [], set()
         pool, commit, version, dirty = "", "", "", None
@@ -106,7 +126,7 @@ def collect_runs(results: Path) -> list[Entry]:
                 + f"\nresults: {rel}\nconfig_hash: {chash or '-'}\n"
                 f"harness {version or '-'}, commit {_short(commit)}{' (dirty)' if dirty else ''}\ndate: {date or '-'}")
         entries.append(Entry(label, run.revision, run.suite, pool, "ours", scores, metrics, ndcg, date, text,
-                             tprov, path=rel, config_hash=chash, commit=str(commit or "")))
+                             tprov, path=rel, config_hash=chash, commit=str(commit or ""), run=run))
     return entries
 
 
@@ -117,10 +137,23 @@ def load_reported(path: Path = DEFAULT_REPORTED) -> list[Entry]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise MmbenchError(f"{path}: cannot read published numbers ({exc})") from None
     out = []
-    for i, row in enumerate(data.get("row", []), 1):
+    rows = data.get("row", [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise MmbenchError(f"{path}: expected [[row]] tables")
+    for i, row in enumerate(rows, 1):
         missing = [k for k in ("name", "pool", "suite", "kind", "source", "metric", "scores") if k not in row]
         if missing:
             raise MmbenchError(f"{path}: row {i} ({row.get('name', '?')}) lacks {', '.join(missing)}")
+        wrong = [k for k in ("name", "pool", "suite", "kind", "source", "metric", "url", "table", "note")
+                 if k in row and not isinstance(row[k], str)]
+        if not isinstance(row["scores"], dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in row["scores"].values()):
+            wrong.append("scores (a table of task = number)")
+        if "average" in row and not (isinstance(row["average"], (int, float)) and not isinstance(row["average"], bool)):
+            wrong.append("average (a number)")
+        if wrong:
+            raise MmbenchError(f"{path}: row {i} ({row.get('name', '?')}): wrong type of {', '.join(wrong)}")
         if not row["metric"].startswith("hit@k"):
             continue
         text = (f"REPORTED (published, not run by mmbench): {row['name']}\nsource: {row['source']}\n"
@@ -289,20 +322,21 @@ def _has_reported(df) -> bool:
 def to_markdown(df, tasks: list[str], metrics: dict[str, str], *, name: str) -> str:
     headers = task_headers(tasks)
     ndcg = not _has_reported(df)                # a published row has no nDCG@10: the column only without them
-    head = ["rank (95%)", "model", "type", "avg", *[f"{h.label}<br>{metrics.get(h.task, '')}" for h in headers],
+    head = ["rank (95%)", "model", "type", "avg", *[f"{md(h.label)}<br>{md(metrics.get(h.task, ''))}" for h in headers],
             *(["nDCG@10 avg"] if ndcg else []), "source / revision"]
-    lines = [f"# Leaderboard: {name}", "",
+    lines = [f"# Leaderboard: {md(name)}", "",
              "Scores ×100 in each task's headline metric (M-BEIR: UniIR's \"Recall@k\" = hit@k). "
              "*reported* rows are published numbers (`leaderboards/reported.toml`, with sources), not runs of mmbench. "
              "Rank (95%) is a bootstrap-over-tasks rank interval: overlapping intervals are not separable.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(tasks) + 1 + ndcg) + "---|"]
     for _, r in df.iterrows():
-        kind = "ours" if r["kind"] == "ours" else f"**reported** ({r['kind'].split(': ', 1)[-1]})"
-        model = f"[{r['model']}]({r['source_url']})" if r["source_url"] else r["model"]
+        kind = "ours" if r["kind"] == "ours" else f"**reported** ({md(r['kind'].split(': ', 1)[-1])})"
+        url = safe_url(r["source_url"])
+        model = f"[{md(r['model'])}]({url})" if url else md(r["model"])
         done, total = r["tasks_done"].split("/")
         lines.append("| " + " | ".join([_rank_text(r), model, kind, _fmt(r["average"]) if done == total else f"– ({r['tasks_done']} tasks)",
                                         *[_fmt(r[t]) for t in tasks], *([_fmt(r["ndcg@10_avg"])] if ndcg else []),
-                                        _source(r)]) + " |")
+                                        md(_source(r))]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -406,8 +440,8 @@ def _provenance_item(e: "Entry") -> str:
     """A row's provenance as visible text (the same as its tooltip)."""
     lines = [x for x in e.provenance.split("\n") if x]
     head = _e(lines[0]) if lines else _e(e.model)
-    if e.source_url:
-        head += f' (<a href="{_e(e.source_url)}">source</a>)'
+    if safe_url(e.source_url):
+        head += f' (<a href="{_e(safe_url(e.source_url))}">source</a>)'
     return f"<li><b>{_e(e.model)}</b>: " + head + "".join(f"; {_e(x)}" for x in lines[1:]) + "</li>"
 
 
@@ -485,10 +519,44 @@ def to_html(df, tasks: list[str], metrics: dict[str, str], entries_by_key: dict,
     return "\n".join(out) + "\n"
 
 
+def _board_name(option: str, value: str) -> str:
+    """A board name the user gave (``--name``, ``--suite``), checked like a name from a record."""
+    try:
+        return check_name(Path(option), "value", value)
+    except UnsafeNameError as exc:
+        raise MmbenchError(f"{option} {value!r}: {str(exc).split(': ', 1)[-1]}") from None
+
+
+def _warn_incomplete(suite: str, tasks: list[str], entries: list[Entry], warn: Callable[[str], None]) -> None:
+    """One warning per row of ours that lacks some of the suite's tasks (which, and why), and per
+    unreadable result of a task the board does not show."""
+    for e in entries:
+        if e.run is None:
+            continue
+        missing = [t for t in tasks if t not in e.scores]
+        if missing:
+            warn(f"{e.model} ({e.path}) has {len(tasks) - len(missing)}/{len(tasks)} tasks of {suite}; missing: "
+                 + "; ".join(f"{t}: {e.run.why_missing(t)}" for t in missing))
+        for file, problem in e.run.problems.items():
+            if Path(file).stem not in tasks:
+                warn(f"left out: {problem}")
+
+
 def build(results: Path, out_dir: Path = Path("leaderboards"), *, suites: list[str] | None = None,
-          name: str | None = None, reported: Path | None = DEFAULT_REPORTED) -> list[Path]:
-    """Write ``<out_dir>/<name>.{md,csv,html}`` per suite; returns the paths written."""
-    ours = collect_runs(results) if Path(results).exists() or not suites else []
+          name: str | None = None, reported: Path | None = DEFAULT_REPORTED,
+          warn: Callable[[str], None] | None = None) -> list[Path]:
+    """Write ``<out_dir>/<name>.{md,csv,html}`` per suite; returns the paths written.
+
+    A result file that cannot be read is a warning (``warn``; default :class:`ResultWarning`) naming the
+    file and what is wrong, and its row shows the tasks it has; a row short of tasks is a warning
+    naming each missing task and why. A suite name that cannot be a file name is an error, so every
+    file lands in ``out_dir``."""
+    warn = warn or _default_warn
+    if name is not None:
+        name = _board_name("--name", name)
+    for s in suites or []:
+        _board_name("--suite", s)
+    ours = collect_runs(results, warn=warn) if Path(results).exists() or not suites else []
     published = load_reported(reported) if reported else []
     chosen = list(suites) if suites else sorted({e.suite for e in ours})
     if not chosen:
@@ -501,6 +569,7 @@ def build(results: Path, out_dir: Path = Path("leaderboards"), *, suites: list[s
         if not entries:
             raise MmbenchError(f"suite {suite!r}: no runs under {results} and no published numbers")
         tasks = suite_tasks(suite, entries)
+        _warn_incomplete(suite, tasks, entries, warn)
         metrics = {}
         for e in entries:
             for t, m in e.metrics.items():
@@ -517,15 +586,27 @@ def build(results: Path, out_dir: Path = Path("leaderboards"), *, suites: list[s
         df = build_frame(entries, tasks)
         board = name or suite
         out = Path(out_dir)
+        if (out / board).resolve().parent != out.resolve():       # check_name makes this impossible
+            raise MmbenchError(f"board name {board!r} would leave {out}")
         by_key = {(e.model, e.revision, e.kind, e.path): e for e in entries}
         with atomic_open(out / f"{board}.md") as f:
             f.write(to_markdown(df, tasks, metrics, name=board))
         with atomic_open(out / f"{board}.csv") as f:
-            df.to_csv(f, index=False, float_format="%.4f", lineterminator="\n")
+            csv_frame(df).to_csv(f, index=False, float_format="%.4f", lineterminator="\n")
         with atomic_open(out / f"{board}.html") as f:
             f.write(to_html(df, tasks, metrics, by_key, name=board))
         written += [out / f"{board}.{ext}" for ext in ("md", "csv", "html")]
     return written
+
+
+def csv_frame(df):
+    """``df`` with every text cell and header that a spreadsheet would read as a formula neutralised
+    (:func:`~mmbench.analysis.escape.csv_cell`); numbers are unchanged."""
+    out = df.rename(columns={c: csv_cell(c) for c in df.columns})
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(csv_cell)
+    return out
 
 
 def summary_json(paths: list[Path]) -> str:

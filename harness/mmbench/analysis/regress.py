@@ -18,7 +18,7 @@ Differences in config hash or data fingerprints are reported as notes (the score
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +27,9 @@ import numpy as np
 
 from mmbench.analysis import stats
 from mmbench.analysis.compare import RunResults, load_run
-from mmbench.errors import MmbenchError
+from mmbench.analysis.escape import console
+from mmbench.errors import DataError, MmbenchError
+from mmbench.results.records import check_field, json_type, read_json_object
 from mmbench.util.io import write_json
 
 BASELINE_SCHEMA = 1
@@ -63,15 +65,39 @@ def make_baseline(run: RunResults) -> dict:
 
 
 def load_baseline(path: Path) -> dict:
+    """The baseline at ``path``, every field :func:`check` reads checked: anything else is one
+    :class:`~mmbench.errors.DataError` naming the file, the field and what was expected."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MmbenchError(f"{path}: baseline not found (create it with `mmbench regress --baseline {path} --update RUN`)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MmbenchError(f"{path}: unreadable baseline ({exc})") from None
+    if not path.exists():
+        raise MmbenchError(f"{path}: baseline not found (create it with `mmbench regress --baseline {path} --update RUN`)")
+    data = read_json_object(path, what="regression baseline")
     if data.get("schema_version") != BASELINE_SCHEMA or not isinstance(data.get("tasks"), dict):
-        raise MmbenchError(f"{path}: not an mmbench baseline (schema_version {BASELINE_SCHEMA} with 'tasks')")
+        raise DataError(path, f"not an mmbench baseline (expected schema_version {BASELINE_SCHEMA} and an object "
+                              f"'tasks'; found schema_version {data.get('schema_version')!r}, 'tasks' "
+                              f"{json_type(data.get('tasks')) if 'tasks' in data else 'missing'})")
+    for key in ("model", "revision", "suite"):
+        check_field(path, data, key, "string")
+    for name, task in data["tasks"].items():
+        where = f"tasks.{name}"
+        if not isinstance(task, dict):
+            raise DataError(path, f"expected an object, found {json_type(task)}", field=where)
+        for key, kind, required in (("main_metric", "string", True), ("main_score", "score", True),
+                                    ("n_queries", "count", False), ("n_candidates", "count", False),
+                                    ("config_hash", "string", False), ("data_fingerprints", "object", False),
+                                    ("per_query", "object", False)):
+            try:
+                check_field(path, task, key, kind, required=required)
+            except DataError as exc:
+                raise DataError(path, str(exc).split(": ", 1)[-1], field=f"{where}.{key}") from None
+        for metric, values in (task.get("per_query") or {}).items():
+            field_name = f"{where}.per_query.{metric}"
+            if not isinstance(values, dict):
+                raise DataError(path, f"expected an object of query id -> value, found {json_type(values)}",
+                                field=field_name)
+            for qid, v in values.items():
+                if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+                    raise DataError(path, f"query {qid[:80]!r}: expected a number, found {json_type(v)}"
+                                          + (f" {v!r}" if isinstance(v, float) else ""), field=field_name)
     return data
 
 
@@ -121,7 +147,7 @@ class RegressReport:
         """The overview: one row per task, its status a word (the reasons are in :meth:`details`)."""
         from rich.table import Table
 
-        table = Table(title=f"regress vs {self.baseline_path} (tolerance ±{self.tolerance}, alpha {self.alpha})")
+        table = Table(title=f"regress vs {console(self.baseline_path)} (tolerance ±{self.tolerance}, alpha {self.alpha})")
         width = max([len(c.task) for c in self.checks] + [4])
         table.add_column("task", no_wrap=True, min_width=width)
         table.add_column("metric", no_wrap=True)
@@ -129,7 +155,7 @@ class RegressReport:
             table.add_column(col, justify="right", no_wrap=True)
         table.add_column("status", no_wrap=True)
         for c in self.checks:
-            table.add_row(c.task, c.metric, _f(c.baseline), _f(c.current), "-" if c.delta is None else f"{c.delta:+.6f}",
+            table.add_row(console(c.task), console(c.metric), _f(c.baseline), _f(c.current), "-" if c.delta is None else f"{c.delta:+.6f}",
                           "[red]CHANGED[/red]" if c.changed else ("[green]ok[/green]" + (" *" if c.notes else "")))
         return table
 
@@ -162,7 +188,9 @@ def check(run: RunResults, baseline: dict, *, baseline_path: Path, tolerance: fl
         metric = base["main_metric"]
         t = run.tasks.get(name)
         if t is None:
-            checks.append(TaskCheck(name, metric, base["main_score"], None, True, [f"task missing from {run.path}"]))
+            problem = run.problem_of(name)
+            checks.append(TaskCheck(name, metric, base["main_score"], None, True,
+                                    [f"unreadable: {problem}" if problem else f"task missing from {run.path}"]))
             continue
         rec = t.record
         c = TaskCheck(name, metric, float(base["main_score"]), float(rec["main_score"]), False)
@@ -204,6 +232,10 @@ def check(run: RunResults, baseline: dict, *, baseline_path: Path, tolerance: fl
                     c.reasons.append(f"{m}: per-query scores changed (paired randomization p = {p:.2g} < {alpha}, "
                                      f"{n_changed} queries, mean {'up' if a.mean() > b.mean() else 'down'})")
         checks.append(c)
+    for file, problem in sorted(run.problems.items()):
+        if Path(file).stem not in baseline["tasks"]:
+            checks.append(TaskCheck(Path(file).stem, "-", None, None, False,
+                                    notes=[f"not in the baseline (ignored), and unreadable: {problem}"]))
     extra = sorted(set(run.tasks) - set(baseline["tasks"]))
     for name in extra:
         checks.append(TaskCheck(name, run.tasks[name].record["main_metric"], None,
@@ -221,10 +253,10 @@ def update(run: RunResults, path: Path) -> dict:
 def resolve_run(run_dir: Path | None, baseline_path: Path, results: Path) -> RunResults:
     if run_dir is not None:
         return load_run(run_dir)
-    try:
-        base = load_baseline(baseline_path)
-    except MmbenchError:
-        raise MmbenchError("pass the run folder (RUN) or an existing --baseline to locate it") from None
+    if not Path(baseline_path).exists():
+        raise MmbenchError(f"{baseline_path}: baseline not found; pass the run folder (RUN) or an existing "
+                           f"--baseline to locate it")
+    base = load_baseline(baseline_path)
     path = default_run_dir(base, results)
     if not path.is_dir():
         raise MmbenchError(f"{path}: no results of {base['model']} ({base['revision']}) on {base['suite']}; "

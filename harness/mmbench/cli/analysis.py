@@ -42,22 +42,25 @@ def compare(
 ) -> None:
     """Per-task deltas between runs with paired tests (randomization, t), bootstrap CIs and Holm correction."""
     from mmbench.analysis.compare import compare as run_compare, dumps
+    from mmbench.analysis.escape import console as esc
     from mmbench.cli.console import make_console
 
     task_names = split_values(tasks)
     result = run_compare(list(runs), metric=metric, test=test.value, alpha=alpha, seed=seed, n_resamples=resamples,
                          force=force, tasks=list(task_names) or None)
     console = make_console()
+    for text in result.warnings:
+        typer.echo(f"warning: {text}", err=True)
     if fmt is Format.table:
         console.print(result.rich_table())
         for label, s in result.summary().items():
-            console.print(f"{label}: mean Δ {100 * s['mean_delta']:+.2f} over {s['tasks']} tasks; significantly "
+            console.print(f"{esc(label)}: mean Δ {100 * s['mean_delta']:+.2f} over {s['tasks']} tasks; significantly "
                           f"better {s['significant_wins']}, worse {s['significant_losses']}, not separable {s['not_significant']}")
         for row in result.rows:
             if row.forced:
-                console.print(f"[yellow]forced[/yellow]: {row.task} / {row.run} differ in {', '.join(row.forced)}")
+                console.print(f"[yellow]forced[/yellow]: {esc(row.task)} / {esc(row.run)} differ in {esc(', '.join(row.forced))}")
         for task, missing in result.skipped_tasks.items():
-            console.print(f"[dim]skipped {task}: missing in {', '.join(missing)}[/dim]")
+            console.print(f"[dim]skipped {esc(task)}: missing in {esc(', '.join(missing))}[/dim]")
     elif fmt is Format.markdown:
         typer.echo(result.markdown(), nl=False)
     else:
@@ -88,12 +91,15 @@ def leaderboard_build(
     from mmbench.cli.console import make_console
     from mmbench.analysis.leaderboard import DEFAULT_REPORTED, build
 
+    def warn(text: str) -> None:
+        typer.echo(f"warning: {text}", err=True)
+
     suites = split_values(suite)
     paths = build(results, out, suites=list(suites) or None, name=name,
-                  reported=None if no_reported else (reported or DEFAULT_REPORTED))
+                  reported=None if no_reported else (reported or DEFAULT_REPORTED), warn=warn)
     console = make_console()
     for p in paths:
-        console.print(f"wrote {p}")
+        console.print(f"wrote {p}", markup=False, highlight=False)
 
 
 def regress(
@@ -107,7 +113,9 @@ def regress(
 ) -> None:
     """Two-sided regression check: exit 1 when any task moves beyond the tolerance or its per-query scores change."""
     from mmbench.analysis import regress as rg
+    from mmbench.analysis.escape import console as esc
     from mmbench.cli.console import make_console
+    from mmbench.errors import MmbenchError
     from mmbench.util.io import write_json
 
     console = make_console()
@@ -117,14 +125,15 @@ def regress(
         if baseline.exists():
             try:
                 old = rg.check(current, rg.load_baseline(baseline), baseline_path=baseline, tolerance=tolerance, alpha=alpha)
-            except Exception:                      # noqa: BLE001 - an unreadable old baseline is simply replaced
+            except MmbenchError as exc:            # an unreadable old baseline is replaced, visibly
+                typer.echo(f"warning: the old baseline cannot be read, it is replaced: {exc}", err=True)
                 old = None
         data = rg.update(current, baseline)
         if old is not None:
             console.print(old.rich_table())
             for line in old.details():
                 console.print(line, markup=False, highlight=False, soft_wrap=True)
-        console.print(f"baseline written: {baseline} ({len(data['tasks'])} tasks of {data['model']} on {data['suite']})")
+        console.print(f"baseline written: {esc(baseline)} ({len(data['tasks'])} tasks of {esc(data['model'])} on {esc(data['suite'])})")
         raise typer.Exit(0)
     report = rg.check(current, rg.load_baseline(baseline), baseline_path=baseline, tolerance=tolerance, alpha=alpha)
     console.print(report.rich_table())
