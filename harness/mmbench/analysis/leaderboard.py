@@ -602,9 +602,11 @@ def build(results: Path, out_dir: Path = Path("leaderboards"), *, suites: list[s
 def csv_frame(df):
     """``df`` with every text cell and header that a spreadsheet would read as a formula neutralised
     (:func:`~mmbench.analysis.escape.csv_cell`); numbers are unchanged."""
+    from pandas.api.types import is_numeric_dtype
+
     out = df.rename(columns={c: csv_cell(c) for c in df.columns})
     for col in out.columns:
-        if out[col].dtype == object:
+        if not is_numeric_dtype(out[col]):
             out[col] = out[col].map(csv_cell)
     return out
 

@@ -116,8 +116,9 @@ def read_json_object(path: Path, *, what: str) -> dict:
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
-        rest = text[exc.pos:].rstrip()
-        if exc.pos >= len(text.rstrip()) or (exc.msg.startswith("Unterminated string") and "\n" not in rest):
+        rest = text[exc.pos:].rstrip()               # the text from the error on: only a cut-off last token?
+        if (not rest or (exc.msg.startswith("Unterminated string") and "\n" not in rest)
+                or not any(c in rest for c in ',:{}[]"\n')):
             raise DataError(path, f"truncated: the JSON ends at line {exc.lineno} before the {what} is complete "
                                   f"(an interrupted copy?)") from None
         raise DataError(path, f"invalid JSON ({exc.msg}, column {exc.colno}); expected a JSON {what}",
