@@ -18,9 +18,11 @@ from mmbench.pipeline.types import Reporter, SuiteOutcome, TaskOutcome
 from mmbench.data.specs import SuiteSpec, TaskSpec
 
 
-def run(config: RunConfig | None = None, reporter: Reporter | None = None) -> SuiteOutcome:
-    """Run an evaluation and write its results (see :class:`RunConfig` for every setting)."""
-    return _run(config or RunConfig(), reporter)
+def run(config: RunConfig | None = None, reporter: Reporter | None = None, *,
+        encoders: dict | None = None) -> SuiteOutcome:
+    """Run an evaluation and write its results (see :class:`RunConfig` for every setting); runs given
+    one ``encoders`` dict share the loaded model."""
+    return _run(config or RunConfig(), reporter, encoders=encoders)
 
 
 def list_tasks(*, query_modality: str | None = None, candidate_modality: str | None = None,

@@ -11,8 +11,26 @@ from pathlib import Path
 from mmbench.catalog import DEFAULT_MODEL, DEFAULT_SUITE
 
 
+DEFAULT_RUN_DEPTH = 100                     # the run file's depth by default (the anchors' run files)
+
+
+def mmbench_home() -> Path:
+    """Where mmbench stores everything (embedding cache, built datasets, model assets):
+    ``$MMBENCH_HOME``, else ``$MMBENCH_CACHE`` (its older name), else ``~/.cache/mmbench``.
+    ``mmbench run --cache-dir DIR`` sets ``$MMBENCH_HOME`` for its process."""
+    home = os.environ.get("MMBENCH_HOME") or os.environ.get("MMBENCH_CACHE")
+    return Path(home).expanduser() if home else Path.home() / ".cache" / "mmbench"
+
+
+def data_home() -> Path:
+    """Where built datasets go (mbeir-mini, the offline text tasks): ``$MMBENCH_DATA``, else
+    ``<mmbench_home()>/data``."""
+    data = os.environ.get("MMBENCH_DATA")
+    return Path(data).expanduser() if data else mmbench_home() / "data"
+
+
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("MMBENCH_CACHE", Path.home() / ".cache" / "mmbench"))
+    return mmbench_home()
 
 
 @dataclass(frozen=True)
@@ -28,6 +46,8 @@ class RunConfig:
     seed: int = 2023                       # for --instructions random
     batch_size: int = 32
     top_k: int | None = None               # default: each task's spec (100)
+    run_depth: int | None = DEFAULT_RUN_DEPTH  # hits per query written to the run file (None: all top_k);
+                                           # not in the hash (scores use every top_k hit), in the folder name
     device: str = "auto"
     search_backend: str = "auto"           # a name of mmbench.search.backend_names(); recorded through
                                            # describe_backend; in the config hash only when inexact
@@ -63,6 +83,31 @@ class RunConfig:
         from mmbench.embeddings.key import batching
 
         return batching(self.batch_size, self.chunk_size)
+
+    def variant(self) -> str:
+        """"" for the default configuration, else the suffix of its results folder (``<suite>__<variant>``,
+        :func:`mmbench.results.layout.result_dir`): the readable settings that differ from the defaults,
+        ``topk=50``, ``instructions=none``, ``instructions=random__seed=7``, ``dtype=float16``,
+        ``batch=64+chunk=4096``, ``depth=all``, in that order; an inexact search backend adds
+        ``cfg-<first 8 of config_hash>``. Model options and remote code are not here: they give the model
+        its own revision folder. So two configurations whose scores can differ never share a folder."""
+        f = self.scoring_fields()
+        parts = []
+        if f["top_k"] is not None:
+            parts.append(f"topk={f['top_k']}")
+        if f["instructions"] != "first":
+            parts.append(f"instructions={f['instructions']}")
+            if f["seed"] is not None:
+                parts.append(f"seed={f['seed']}")
+        if f["embed_dtype"] != "float32":
+            parts.append(f"dtype={f['embed_dtype']}")
+        if f.get("batching"):
+            parts.append(f["batching"].replace(",", "+"))
+        if "search_backend" in f:            # (model options and remote code have their own revision folder)
+            parts.append(f"cfg-{self.config_hash()[:8]}")
+        if self.run_depth != DEFAULT_RUN_DEPTH:
+            parts.append(f"depth={'all' if self.run_depth is None else self.run_depth}")
+        return "__".join(parts)
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.scoring_fields(), sort_keys=True).encode()).hexdigest()[:16]

@@ -7,7 +7,9 @@ import os
 import sys
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
 from rich.table import Table
 
 from mmbench.pipeline.types import Reporter, SuiteOutcome
@@ -22,15 +24,28 @@ def make_console() -> Console:
     return Console(highlight=False, width=int(columns) if columns.isdigit() and int(columns) > 0 else 200)
 
 
+class RateColumn(ProgressColumn):
+    """Items per second of a bar (rich's speed estimate over its recent updates), e.g. ``412 items/s``."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text("– items/s", style="progress.data.speed")
+        return Text(f"{speed:,.0f} items/s" if speed >= 10 else f"{speed:.1f} items/s", style="progress.data.speed")
+
+
 class RichReporter(Reporter):
-    """Progress bars on a terminal (off when not a TTY or MMBENCH_NO_PROGRESS=1); messages to stderr."""
+    """Progress bars on a terminal (off when not a TTY or MMBENCH_NO_PROGRESS=1); messages to stderr.
+    Each phase (encode, search) has its own bar: done/total, items per second, elapsed and remaining
+    time (updated per encoded batch, so the rate and ETA are there from the first batches)."""
 
     def __init__(self, console: Console):
         self.console = console
         self.err = Console(stderr=True, highlight=False)
         enabled = sys.stderr.isatty() and os.environ.get("MMBENCH_NO_PROGRESS") != "1"
-        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), console=self.err, disable=not enabled, transient=False)
+        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                             console=self.err, disable=not enabled, transient=False)
 
     def __enter__(self):
         self.bars.start()
@@ -49,6 +64,40 @@ class RichReporter(Reporter):
 
     def message(self, text: str) -> None:
         self.err.print(f"[dim]{text}[/dim]")
+
+
+def where_table(config, outcomes: list[SuiteOutcome]) -> Table:
+    """Where this run's files went: each results folder (and its rerank experiment), the mteb-format
+    copies, the embedding cache, the built datasets and the model assets."""
+    from mmbench.config import data_home
+    from mmbench.pipeline.write import extras_root
+
+    table = Table(title="where everything went", show_header=False, box=None, pad_edge=False)
+    table.add_column("what", style="bold")
+    table.add_column("path", overflow="fold")
+    for o in outcomes:
+        table.add_row(f"results ({o.suite})", str(o.directory))
+        if o.summary_path:
+            table.add_row("  summary", str(o.summary_path))
+        if o.experiment is not None:
+            table.add_row("  rerank results", str(o.experiment.directory))
+        mteb = extras_root(config.output, o.directory, config.variant()) / "mteb" / "results"
+        if mteb.is_dir() and any(t.path.with_suffix(".json").is_file() and _is_mteb(t.path) for t in o.tasks):
+            table.add_row("  mteb-format copies", str(mteb))
+    cache = config.cache_dir
+    table.add_row("embedding cache", str(cache / "embeddings"))
+    table.add_row("built datasets", str(data_home()))
+    table.add_row("model assets", str(cache / "assets"))
+    return table
+
+
+def _is_mteb(record_path) -> bool:
+    import json
+
+    try:
+        return json.loads(record_path.read_text()).get("task", {}).get("source", "").startswith("mteb")
+    except (OSError, ValueError):
+        return False
 
 
 def summary_table(outcome: SuiteOutcome) -> Table:

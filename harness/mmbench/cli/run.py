@@ -43,6 +43,39 @@ def search_backend_option(value: str) -> str:
     return value
 
 
+def memory_budget_option(value: float) -> float:
+    """``--memory-budget-gb``: a finite number of GB above 0 (nan, inf, 0 and negatives are usage errors)."""
+    import math
+
+    if not math.isfinite(value) or value <= 0:
+        raise typer.BadParameter(f"expected a finite number of GB above 0, got {value}")
+    if value * 1024**3 < 4:
+        raise typer.BadParameter(f"{value} GB is less than one float32; expected e.g. 0.5 or 2")
+    return value
+
+
+def device_option(value: str) -> str:
+    """``--device``: ``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N`` (anything else is a usage error)."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", value):
+        raise typer.BadParameter(f"expected auto, cpu, mps, cuda or cuda:N, got {value!r}")
+    return value
+
+
+def run_depth_option(value: str) -> int | None:
+    """``--run-depth``: a number of hits per query >= 1, or ``all`` (the top k) -> None."""
+    if value.strip().lower() == "all":
+        return None
+    try:
+        depth = int(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected a number of hits >= 1 or 'all', got {value!r}") from None
+    if depth < 1:
+        raise typer.BadParameter(f"expected a number of hits >= 1 or 'all', got {value!r}")
+    return depth
+
+
 def _model_options(pairs: list[str] | None) -> tuple:
     from mmbench.config import parse_model_options
 
@@ -62,11 +95,12 @@ def run(
     seed: Annotated[int, typer.Option("--seed", metavar="INT", help="Seed for --instructions random (UniIR used 2023).")] = 2023,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", metavar="N", min=1, help="Encoding batch size.")] = 32,
     top_k: Annotated[Optional[int], typer.Option("--top-k", metavar="K", min=1, max=1000, help="Hits kept per query (default: the task's, 100).")] = None,
-    device: Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu or cuda[:N].")] = "auto",
+    run_depth: Annotated[str, typer.Option("--run-depth", metavar="N|all", help="Hits per query written to the run file (scores use the full top-k); all: the top-k.")] = "100",
+    device: Annotated[str, typer.Option("--device", metavar="DEVICE", callback=device_option, help="auto, cpu or cuda[:N].")] = "auto",
     search_backend: Annotated[str, typer.Option("--search-backend", metavar="NAME", callback=search_backend_option, help="Search backend (`mmbench list backends`); auto: the best exact one available.")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute embeddings and results even when cached.")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", metavar="DIR", help="Embedding cache (default $MMBENCH_CACHE or ~/.cache/mmbench).")] = None,
-    memory_budget_gb: Annotated[float, typer.Option("--memory-budget-gb", metavar="GB", help="Largest float32 pool block searched at once.")] = 2.0,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", metavar="DIR", help="Where mmbench stores everything: embedding cache, built datasets, model assets (default $MMBENCH_HOME or ~/.cache/mmbench).")] = None,
+    memory_budget_gb: Annotated[float, typer.Option("--memory-budget-gb", metavar="GB", callback=memory_budget_option, help="Largest float32 pool block searched at once.")] = 2.0,
     embed_dtype: Annotated[EmbedDtype, typer.Option("--embed-dtype", help="dtype of cached embeddings.")] = EmbedDtype.float32,
     chunk_size: Annotated[int, typer.Option("--chunk-size", metavar="N", min=1, help="Items per cached embedding chunk (the unit of resume).")] = 4096,
     verify_data: Annotated[bool, typer.Option("--verify-data", help="Hash every image's bytes (recorded in provenance); cached embeddings not encoded from exactly these bytes are encoded again.")] = False,
@@ -77,15 +111,20 @@ def run(
 ) -> None:
     """Evaluate a model on a suite or tasks; with no arguments, the default model on mbeir-mini and mteb-mini."""
     from mmbench import api
-    from mmbench.cli.console import RichReporter, make_console, summary_table
+    from mmbench.cli.console import RichReporter, make_console, summary_table, where_table
 
     task_names = split_values(tasks)
+    depth = run_depth_option(run_depth)
+    if cache_dir is not None:                        # one setting moves everything mmbench stores
+        import os
+
+        os.environ["MMBENCH_HOME"] = str(cache_dir.expanduser().absolute())
     default_run = suite is None and not task_names
     if default_run:
         suite = api.DEFAULT_SUITE
     config = api.RunConfig(
         model=model or api.DEFAULT_MODEL, suite=suite, tasks=task_names, data_root=data_root,
-        output=output, instructions=instructions.value, seed=seed, batch_size=batch_size, top_k=top_k,
+        output=output, instructions=instructions.value, seed=seed, batch_size=batch_size, top_k=top_k, run_depth=depth,
         device=device, overwrite=overwrite, memory_budget_gb=memory_budget_gb, embed_dtype=embed_dtype.value,
         chunk_size=chunk_size, verify_data=verify_data, rerank=rerank, rerank_top_k=rerank_top_k, trust_remote_code=trust_remote_code,
         model_options=_model_options(model_option), search_backend=search_backend,
@@ -95,10 +134,11 @@ def run(
                   f"tasks={','.join(task_names) or 'all'} instructions={config.instructions} "
                   f"top_k={config.top_k or 'task default'} device={config.device}"
                   + (f" search_backend={search_backend}" if search_backend != "auto" else ""))
+    encoders: dict = {}                              # one model load for every suite of this invocation
     with RichReporter(console) as reporter:
-        outcome = api.run(config, reporter)
+        outcome = api.run(config, reporter, encoders=encoders)
     console.print(summary_table(outcome))
-    console.print(f"results: {outcome.directory}" + (f"  (summary: {outcome.summary_path})" if outcome.summary_path else ""))
+    outcomes = [outcome]
     if default_run and not rerank:                   # the embedded default also covers the offline text tasks
         import dataclasses
 
@@ -106,14 +146,14 @@ def run(
 
         for extra in DEFAULT_EXTRA_SUITES:
             with RichReporter(console) as reporter:
-                extra_outcome = api.run(dataclasses.replace(config, suite=extra), reporter)
+                extra_outcome = api.run(dataclasses.replace(config, suite=extra), reporter, encoders=encoders)
             console.print(summary_table(extra_outcome))
-            console.print(f"results: {extra_outcome.directory}")
+            outcomes.append(extra_outcome)
     if outcome.experiment is not None:
         from mmbench.cli.console import rerank_table
 
         console.print(rerank_table(outcome, outcome.experiment))
-        console.print(f"rerank results: {outcome.experiment.directory}")
+    console.print(where_table(config, outcomes))
 
 
 def register(app: typer.Typer) -> None:

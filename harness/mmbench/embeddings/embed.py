@@ -26,6 +26,7 @@ from mmbench.embeddings.prefault import prepare_pool_memory
 from mmbench.embeddings.store import CHUNK_ABSENT, EmbeddingStore
 from mmbench.embeddings.writer import BackgroundWriter, StagingBuffers
 from mmbench.models.base import l2_normalize
+from mmbench.models.progress import tracking
 from mmbench.util.io import atomic_open, write_json
 
 __all__ = ["EncodeStats", "embed_table"]
@@ -87,6 +88,13 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
             writer.then(lock.release)           # once this table's chunk files are written
         else:
             lock.release()                      # this call's own writer is closed
+
+
+def _within(progress, done: int, total: int):
+    """``progress`` for the items of one chunk: ``done`` before it, plus the chunk's items encoded."""
+    if not progress:
+        return lambda n: None
+    return lambda n: progress(done + n, total)
 
 
 def _embed_locked(table: ItemTable, store: EmbeddingStore, get_encoder: Callable[[], object], *,
@@ -162,7 +170,8 @@ def _embed_locked(table: ItemTable, store: EmbeddingStore, get_encoder: Callable
             for i in missing:
                 lo = i * chunk_size
                 items = table.items(lo, lo + chunk_size)
-                emb = np.asarray(encoder.encode(items, role=key.role, batch_size=batch_size))
+                with tracking(len(items), _within(progress, done, len(table))):    # per batch
+                    emb = np.asarray(encoder.encode(items, role=key.role, batch_size=batch_size))
                 if emb.shape[0] != len(items):
                     raise RuntimeError(f"model {key.model!r} returned {emb.shape[0]} embeddings for {len(items)} items")
                 _check_finite(emb, items, key)           # a NaN row would sort anywhere: never cache one

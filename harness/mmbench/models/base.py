@@ -18,6 +18,7 @@ import numpy as np
 
 from mmbench.data.types import IMAGE, TEXT, Item, modality_parts
 from mmbench.errors import IncompatibleModelError
+from mmbench.models.progress import expect
 
 Role = Literal["query", "candidate"]
 
@@ -151,6 +152,7 @@ class FusionEncoder:
         both = set(text_rows) & set(image_rows)
         if both and self.meta.fusion is None:
             raise IncompatibleModelError(f"model {self.meta.name!r} has no fusion for image+text items")
+        expect(len(text_rows) + len(image_rows))        # the rows batch_done will report (progress)
         unit_parts = self.meta.fusion != "raw-sum"       # raw-sum: normalise the sum, not its parts
         part = l2_normalize if unit_parts else (lambda x: np.asarray(x, dtype=np.float32))
         out: np.ndarray | None = None

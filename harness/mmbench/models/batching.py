@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mmbench.errors import DataError
+from mmbench.models.progress import batch_done
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -56,7 +57,9 @@ class OomGuard:
             return np.concatenate([self(fn, batch[i:i + self.limit]) for i in range(0, n, self.limit)])
         failed = False
         try:
-            return np.asarray(fn(batch), dtype=np.float32)
+            out = np.asarray(fn(batch), dtype=np.float32)
+            batch_done(n)                    # a progress bar moves per batch (mmbench.models.progress)
+            return out
         except Exception as exc:
             if not is_oom(exc) or n == 1:
                 raise

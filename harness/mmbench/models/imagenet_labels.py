@@ -24,6 +24,7 @@ from mmbench.models.builtin import MINILM
 from mmbench.models.efficientnet_lite import IMAGE_SIZE, load_efficientnet_lite0, preprocess
 from mmbench.models.loading import resolve_device
 from mmbench.models.minilm import MiniLMEncoder
+from mmbench.models.progress import batch_done
 
 TOP_K = 5
 CLASS_BATCH = 128
@@ -39,8 +40,10 @@ def imagenet_classes() -> list[str]:
 
 
 def default_cache_dir() -> Path:
-    """``$MMBENCH_CACHE/assets``, by default ``~/.cache/mmbench/assets``."""
-    return Path(os.environ.get("MMBENCH_CACHE") or "~/.cache/mmbench").expanduser() / "assets"
+    """``<mmbench home>/assets`` (:func:`mmbench.config.mmbench_home`), by default ``~/.cache/mmbench/assets``."""
+    from mmbench.config import mmbench_home
+
+    return mmbench_home() / "assets"
 
 
 
@@ -94,6 +97,7 @@ class ImagenetLabelsMiniLM(FusionEncoder):
             top_p, top_i = probs.topk(TOP_K, dim=-1)
             weights = top_p / top_p.sum(dim=-1, keepdim=True)
             out.append(torch.einsum("bk,bkd->bd", weights, self.class_embeddings[top_i]).float().cpu().numpy())
+            batch_done(len(pixels))
         return np.concatenate(out)
 
 

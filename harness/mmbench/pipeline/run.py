@@ -23,13 +23,17 @@ from mmbench.pipeline.pools import LazyEncoder, Pools
 from mmbench.pipeline.retrieve import describe_search, retrieve
 from mmbench.pipeline.score import first_stage_record, score_run
 from mmbench.pipeline.types import Reporter, SuiteOutcome, TaskOutcome
-from mmbench.pipeline.write import finish_task, start_run_file, write_extras, write_suite_summary
+from mmbench.pipeline.write import (extras_root, finish_task, start_run_file, write_config, write_extras,
+                                    write_suite_summary)
 from mmbench.results.layout import record_file, trec_tag
 from mmbench.util.locks import FolderLock
 
 
-def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
-    """Evaluate ``config.model`` on the configured suite or tasks and write the results."""
+def run(config: RunConfig, reporter: Reporter | None = None, *, encoders: dict | None = None) -> SuiteOutcome:
+    """Evaluate ``config.model`` on the configured suite or tasks and write the results.
+
+    ``encoders``: a dict shared by the runs of one invocation (plain ``mmbench run`` runs two suites),
+    so that the model is loaded once for all of them (:func:`shared_encoder`)."""
     reporter = reporter or Reporter()
     plan = make_plan(config)
     if config.rerank:                     # an unusable reranker is refused before any work too
@@ -43,9 +47,12 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
     # files safe to remove); cache chunks and result files are written in the background, in
     # submission order; leaving the block waits for them (also on failure)
     with FolderLock(plan.directory, "the results folder", reporter.message):
+        if config.variant():
+            write_config(plan.directory, config)
         with BackgroundWriter() as writer:
             pools = Pools(plan.meta, config, plan.data, plan.pool_specs, plan.pool_mode,
-                          LazyEncoder(plan.meta, config, reporter), reporter, writer, images=plan.images)
+                          shared_encoder(encoders, plan.meta, config, reporter), reporter, writer,
+                          images=plan.images)
             for spec in plan.specs:
                 previous = reusable(plan, spec, reporter)
                 if previous is not None:
@@ -63,6 +70,20 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> SuiteOutcome:
     return outcome
 
 
+def shared_encoder(encoders: dict | None, meta, config: RunConfig, reporter: Reporter) -> LazyEncoder:
+    """The run's :class:`LazyEncoder`: a new one, or with ``encoders`` the one already made for the same
+    model (name, revision, options), device and remote-code setting, given this run's reporter."""
+    if encoders is None:
+        return LazyEncoder(meta, config, reporter)
+    key = (meta.name, meta.revision, repr(sorted(meta.options.items())), config.device, config.trust_remote_code,
+           str(config.cache_dir))
+    encoder = encoders.get(key)
+    if encoder is None:
+        encoder = encoders[key] = LazyEncoder(meta, config, reporter)
+    encoder.reporter = reporter
+    return encoder
+
+
 def evaluate_task(plan: Plan, spec: TaskSpec, pools: Pools, writer, reporter: Reporter, search: dict) -> TaskOutcome:
     """One task of the first stage: its pool and queries, search, run file, scores, record."""
     family, data = task_family(spec), plan.data[spec.name]
@@ -71,14 +92,16 @@ def evaluate_task(plan: Plan, spec: TaskSpec, pools: Pools, writer, reporter: Re
     top_k = plan.top_k(spec)
     retrieved = retrieve(family, data, pool, queries.embeddings, top_k, plan.config, reporter, spec.name)
     t0 = time.perf_counter()
-    run_bytes = start_run_file(writer, plan.directory, spec.name, retrieved.ranked, trec_tag(plan.meta.name))
+    run_bytes = start_run_file(writer, plan.directory, spec.name, retrieved.ranked, trec_tag(plan.meta.name),
+                               depth=plan.run_depth(spec))
     scored = score_run(spec, retrieved.ranked, data.qrels, pool.modalities, top_k=top_k, depth=top_k)
     score_seconds = time.perf_counter() - t0
     record = first_stage_record(plan, spec, data, pool, queries, retrieved, scored, score_seconds,
                                 pools.model_settings(queries), search)
     path = finish_task(writer, plan.directory, spec.name, scored, record, run_bytes)
-    write_extras(writer, family, plan.config.output, plan.meta, spec, data, scored, record)
+    write_extras(writer, family, extras_root(plan.config.output, plan.directory, plan.config.variant()),
+                 plan.meta, spec, data, scored, record)
     return TaskOutcome.from_record(spec.name, record, path, reused=False)
 
 
-__all__ = ["evaluate_task", "run"]
+__all__ = ["evaluate_task", "run", "shared_encoder"]

@@ -29,11 +29,15 @@ class Immediate:
         return future
 
 
-def start_run_file(writer, directory: Path, task: str, ranked, tag: str) -> Future:
-    """Submit the TREC run file of ``ranked`` (a :class:`~mmbench.metrics.scoring.Run`); the future
-    gives its size in bytes."""
+def start_run_file(writer, directory: Path, task: str, ranked, tag: str, depth: int | None = None) -> Future:
+    """Submit the TREC run file of ``ranked`` (a :class:`~mmbench.metrics.scoring.Run`), its first
+    ``depth`` hits per query (all with None: the rows are in rank order, so the file is the top
+    ``depth`` of the run); the future gives its size in bytes."""
+    indices, scores = ranked.indices, ranked.scores
+    if depth is not None and indices.ndim == 2 and depth < indices.shape[1]:
+        indices, scores = indices[:, :depth], scores[:, :depth]
     return writer.submit(write_trec, Path(directory) / run_file(task), ranked.query_ids, ranked.candidate_ids,
-                         ranked.indices, ranked.scores, tag, fsync=False)
+                         indices, scores, tag, fsync=False)
 
 
 def finish_task(writer, directory: Path, task: str, scored, record: dict, run_bytes: Future) -> Path:
@@ -50,8 +54,28 @@ def _write_record(directory: Path, task: str, record: dict, run_bytes: Future) -
 
 
 def write_extras(writer, family, output: Path, meta, spec, data, scored, record: dict) -> None:
-    """Submit the files the task's family writes beside mmbench's own (mteb's results format)."""
+    """Submit the files the task's family writes beside mmbench's own (mteb's results format) under
+    ``output`` (the run's --output; a non-default configuration's own results folder, so that its
+    copies never replace the default's: :func:`extras_root`)."""
     writer.submit(family.write_extra_outputs, output, meta, spec, data, scored.result.mean, record)
+
+
+def extras_root(output: Path, directory: Path, variant: str) -> Path:
+    """Where the families' extra files go: ``--output`` for the default configuration, the results
+    folder itself for another (``<suite>__<variant>/mteb/results/...``)."""
+    return Path(directory) if variant else Path(output)
+
+
+def write_config(directory: Path, config) -> Path:
+    """A non-default configuration's ``config.json``: its variant, config hash and every setting."""
+    from mmbench.results.layout import CONFIG_FILE
+    from mmbench.util.io import write_json
+
+    path = Path(directory) / CONFIG_FILE
+    write_json(path, {"variant": config.variant(), "config_hash": config.config_hash(),
+                      "scoring_fields": config.scoring_fields(), "run_depth": config.run_depth,
+                      "config": config.to_dict()})
+    return path
 
 
 def write_suite_summary(outcome, suite_tasks: tuple[str, ...], config_hash: str,
@@ -87,4 +111,5 @@ def group_units(headlines: dict, groups: dict) -> dict[str, float]:
     return units
 
 
-__all__ = ["Immediate", "finish_task", "group_units", "start_run_file", "write_extras", "write_suite_summary"]
+__all__ = ["Immediate", "extras_root", "finish_task", "group_units", "start_run_file", "write_config", "write_extras",
+           "write_suite_summary"]

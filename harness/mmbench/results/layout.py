@@ -7,6 +7,8 @@ Layout under the output folder (default ``results/``)::
     <model>/<revision>/<suite>/<task>.per_query.tsv   per-query value of every metric
     <model>/<revision>/<suite>/summary.json           headline per task and their plain mean
     <model>/<revision>/<suite>/experiments/<name>/    a second stage (rerank), the same files
+    <model>/<revision>/<suite>__<variant>/            a non-default configuration (RunConfig.variant):
+                                                      the same files, its config.json and mteb/ copies
 
 Every folder name is :func:`slug` of the name it stands for.
 """
@@ -18,10 +20,15 @@ from pathlib import Path
 from mmbench.util.text import slug
 
 SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.json"
+VARIANT_SEP = "__"
 
 
-def result_dir(output: Path, model: str, revision: str, suite_label: str) -> Path:
-    return Path(output) / slug(model) / slug(revision) / slug(suite_label)
+def result_dir(output: Path, model: str, revision: str, suite_label: str, variant: str = "") -> Path:
+    """``<output>/<model>/<revision>/<suite>`` for the default configuration, ``<suite>__<variant>``
+    for another (:meth:`mmbench.config.RunConfig.variant`), so that no configuration overwrites another."""
+    name = suite_label + (VARIANT_SEP + variant if variant else "")
+    return Path(output) / slug(model) / slug(revision) / slug(name)
 
 
 def record_file(task: str) -> str:
@@ -47,5 +54,5 @@ def trec_tag(*names: str) -> str:
     return ".".join(["mmbench", *(slug(n) for n in names)])
 
 
-__all__ = ["SUMMARY_FILE", "experiment_dir", "per_query_file", "record_file", "result_dir", "run_file", "slug",
+__all__ = ["CONFIG_FILE", "SUMMARY_FILE", "VARIANT_SEP", "experiment_dir", "per_query_file", "record_file", "result_dir", "run_file", "slug",
            "trec_tag"]

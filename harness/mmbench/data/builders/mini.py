@@ -119,13 +119,10 @@ _LANG_LINE = re.compile(r"^([A-Za-z]{2,3}(?:_[A-Za-z]{2})?(?:@[A-Za-z]+)?)\.utf8
 
 def default_mini_root() -> Path:
     """``$MMBENCH_DATA/mbeir-mini``; default ``~/.cache/mmbench/data/mbeir-mini``
-    (``$MMBENCH_CACHE`` replaces ``~/.cache/mmbench``)."""
-    data = os.environ.get("MMBENCH_DATA")
-    if data:
-        return Path(data).expanduser() / SUITE_NAME
-    cache = os.environ.get("MMBENCH_CACHE")
-    base = Path(cache).expanduser() if cache else Path.home() / ".cache" / "mmbench"
-    return base / "data" / SUITE_NAME
+    (``$MMBENCH_HOME`` or ``$MMBENCH_CACHE`` replaces ``~/.cache/mmbench``: :func:`mmbench.config.data_home`)."""
+    from mmbench.config import data_home
+
+    return data_home() / SUITE_NAME
 
 
 def query_file(task_id: int) -> str:

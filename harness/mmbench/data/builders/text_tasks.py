@@ -78,13 +78,10 @@ Built by mmbench (`mmbench data build-text`) from the Debian package `{package}`
 
 
 def default_text_root() -> Path:
-    """``$MMBENCH_DATA/mteb-text``; default ``~/.cache/mmbench/data/mteb-text``."""
-    data = os.environ.get("MMBENCH_DATA")
-    if data:
-        return Path(data).expanduser() / "mteb-text"
-    cache = os.environ.get("MMBENCH_CACHE")
-    base = Path(cache).expanduser() if cache else Path.home() / ".cache" / "mmbench"
-    return base / "data" / "mteb-text"
+    """``$MMBENCH_DATA/mteb-text``; default ``<mmbench home>/data/mteb-text`` (:func:`mmbench.config.data_home`)."""
+    from mmbench.config import data_home
+
+    return data_home() / "mteb-text"
 
 
 @dataclass
