@@ -16,6 +16,7 @@ import numpy as np
 
 from mmbench.data.types import Item
 from mmbench.embeddings import EmbeddingKey, embed_table
+from mmbench.embeddings.key import batching
 from mmbench.rerank.base import Progress, RerankerMeta, RerankJob
 
 
@@ -48,8 +49,9 @@ class Rescorer:
         cfg, m = self.config, self.model
         common = dict(cache_dir=cfg.cache_dir, batch_size=batch_size, chunk_size=cfg.chunk_size, overwrite=cfg.overwrite)
         data = with_model_instructions(tasks().get(job.task), job.data, m, cfg)   # the rescoring model's own instructions
-        q_emb, _ = embed_table(data.queries, query_key(m, cfg, data), self.encoder, **common)
-        key = EmbeddingKey(m.name, m.revision, "candidate", "n/a", job.candidate_fingerprint, cfg.embed_dtype)
+        q_emb, _ = embed_table(data.queries, query_key(m, cfg, data, batch_size=batch_size), self.encoder, **common)
+        key = EmbeddingKey(m.name, m.revision, "candidate", "n/a", job.candidate_fingerprint, cfg.embed_dtype,
+                           batching=batching(batch_size, cfg.chunk_size))
         c_emb, _ = embed_table(job.candidates, key, self.encoder, progress=progress, **common)
         q = self._normalise(q_emb)[job.query_rows].astype(np.float64)
         c = self._normalise(c_emb)[job.candidate_rows].astype(np.float64)
