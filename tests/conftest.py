@@ -26,3 +26,16 @@ def shared_test_cache(tmp_path_factory) -> Path:
     if not os.environ.get("MMBENCH_TEST_CACHE"):
         os.environ["MMBENCH_TEST_CACHE"] = str(tmp_path_factory.getbasetemp() / "shared-cache")
     return Path(os.environ["MMBENCH_TEST_CACHE"])
+
+
+def pytest_report_header(config):
+    """numpy's BLAS and the kernel it runs (``make test`` runs the fidelity set under two OpenBLAS kernels)."""
+    import numpy  # noqa: F401  (loads the BLAS threadpoolctl reports)
+    from threadpoolctl import threadpool_info
+
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    core = os.environ.get("OPENBLAS_CORETYPE")
+    line = ("numpy BLAS: " + ("; ".join(f"{i.get('internal_api')} {i.get('version')}, kernel "
+                                        f"{i.get('architecture', '?')}" for i in blas) or "none found")
+            + f" (OPENBLAS_CORETYPE={core or 'unset'})")
+    return [line]
