@@ -19,7 +19,8 @@ The cut
   ``mmbench.search_backends``.
 
 Choosing a backend: ``backend="auto"`` (the default) takes the best exact one for the device:
-on the CPU ``scan-cpu`` where the kernel is built, else ``faiss-cpu``; on a CUDA device
+on the CPU ``scan-cpu`` where the kernel is built, else ``faiss-cpu`` where faiss is installed, else
+``torch``; on a CUDA device
 ``faiss-gpu`` where faiss has GPU support, else ``torch``. ``device="auto"`` is a CUDA GPU where
 faiss or torch sees one, else the CPU. A named backend runs on the device asked for (with
 ``device="auto"``: its first listed device that is usable here) or is refused with the reason.
@@ -113,8 +114,11 @@ def _resolve_auto(device: str, kind: str, number: int | None) -> tuple[SearchBac
 
 
 def _best_cpu() -> SearchBackend:
-    scan = get_backend("scan-cpu")
-    return scan if scan.available("cpu") is True else get_backend("faiss-cpu")
+    """scan-cpu where the kernel is built, else faiss-cpu where faiss is installed, else torch."""
+    for name in ("scan-cpu", "faiss-cpu"):
+        if get_backend(name).available("cpu") is True:
+            return get_backend(name)
+    return get_backend("torch")
 
 
 def describe_backend(backend: str = "auto", device: str = "auto") -> dict:

@@ -50,8 +50,10 @@ class _Index:
         pool, n = self.pool, min(k, self.pool.total)
         if not scan_topk.usable_keys(pool.tiebreak, pool.total):
             from mmbench.search.backends.faiss_cpu import BACKEND as FAISS_CPU
+            from mmbench.search.backends.torch_cuda import BACKEND as TORCH
 
-            return FAISS_CPU.prepare(pool).search(queries, k, progress)
+            other = FAISS_CPU if FAISS_CPU.available("cpu") is True else TORCH
+            return other.prepare(pool).search(queries, k, progress)
         return scan_topk.scan_topk(
             queries, lambda: ((b.offset, b.rows) for b in pool.blocks()), pool.total, n, pool.tiebreak,
             sample=lambda stride: every_nth_row(pool.parts, stride), progress=progress,
