@@ -18,7 +18,10 @@ A spec's ``loader_args`` names the task:
 Texts are standardised exactly as mteb's dataloaders do: a document is ``(title + " " + text).strip()``
 when it has a non-empty title, else ``text.strip()``; a query is its text. Queries without a positive
 qrels entry are dropped (mteb drops them too) and qrels of queries that are not in the query file are
-dropped (pytrec_eval would ignore them), both counted in ``notes``.
+dropped (pytrec_eval would ignore them), and qrels of documents that are not in the corpus are kept
+(mteb keeps them: relevant, never retrieved), each counted in ``notes``. Files are read by mmbench's
+own record readers (:func:`read_corpus`, :func:`read_queries`, :func:`read_qrels`): every malformed
+file, record or field is a :class:`~mmbench.errors.DataError` naming it (docs/hardening.md).
 
 After search, a task with mteb's ``ignore_identical_ids`` drops each retrieved document whose id is the
 query's (:func:`drop_identical_ids`); after scoring, the task's scores are also written in mteb's own
