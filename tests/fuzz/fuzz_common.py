@@ -12,7 +12,7 @@ from mmbench.errors import MmbenchError
 # Every mutation kind the suite applies (docs/hardening.md lists them with the expected outcome).
 KINDS = ("truncate", "wrong_type", "missing_field", "extra_field", "invalid_utf8", "bom", "crlf",
          "blank_lines", "duplicate_record", "conflicting_duplicate", "dangling_reference", "huge_line",
-         "not_an_object", "column_count", "bad_number", "corrupt_binary")
+         "not_an_object", "column_count", "bad_number", "bad_cli_value")
 
 # Values of every JSON type: a wrong-type mutation picks one whose type differs from the field's.
 JSON_VALUES = (None, 0, -3, 1.5, True, "", "x", [], ["9:1"], {}, {"a": 1})
