@@ -38,9 +38,9 @@ setup: system-deps $(INSTALLED)  ## create .venv (the CPU torch first, then mmbe
 run: setup  ## evaluate the default model on the embedded suite mbeir-mini
 	$(VENV)/bin/mmbench run
 
-# the fidelity set, run a second time under the other OpenBLAS kernel (issue #23: rankings must not depend on it)
-FIDELITY_TESTS := tests/test_mteb_fidelity.py tests/search tests/metrics/test_metrics.py \
-	tests/pipeline/test_e2e.py::test_default_run_matches_golden_and_writes_every_file
+# the fidelity set, run a second time under the other OpenBLAS kernel (issue #23: rankings must not depend on it);
+# the golden end-to-end test is left out: a fresh session re-encodes mbeir-mini, too slow for a second pass
+FIDELITY_TESTS := tests/test_mteb_fidelity.py tests/search tests/metrics/test_metrics.py
 
 test: setup  ## the whole test suite, then the fidelity set under the other OpenBLAS kernel
 	MMBENCH_NO_PROGRESS=1 $(PY) -m pytest     # not -q: the header names numpy's BLAS kernel (tests/conftest.py)
