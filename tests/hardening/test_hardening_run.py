@@ -108,7 +108,8 @@ def test_a_second_run_into_a_results_folder_waits_and_stale_temp_files_go(mbeir_
     assert any("finished result found, reused" in ln for ln in lines)
 
 
-def test_sigterm_prints_one_line_exits_143_and_a_rerun_resumes(mbeir_root, tmp_path):
+@pytest.mark.parametrize("signum, status, said", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_sigterm_and_ctrl_c_print_one_line_and_a_rerun_resumes(mbeir_root, tmp_path, signum, status, said):
     env = env_for(tmp_path / "cache")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "mmbench", *run_args(mbeir_root, out, "--chunk-size", "2")],
@@ -118,11 +119,11 @@ def test_sigterm_prints_one_line_exits_143_and_a_rerun_resumes(mbeir_root, tmp_p
     while time.time() < deadline and proc.poll() is None and not list(emb.rglob("chunk_*.npy")):
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143
+    assert proc.returncode == status
     interrupted = [ln for ln in stderr.splitlines() if ln.startswith("interrupted:")]
-    assert len(interrupted) == 1 and interrupted[0].endswith("(rerun to resume)"), stderr
+    assert len(interrupted) == 1 and said in interrupted[0] and interrupted[0].endswith("(rerun to resume)"), stderr
     assert "Traceback" not in stderr
     assert not list(tmp_path.rglob("*.tmp"))                               # finally blocks ran
     mmbench(*run_args(mbeir_root, out, "--chunk-size", "2"), env=env)

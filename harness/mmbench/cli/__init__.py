@@ -73,8 +73,13 @@ class Terminated(BaseException):
     Exception`` swallows it)."""
 
 
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT) as :func:`main` raises it: not a KeyboardInterrupt, which typer turns into a
+    silent exit status 130 before :func:`_invoke` could say a word."""
+
+
 def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
+    raise Terminated() if signum == signal.SIGTERM else Interrupted()
 
 
 def main() -> None:
@@ -82,6 +87,8 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         signal.signal(signal.SIGTERM, _raise_terminated)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:   # not when SIGINT is ignored
+            signal.signal(signal.SIGINT, _raise_terminated)
     except (ValueError, OSError):          # not the main thread of the main interpreter
         pass
     sys.exit(_invoke(sys.argv[1:]))
@@ -106,12 +113,14 @@ def _invoke(args: Sequence[str]) -> int:
             raise
         exc.show()
         return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt, *_aborts()):
+    except (typer.Abort, KeyboardInterrupt, Interrupted, *_aborts()):
         _say_interrupted("Ctrl-C")
         return 130
     except Terminated:
         _say_interrupted("SIGTERM")
         return 143
+    if rc == 130:                            # a KeyboardInterrupt that typer turned into its exit status
+        _say_interrupted("Ctrl-C")
     return rc if isinstance(rc, int) else 0
 
 
