@@ -62,7 +62,6 @@ class RunConfig:
     rerank: str | None = None              # second stage (mmbench.rerank): rescore:<model>, cross-encoder:<path>, mllm-rerank:<path>
     rerank_top_k: int = 10                 # pairs reranked per query; not in scoring_fields: the first-stage
                                            # hash stays the same, the experiment has its own (mmbench.rerank.stage)
-    trust_remote_code: bool = False        # let adapters run a checkpoint's own code (mm-embed's remote path)
     model_options: tuple[tuple[str, object], ...] = ()   # loader options over the catalog's (--model-option k=v)
 
     def scoring_fields(self) -> dict:
@@ -71,7 +70,6 @@ class RunConfig:
                 "seed": self.seed if self.instructions == "random" else None,
                 "top_k": self.top_k, "embed_dtype": self.embed_dtype,
                 **({"batching": self.batching()} if self.batching() else {}),
-                **({"trust_remote_code": True} if self.trust_remote_code else {}),
                 **({"model_options": dict(self.model_options)} if self.model_options else {}),
                 **({"search_backend": self.search_backend} if not _exact_backend(self.search_backend) else {})}
 

@@ -370,57 +370,22 @@ def test_settings_record_score_relevant_choices(encoder):
 
 # --- remote code, catalog, CLI ---------------------------------------------------------------------------
 
-def test_remote_code_is_refused_without_the_flag(tiny, meta, monkeypatch):
-    import transformers
-
-    _, folder, nv = tiny
-    called = []
-    monkeypatch.setattr(transformers.AutoModel, "from_pretrained",
-                        classmethod(lambda cls, *a, **kw: called.append(kw) or (_ for _ in ()).throw(RuntimeError("stub"))))
-    with pytest.raises(MmbenchError, match="--trust-remote-code"):
-        enc_mod.load_mmembed(meta, path=str(folder), implementation="remote")
-    with pytest.raises(MmbenchError, match="--trust-remote-code"):
-        enc_mod.RemoteMMEmbedEncoder(meta, path=str(folder))
-    assert called == []
-    # with the flag the checkpoint's own code is asked for (stubbed here: it fails to load)
-    with pytest.raises(MmbenchError, match="remote code"):
-        enc_mod.load_mmembed(meta, path=str(folder), trust_remote_code=True)
-    assert called and called[0]["trust_remote_code"] is True
-
-
-def test_runner_passes_the_flag_only_when_given(meta, monkeypatch):
-    from mmbench.pipeline import pools as runner
-    from mmbench.pipeline.types import Reporter
-    from mmbench.config import RunConfig
-
-    seen = {}
-
-    def factory(meta, *, path, device="auto", trust_remote_code=False, dtype="auto"):
-        seen.update(trust_remote_code=trust_remote_code, device=device)
-        return object()
-
-    monkeypatch.setattr(runner, "import_target", lambda target: factory)
-    runner.LazyEncoder(meta, RunConfig(model="mm-embed", device="cpu"), Reporter())()
-    assert seen == {"trust_remote_code": False, "device": "cpu"}
-    runner.LazyEncoder(meta, RunConfig(model="mm-embed", trust_remote_code=True), Reporter())()
-    assert seen["trust_remote_code"] is True
-    # metadata that asks for remote code (a plugin's options, say) does not get it without the flag
-    from dataclasses import replace
-
-    eager = replace(meta, options={**meta.options, "trust_remote_code": True})
-    runner.LazyEncoder(eager, RunConfig(model="mm-embed", device="cpu"), Reporter())()
-    assert seen["trust_remote_code"] is False
-    assert "trust_remote_code" not in RunConfig(model="mm-embed").scoring_fields()
-    assert RunConfig(model="mm-embed", trust_remote_code=True).scoring_fields()["trust_remote_code"] is True
-
-
-def test_cli_has_the_flag():
+def test_the_checkpoints_own_code_is_never_run(meta):
+    """mm-embed's remote code needs transformers 4.42-4.43 (mmbench needs 4.45+): it is not offered."""
     from typer.testing import CliRunner
 
     from mmbench.cli import app
+    from mmbench.config import RunConfig
+    from mmbench.config import parse_model_options
+    from mmbench.models.loading import with_model_options
 
+    assert "trust_remote_code" not in meta.options
+    assert "trust_remote_code" not in enc_mod.load_mmembed.__code__.co_varnames
+    assert not hasattr(RunConfig(), "trust_remote_code")
     out = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
-    assert "--trust-remote-code" in out.output
+    assert out.exit_code == 0 and "--trust-remote-code" not in out.output
+    with pytest.raises(MmbenchError, match="never runs a checkpoint's own code"):
+        with_model_options(meta, parse_model_options(["trust_remote_code=true"]))
 
 
 def test_catalog_metadata(meta, tiny):
@@ -428,7 +393,7 @@ def test_catalog_metadata(meta, tiny):
 
     assert meta.embed_dim == 4096 and meta.fusion == "feature" and meta.uses_instructions
     assert meta.modalities == ("text", "image") and meta.license == "CC-BY-NC-4.0"
-    assert meta.options["path"] == "nvidia/MM-Embed" and meta.options["trust_remote_code"] is False
+    assert meta.options == {"path": "nvidia/MM-Embed", "dtype": "auto"}
     assert meta.can_encode("image,text") and meta.can_encode("text") and meta.can_encode("image")
     dyn = get_model(f"mm-embed:{tiny[1]}")
     assert dyn.revision.startswith("local:") and dyn.options["path"] == str(tiny[1])

@@ -37,7 +37,7 @@ def _is_json(s: str) -> bool:
 def test_remote_code_cannot_be_enabled_through_an_option():
     from mmbench.errors import MmbenchError
 
-    with pytest.raises(MmbenchError, match="only with the --trust-remote-code flag"):
+    with pytest.raises(MmbenchError, match="never runs a checkpoint's own code"):
         with_model_options(get_model("mm-embed"), parse_model_options(["trust_remote_code=true"]))
 
 

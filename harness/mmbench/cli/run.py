@@ -106,7 +106,6 @@ def run(
     verify_data: Annotated[bool, typer.Option("--verify-data", help="Hash every image's bytes (recorded in provenance); cached embeddings not encoded from exactly these bytes are encoded again.")] = False,
     rerank: Annotated[Optional[str], typer.Option("--rerank", metavar="RERANKER", help="Rerank the first stage's top-k: rescore:<model>, cross-encoder:<folder-or-hub-id>, mllm-rerank:<folder-or-hub-id>.")] = None,
     rerank_top_k: Annotated[int, typer.Option("--rerank-top-k", metavar="K", min=1, max=1000, help="Hits reranked per query (with --rerank).")] = 10,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a model's own code from its repository (mm-embed: run modeling_nvmmembed.py instead of the native implementation).")] = False,
     model_option: Annotated[Optional[list[str]], typer.Option("--model-option", metavar="KEY=VALUE", help="Passed to the model's loader over the catalog's options (repeatable), e.g. path=/models/clip_sf_large.pth, num_workers=8, dtype=bf16.")] = None,
 ) -> None:
     """Evaluate a model on a suite or tasks; with no arguments, the default model on mbeir-mini and mteb-mini."""
@@ -126,7 +125,7 @@ def run(
         model=model or api.DEFAULT_MODEL, suite=suite, tasks=task_names, data_root=data_root,
         output=output, instructions=instructions.value, seed=seed, batch_size=batch_size, top_k=top_k, run_depth=depth,
         device=device, overwrite=overwrite, memory_budget_gb=memory_budget_gb, embed_dtype=embed_dtype.value,
-        chunk_size=chunk_size, verify_data=verify_data, rerank=rerank, rerank_top_k=rerank_top_k, trust_remote_code=trust_remote_code,
+        chunk_size=chunk_size, verify_data=verify_data, rerank=rerank, rerank_top_k=rerank_top_k,
         model_options=_model_options(model_option), search_backend=search_backend,
         **({"cache_dir": cache_dir} if cache_dir else {}))
     console = make_console()

@@ -191,7 +191,7 @@ MM_EMBED = ModelMeta(
         "NVIDIA MM-Embed (LLaVA-NeXT CLIP-L/336 tower + NV-Embed-v1 bidirectional Mistral-7B, latent-attention "
         "pooling), native re-implementation loading the official shards; image+text in one sequence (577 image "
         "tokens, global view); 'Instruct: ...\\nQuery: ' queries with the instruction masked from pooling. "
-        "--trust-remote-code runs the checkpoint's own code instead. Non-commercial licence."
+        "Non-commercial licence."
     ),
     fusion="feature",
     uses_instructions=True,
@@ -200,7 +200,7 @@ MM_EMBED = ModelMeta(
     n_parameters=8_175_507_456,
     license="CC-BY-NC-4.0",
     reference="https://huggingface.co/nvidia/MM-Embed",
-    options={"path": "nvidia/MM-Embed", "dtype": "auto", "trust_remote_code": False},
+    options={"path": "nvidia/MM-Embed", "dtype": "auto"},
 )
 
 BUILTIN_MODELS = (MINILM, IMAGENET_LABELS_MINILM, CLIP_VIT_B_32, CLIP_VIT_L_14, SIGLIP_BASE, SIGLIP_SO400M,

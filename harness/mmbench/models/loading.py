@@ -118,8 +118,8 @@ def with_model_options(meta: ModelMeta, options: tuple[tuple[str, object], ...])
     if not options:
         return meta
     if "trust_remote_code" in dict(options):
-        raise MmbenchError("--model-option trust_remote_code is refused: a checkpoint's own code runs only "
-                           "with the --trust-remote-code flag")
+        raise MmbenchError("--model-option trust_remote_code is refused: mmbench never runs a checkpoint's "
+                           "own code")
     digest = hashlib.sha256(json.dumps(dict(options), sort_keys=True, default=str).encode()).hexdigest()[:10]
     return replace(meta, options={**meta.options, **dict(options)}, revision=f"{meta.revision}+options-{digest}")
 

@@ -1,6 +1,6 @@
 """Step 1 of a run: what to run, refused before any work when it cannot run, and what to reuse.
 
-:func:`make_plan` resolves the model (with ``--model-option`` and ``--trust-remote-code``), the suite and
+:func:`make_plan` resolves the model (with ``--model-option``), the suite and
 its tasks, the pool mode (each task against its local pool, or every task against the union of the
 suite's pools) and the results folder, and checks that the model reads every modality it will be given.
 :meth:`Plan.load` loads each task's data through its family (:mod:`mmbench.data.families`);
@@ -26,12 +26,8 @@ from mmbench.results.records import load_task_result, run_file_problem
 
 
 def resolve_model(config: RunConfig) -> ModelMeta:
-    """The run's model: the catalog's, with ``--model-option``; the remote-code path (a different
-    implementation) gets its own revision, so its cache and results stay apart."""
-    meta = with_model_options(get_model(config.model), config.model_options)
-    if config.trust_remote_code and meta.options.get("trust_remote_code") is False:
-        meta = replace(meta, revision=meta.revision + "+remote-code")
-    return meta
+    """The run's model: the catalog's, with ``--model-option``."""
+    return with_model_options(get_model(config.model), config.model_options)
 
 
 def load_task_data(spec: TaskSpec, config: RunConfig) -> TaskData:

@@ -51,8 +51,6 @@ class LazyEncoder:
             for key, value in extra.items():
                 if key in accepted:          # only options the factory names explicitly
                     opts.setdefault(key, value)
-            if "trust_remote_code" in accepted:    # the user's flag decides, never an option
-                opts["trust_remote_code"] = bool(self.config.trust_remote_code)
             try:
                 self._encoder = factory(self.meta, **opts)
             except TypeError as exc:

@@ -72,10 +72,10 @@ def run(config: RunConfig, reporter: Reporter | None = None, *, encoders: dict |
 
 def shared_encoder(encoders: dict | None, meta, config: RunConfig, reporter: Reporter) -> LazyEncoder:
     """The run's :class:`LazyEncoder`: a new one, or with ``encoders`` the one already made for the same
-    model (name, revision, options), device and remote-code setting, given this run's reporter."""
+    model (name, revision, options) and device, given this run's reporter."""
     if encoders is None:
         return LazyEncoder(meta, config, reporter)
-    key = (meta.name, meta.revision, repr(sorted(meta.options.items())), config.device, config.trust_remote_code,
+    key = (meta.name, meta.revision, repr(sorted(meta.options.items())), config.device,
            str(config.cache_dir))
     encoder = encoders.get(key)
     if encoder is None:

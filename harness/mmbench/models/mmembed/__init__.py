@@ -5,7 +5,7 @@
 * :mod:`.weights` — the official 700-key layout and the safetensors loader;
 * :mod:`.processor` — prompts, instruction lengths, tokenizer, 336-px global view;
 * :mod:`.instructions` — MTEB instructions;
-* :mod:`.encoder` — the adapter (``load_mmembed``, the registry loader) and the remote-code path.
+* :mod:`.encoder` — the adapter (``load_mmembed``, the registry loader).
 
 Importing this package imports neither torch nor transformers.
 """

@@ -1,5 +1,5 @@
-"""The ``mm-embed`` adapter: native MM-Embed (default) or, only with ``--trust-remote-code``, the
-checkpoint's own ``modeling_nvmmembed.py``.
+"""The ``mm-embed`` adapter: MM-Embed natively on current transformers (the checkpoint's own
+``modeling_nvmmembed.py`` needs transformers 4.42-4.43 and is not run).
 
 Items → prompts (queries: ``Item.instruction`` + ``Item.raw_text``; candidates: no instruction) →
 one token sequence per item with the image's 577 vectors spliced in at ``<image>`` → bidirectional
@@ -33,7 +33,6 @@ HUB_ID = "nvidia/MM-Embed"
 HUB_REVISION = "a2542c237b5b700ed01b829689756425441cef97"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
           "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-IMPLEMENTATIONS = ("auto", "native", "remote")
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
@@ -62,13 +61,6 @@ def resolve_folder(path: str | os.PathLike, revision: str | None = None) -> Path
         raise MmbenchError(
             f"mm-embed: cannot get {path}@{revision or 'main'} ({type(exc).__name__}: {exc}). Download it first, "
             f"e.g. `hf download {path} --revision {revision or 'main'}`, or pass a local folder") from None
-
-
-def refuse_remote_code() -> MmbenchError:
-    return MmbenchError(
-        "mm-embed: running the checkpoint's own code (modeling_nvmmembed.py) executes code downloaded from "
-        "the model repository; pass --trust-remote-code to allow it. Without the flag mmbench uses its "
-        "native implementation.")
 
 
 class PixelQueue:
@@ -267,74 +259,10 @@ class MMEmbedEncoder:
         return emb.float().cpu().numpy()
 
 
-class RemoteMMEmbedEncoder:
-    """The checkpoint's own ``NVMMEmbedModel.encode`` (remote code; needs the transformers version it
-    was written for, 4.42–4.43, and NV-Embed-v1's code). Queries are encoded one instruction group per
-    call, since the original formats one instruction string per call."""
-
-    implementation = "remote"
-
-    def __init__(self, meta: ModelMeta, *, path: str = HUB_ID, device: str = "auto", dtype: str = "auto",
-                 max_length: int = 4096, retriever: str | None = None, revision: str | None = HUB_REVISION,
-                 trust_remote_code: bool = False):
-        if not trust_remote_code:
-            raise refuse_remote_code()
-        from transformers import AutoModel
-
-        self.meta = meta
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.max_length = max_length
-        local = Path(path).expanduser().is_dir()
-        kwargs: dict[str, Any] = {"trust_remote_code": True, "torch_dtype": self.dtype}
-        if retriever:
-            kwargs["retriever"] = retriever
-        if not local and revision:
-            kwargs["revision"] = revision
-        try:
-            self.model = AutoModel.from_pretrained(str(path), **kwargs).eval().to(self.device)
-        except Exception as exc:
-            raise MmbenchError(f"mm-embed (remote code): loading {path} failed ({type(exc).__name__}: {exc}); "
-                               "the original code needs transformers 4.42-4.43 and nvidia/NV-Embed-v1") from None
-        self.embed_dim = 4096
-
-    def settings(self) -> dict[str, Any]:
-        return {"implementation": "remote (modeling_nvmmembed.py, --trust-remote-code)",
-                "dtype": str(self.dtype).removeprefix("torch."), "max_length": self.max_length,
-                "padding_side": "right", "image_view": "global only (global_image_patch_only)"}
-
-    @torch.inference_mode()
-    def encode(self, items: Sequence[Item], *, role: Role, batch_size: int) -> np.ndarray:
-        out = np.zeros((len(items), self.embed_dim), dtype=np.float32)
-        groups: dict[str | None, list[int]] = {}
-        for i, it in enumerate(items):
-            groups.setdefault(it.instruction if role == "query" else None, []).append(i)
-        for instruction, rows in groups.items():
-            for s in range(0, len(rows), batch_size):
-                chunk = rows[s:s + batch_size]
-                inputs = []
-                for i in chunk:
-                    it = items[i]
-                    d: dict[str, Any] = {"txt": it.raw_text if it.raw_text is not None else it.text}
-                    if it.image is not None:
-                        d["img"] = it.image.load()
-                    inputs.append(d)
-                res = self.model.encode(inputs, is_query=role == "query", instruction=instruction,
-                                        max_length=self.max_length)["hidden_states"]
-                out[chunk] = res.float().cpu().numpy()
-        return l2_normalize(out)
-
-
 def load_mmembed(meta: ModelMeta, *, path: str = HUB_ID, device: str = "auto", dtype: str = "auto",
-                 trust_remote_code: bool = False, implementation: str = "auto", max_length: int = 4096,
-                 retriever: str | None = None, revision: str | None = HUB_REVISION, num_workers: int | None = None):
-    """Registry loader. ``implementation``: ``auto`` (remote code iff ``trust_remote_code``), ``native``,
-    or ``remote`` (refused with an :class:`MmbenchError` unless ``trust_remote_code``). ``num_workers``
-    applies to the native implementation (the remote code decodes images itself)."""
-    if implementation not in IMPLEMENTATIONS:
-        raise MmbenchError(f"mm-embed: implementation must be one of {', '.join(IMPLEMENTATIONS)}, not {implementation!r}")
-    if implementation == "remote" or (implementation == "auto" and trust_remote_code):
-        return RemoteMMEmbedEncoder(meta, path=path, device=device, dtype=dtype, max_length=max_length,
-                                    retriever=retriever, revision=revision, trust_remote_code=trust_remote_code)
+                 max_length: int = 4096, retriever: str | None = None, revision: str | None = HUB_REVISION,
+                 num_workers: int | None = None):
+    """Registry loader: the native implementation. (The checkpoint's own ``modeling_nvmmembed.py`` is not
+    offered: it needs transformers 4.42-4.43, and mmbench needs 4.45 or later.)"""
     return MMEmbedEncoder(meta, path=path, device=device, dtype=dtype, max_length=max_length,
                           retriever=retriever, revision=revision, num_workers=num_workers)
