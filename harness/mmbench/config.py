@@ -87,8 +87,8 @@ class RunConfig:
         :func:`mmbench.results.layout.result_dir`): the readable settings that differ from the defaults,
         ``topk=50``, ``instructions=none``, ``instructions=random__seed=7``, ``dtype=float16``,
         ``batch=64+chunk=4096``, ``depth=all``, in that order; an inexact search backend adds
-        ``cfg-<first 8 of config_hash>``. Model options and remote code are not here: they give the model
-        its own revision folder. So two configurations whose scores can differ never share a folder."""
+        ``cfg-<first 8 of config_hash>``. Model options are not here: they give the model its own
+        revision folder. So two configurations whose scores can differ never share a folder."""
         f = self.scoring_fields()
         parts = []
         if f["top_k"] is not None:
@@ -101,7 +101,7 @@ class RunConfig:
             parts.append(f"dtype={f['embed_dtype']}")
         if f.get("batching"):
             parts.append(f["batching"].replace(",", "+"))
-        if "search_backend" in f:            # (model options and remote code have their own revision folder)
+        if "search_backend" in f:            # (model options have their own revision folder)
             parts.append(f"cfg-{self.config_hash()[:8]}")
         if self.run_depth != DEFAULT_RUN_DEPTH:
             parts.append(f"depth={'all' if self.run_depth is None else self.run_depth}")

@@ -45,7 +45,7 @@ def results_of(out_dir: Path, model: str, suite: str) -> Path:
 def test_default_run_matches_golden_and_writes_every_file(shared_env):
     root, env = shared_env
     proc = mmbench("run", "--output", str(root / "r1"), env=env)
-    assert "average" in proc.stdout and "results:" in proc.stdout
+    assert "average" in proc.stdout and "results (mbeir-mini)" in proc.stdout
     d = results_of(root / "r1", DEFAULT_MODEL, "mbeir-mini")
     summary = json.loads((d / "summary.json").read_text())
     assert summary["complete"] and set(summary["tasks"]) == set(GOLDEN[DEFAULT_MODEL])
@@ -203,8 +203,8 @@ def test_float16_embeddings_run_end_to_end(mbeir_root, shared_env, tmp_path):
     mmbench(*base, "--output", str(tmp_path / "a"), env=env)
     mmbench(*base, "--output", str(tmp_path / "b"), "--embed-dtype", "float16", env=env)
     for task in ("mscoco_task0", "mscoco_task3"):
-        a, b = (json.loads((results_of(tmp_path / o, DEFAULT_MODEL, "local") / f"{task}.json").read_text())
-                for o in ("a", "b"))
+        a, b = (json.loads((results_of(tmp_path / o, DEFAULT_MODEL, label) / f"{task}.json").read_text())
+                for o, label in (("a", "local"), ("b", "local__dtype=float16")))   # a variant's own folder
         assert b["provenance"]["config"]["embed_dtype"] == "float16"
         assert a["provenance"]["config_hash"] != b["provenance"]["config_hash"]
         for name, value in a["metrics"].items():       # 6 candidates: float16 rounding moves no hit here
