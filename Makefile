@@ -43,7 +43,7 @@ run: setup  ## evaluate the default model on the embedded suite mbeir-mini
 FIDELITY_TESTS := tests/test_mteb_fidelity.py tests/search tests/metrics/test_metrics.py
 
 test: setup  ## the whole test suite, then the fidelity set under the other OpenBLAS kernel
-	MMBENCH_NO_PROGRESS=1 $(PY) -m pytest     # not -q: the header names numpy's BLAS kernel (tests/conftest.py)
+	MMBENCH_NO_PROGRESS=1 $(PY) -m pytest --durations=15     # not -q: the header names numpy's BLAS kernel (tests/conftest.py)
 	@if [ -n "$${OPENBLAS_CORETYPE:-}" ]; then other="env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE"; \
 	else other="env OPENBLAS_CORETYPE=Haswell"; fi; \
 	echo "fidelity set again: $$other"; \
@@ -64,5 +64,5 @@ regress: setup  ## run the default model on mbeir-mini and check it against lead
 leaderboard: setup  ## build leaderboards/<suite>.md/.csv/.html from results/ (published numbers beside them)
 	$(VENV)/bin/mmbench leaderboard build --results results --out leaderboards
 
-clean-cache:  ## delete the embedding cache and built datasets
-	rm -rf $${MMBENCH_CACHE:-$$HOME/.cache/mmbench}
+clean-cache:  ## delete everything mmbench stores ($$MMBENCH_HOME: embedding cache, built datasets, assets)
+	rm -rf $${MMBENCH_HOME:-$${MMBENCH_CACHE:-$$HOME/.cache/mmbench}}
