@@ -66,7 +66,7 @@ __all__ = ["LANES", "rescore_pairs", "row_norm_bound", "margin_delta", "gather_a
 
 LANES = 8                 # accumulation lanes of the re-score (part of its definition: never change it)
 _PAIR_CHUNK = 2048        # pairs per re-score step (their float64 products stay in cache)
-_CACHED_BYTES = 32 << 20  # a part at most this large is re-scored in the pairs' own order (cost only)
+_BUCKET_ROWS = 64         # pairs are re-scored grouped by blocks of this many candidate rows (cost only)
 _RETRY_CAP = 8192         # widest gather asked of a backend before the pool is streamed instead
 
 
@@ -130,8 +130,8 @@ def rescore_pairs(queries: np.ndarray, pool: Pool, rows: np.ndarray, ids: np.nda
         c_ok = (lib is not None and part.dtype == np.float32 and part.strides[1] == 4
                 and part.strides[0] % 4 == 0 and part.strides[0] > 0)
         res = np.empty(sel.size, np.float64)
-        if c_ok:      # a part larger than a cache: pairs in candidate order, each row read about once
-            order = np.argsort(local) if part.shape[0] * part.strides[0] > _CACHED_BYTES else np.arange(local.size)
+        if c_ok:
+            order = _by_candidate_block(local, part.shape[0])
             local, q_rows, by_row = local[order], np.ascontiguousarray(q_rows[order]), np.empty(sel.size, np.float64)
 
             def run(span: slice, part=part, local=local, q_rows=q_rows, res=by_row) -> None:
@@ -144,6 +144,15 @@ def rescore_pairs(queries: np.ndarray, pool: Pool, rows: np.ndarray, ids: np.nda
             _rescore_numpy(queries, part, q_rows, local, res)
         out[sel] = res
     return out
+
+
+def _by_candidate_block(ids: np.ndarray, n_rows: int) -> np.ndarray:
+    """An order of the pairs grouped by blocks of about ``_BUCKET_ROWS`` candidate rows (a stable radix
+    sort on 16-bit block numbers): a candidate row is then read from memory about once and reused from
+    the cache by every query that gathered it, where in the pairs' own (query) order each pair reads its
+    row from memory. The order changes no value (each pair's sum has a fixed order), only the cost."""
+    block = max(_BUCKET_ROWS, -(-n_rows // 65536))          # block numbers below 2**16
+    return np.argsort((ids // block).astype(np.uint16), kind="stable")
 
 
 def _rescore_numpy(queries: np.ndarray, part: np.ndarray, rows: np.ndarray, ids: np.ndarray,
