@@ -235,40 +235,39 @@ def _score_value(path, loc: dict, rec: dict, tabular: bool) -> int:
 _INT = re.compile(r"[+-]?[0-9]+")
 
 
-def read_corpus(paths: list[Path]) -> tuple[list[str], list[str], list[str]]:
-    """(ids, titles, texts) of a corpus; ``_id`` or ``id``, ``text`` required, ``title`` optional."""
-    ids, titles, texts = [], [], []
+def _unique_records(paths: list[Path], kind: str):
+    """(path, location, record, id) of every record of ``paths``, in order; ``_id`` or ``id`` required and
+    unique across the files (a repeated id is a DataError naming both places), at least one record."""
     first: dict[str, tuple[Path, dict]] = {}
     for path in paths:
         for loc, rec in _records(path):
-            did = _id_value(path, loc, rec, ("_id", "id"))
-            if did in first:
-                p, l = first[did]
-                raise DataError(path, f"duplicate corpus id {did!r} (first at {p.name} {_where(l)})", field="_id", **loc)
-            first[did] = (path, loc)
-            ids.append(did)
-            titles.append(_text_value(path, loc, rec, "title", required=False))
-            texts.append(_text_value(path, loc, rec, "text", required=True))
-    if not ids:
-        raise DataError(paths[0] if len(paths) == 1 else paths, "the corpus is empty")
+            rid = _id_value(path, loc, rec, ("_id", "id"))
+            if rid in first:
+                p, l = first[rid]
+                raise DataError(path, f"duplicate {kind} id {rid!r} (first at {p.name} {_where(l)})", field="_id", **loc)
+            first[rid] = (path, loc)
+            yield path, loc, rec, rid
+    if not first:
+        raise DataError(paths[0] if len(paths) == 1 else paths,
+                        "the corpus is empty" if kind == "corpus" else "the query file is empty")
+
+
+def read_corpus(paths: list[Path]) -> tuple[list[str], list[str], list[str]]:
+    """(ids, titles, texts) of a corpus; ``_id`` or ``id``, ``text`` required, ``title`` optional."""
+    ids, titles, texts = [], [], []
+    for path, loc, rec, did in _unique_records(paths, "corpus"):
+        ids.append(did)
+        titles.append(_text_value(path, loc, rec, "title", required=False))
+        texts.append(_text_value(path, loc, rec, "text", required=True))
     return ids, titles, texts
 
 
 def read_queries(paths: list[Path]) -> tuple[list[str], list[str]]:
     """(ids, texts) of the queries; ``_id`` or ``id`` and ``text`` required, ids unique."""
     ids, texts = [], []
-    first: dict[str, tuple[Path, dict]] = {}
-    for path in paths:
-        for loc, rec in _records(path):
-            qid = _id_value(path, loc, rec, ("_id", "id"))
-            if qid in first:
-                p, l = first[qid]
-                raise DataError(path, f"duplicate query id {qid!r} (first at {p.name} {_where(l)})", field="_id", **loc)
-            first[qid] = (path, loc)
-            ids.append(qid)
-            texts.append(_text_value(path, loc, rec, "text", required=True))
-    if not ids:
-        raise DataError(paths[0] if len(paths) == 1 else paths, "the query file is empty")
+    for path, loc, rec, qid in _unique_records(paths, "query"):
+        ids.append(qid)
+        texts.append(_text_value(path, loc, rec, "text", required=True))
     return ids, texts
 
 
