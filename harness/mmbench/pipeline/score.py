@@ -41,13 +41,16 @@ class ScoredTask:
 def score_run(spec: TaskSpec, ranked, qrels: Qrels, modalities: np.ndarray, *, top_k: int,
               depth: int) -> ScoredTask:
     """Every metric of ``spec`` over ``ranked`` (rows in rank order) and which modalities its top
-    ranks hold (``modalities``: each candidate's, indexed as ``ranked.indices``)."""
-    from mmbench.metrics.modality import modality_report
+    ranks hold (``modalities``: each candidate's, indexed as ``ranked.indices``), with the metrics the
+    run would get without its wrong-modality candidates (``without_wrong_modality``)."""
+    from mmbench.metrics.modality import modality_report, without_wrong_modality
     from mmbench.metrics.scoring import evaluate
 
     result = evaluate(ranked, qrels, spec.metrics)
     report = modality_report(ranked.indices, modalities, spec.candidate_modality,
                              report_cutoffs(spec.main_metric, top_k, depth))
+    report["without_wrong_modality"] = without_wrong_modality(ranked, qrels, modalities, spec.candidate_modality,
+                                                              spec.metrics, spec.main_metric, result.mean)
     return ScoredTask(spec.main_metric, result, report)
 
 
