@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from mmbench.embeddings.prefault import prepare_pool_memory
 from mmbench.embeddings.store import CHUNK_ABSENT, EmbeddingStore
 from mmbench.embeddings.writer import BackgroundWriter, StagingBuffers
 from mmbench.models.base import l2_normalize
-from mmbench.models.progress import tracking
+from mmbench.models.progress import metered, tracking
 from mmbench.util.io import atomic_open, write_json
 
 __all__ = ["EncodeStats", "embed_table"]
@@ -38,6 +38,7 @@ class EncodeStats:
     cached: int = 0         # items taken from the cache
     seconds: float = 0.0
     settings: dict | None = None   # the encoder settings that produced these embeddings
+    by_modality: dict = field(default_factory=dict)   # modality -> (items encoded, seconds): models.progress.metered
 
 
 def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], object], *,
@@ -170,7 +171,7 @@ def _embed_locked(table: ItemTable, store: EmbeddingStore, get_encoder: Callable
             for i in missing:
                 lo = i * chunk_size
                 items = table.items(lo, lo + chunk_size)
-                with tracking(len(items), _within(progress, done, len(table))):    # per batch
+                with tracking(len(items), _within(progress, done, len(table))), metered(stats.by_modality, items):
                     emb = np.asarray(encoder.encode(items, role=key.role, batch_size=batch_size))
                 if emb.shape[0] != len(items):
                     raise RuntimeError(f"model {key.model!r} returned {emb.shape[0]} embeddings for {len(items)} items")

@@ -8,13 +8,20 @@ that uses it) and, when its rows are not the call's items (a fusion model encode
 its image), :func:`expect` with the number of rows it will encode; the callback then receives the
 items done so far, ``items * rows_done / rows_expected`` rounded down and capped at ``items`` (the
 cache reports the whole chunk once it is encoded). Outside :func:`tracking` both are no-ops.
+
+:func:`metered` times one ``encode`` call for the efficiency report (encode items/s per modality,
+:mod:`mmbench.pipeline.efficiency`): a call whose items share one modality is added to that
+modality's figures, any other to ``"mixed"``; items taken from the cache never pass through it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+
+from mmbench.data.types import canonical_modality
 
 
 class _Tracker:
@@ -54,4 +61,21 @@ def batch_done(rows: int) -> None:
         tracker.add(rows)
 
 
-__all__ = ["batch_done", "expect", "tracking"]
+MIXED = "mixed"
+"""The key of :func:`metered` for an encode call whose items are of several modalities."""
+
+
+@contextmanager
+def metered(ledger: MutableMapping[str, tuple[int, float]], items: Sequence) -> Iterator[None]:
+    """Add the block's wall time and ``len(items)`` to ``ledger[modality]`` (``(items, seconds)``):
+    the items' modality (``"text"``, ``"image"``, ``"image,text"``) when they share one, else
+    :data:`MIXED`. Nothing is added when the block raises (no item was encoded)."""
+    kinds = {canonical_modality(it.modality) for it in items}
+    key = kinds.pop() if len(kinds) == 1 else MIXED
+    start = time.perf_counter()
+    yield
+    n, seconds = ledger.get(key, (0, 0.0))
+    ledger[key] = (n + len(items), seconds + time.perf_counter() - start)
+
+
+__all__ = ["MIXED", "batch_done", "expect", "metered", "tracking"]

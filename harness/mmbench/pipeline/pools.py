@@ -139,6 +139,7 @@ class Pool:
     encode_seconds: float
     from_cache: int = 0                # candidates whose embeddings came from the cache
     candidate_ids: object = None       # metrics.CandidateIds: id -> index and tie-break ranks, built once
+    encode_stats: tuple = ()           # the EncodeStats of each local pool in it (the efficiency report)
 
     @property
     def modalities(self) -> np.ndarray:
@@ -190,7 +191,8 @@ class Pools:
             emb, stats = self._embed(td.pool, pool_key(self.meta, self.config, td, images=images),
                                      f"{spec.name}: encode candidates", dtype=self.config.embed_dtype,
                                      content=images.get("pool_sha256"))
-            self._pools[td.pool_key] = Pool(spec.name, td.pool, [emb], stats.seconds, stats.cached)
+            self._pools[td.pool_key] = Pool(spec.name, td.pool, [emb], stats.seconds, stats.cached,
+                                            encode_stats=(stats,))
         return self._pools[td.pool_key]
 
     def union(self) -> Pool:
@@ -205,7 +207,8 @@ class Pools:
             if len(set(table.ids)) != len(table.ids):
                 raise DataError("global pool", "candidate ids are not unique across the union of the local pools")
             self._pools["global"] = Pool("global", table, [b for p in parts for b in p.blocks],
-                                         sum(p.encode_seconds for p in parts), sum(p.from_cache for p in parts))
+                                         sum(p.encode_seconds for p in parts), sum(p.from_cache for p in parts),
+                                         encode_stats=tuple(s for p in parts for s in p.encode_stats))
         return self._pools["global"]
 
     def for_task(self, spec: TaskSpec) -> Pool:
