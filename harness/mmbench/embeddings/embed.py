@@ -29,7 +29,7 @@ from mmbench.models.base import l2_normalize
 from mmbench.models.progress import metered, tracking
 from mmbench.util.io import atomic_open, write_json
 
-__all__ = ["EncodeStats", "embed_table"]
+__all__ = ["EncodeStats", "cache_entry", "embed_table", "encode_chunks", "missing_chunks", "write_settings"]
 
 
 @dataclass
@@ -74,10 +74,8 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
     of the table's images; an entry not encoded from exactly those bytes (no digest stored, or
     another) is encoded again, and the digest is stored with the rows.
     """
-    unit = normalize and key.dtype == "float32" and normalized_dtype == "float32"
-    if unit:
-        key = replace(key, rows="unit")
-    store = EmbeddingStore(cache_dir, key, len(table), ids_digest(table.ids), chunk_size)
+    store, unit = cache_entry(table, key, cache_dir=cache_dir, chunk_size=chunk_size, normalize=normalize,
+                              normalized_dtype=normalized_dtype)
     lock = store.lock(message).acquire()
     try:
         return _embed_locked(table, store, get_encoder, batch_size=batch_size, chunk_size=chunk_size,
@@ -91,19 +89,23 @@ def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], o
             lock.release()                      # this call's own writer is closed
 
 
-def _within(progress, done: int, total: int):
-    """``progress`` for the items of one chunk: ``done`` before it, plus the chunk's items encoded."""
-    if not progress:
-        return lambda n: None
-    return lambda n: progress(done + n, total)
+def cache_entry(table: ItemTable, key: EmbeddingKey, *, cache_dir: Path, chunk_size: int, normalize: bool,
+                normalized_dtype: str = "float32") -> tuple[EmbeddingStore, bool]:
+    """The cache entry :func:`embed_table` reads and writes for these arguments, and whether its rows are
+    stored at unit norm (``rows="unit"`` in the key: float32 rows of a normalising caller)."""
+    unit = normalize and key.dtype == "float32" and normalized_dtype == "float32"
+    if unit:
+        key = replace(key, rows="unit")
+    return EmbeddingStore(cache_dir, key, len(table), ids_digest(table.ids), chunk_size), unit
 
 
-def _embed_locked(table: ItemTable, store: EmbeddingStore, get_encoder: Callable[[], object], *,
-                  batch_size: int, chunk_size: int, overwrite: bool, progress, writer: BackgroundWriter | None,
-                  normalize: bool, unit: bool, normalized_dtype: str, message, map_min_bytes: int,
-                  images_sha256: str | None) -> tuple[np.ndarray, EncodeStats]:
-    """:func:`embed_table` with the entry's lock held (the caller releases it)."""
-    key = store.key
+def missing_chunks(store: EmbeddingStore, *, overwrite: bool = False, images_sha256: str | None = None,
+                   message: Callable[[str], None] | None = None) -> list[int]:
+    """Open ``store`` (with ``overwrite``: empty) and return the chunks to encode, in order: absent or
+    incomplete (:meth:`EmbeddingStore.chunk_problem`; ``message`` names each incomplete file), or all of
+    them when ``images_sha256`` is given and the entry was not encoded from exactly those image bytes.
+    Call with the entry's lock held; when chunks are missing, the stored image digest is removed (the
+    rows about to be written were encoded from these bytes only when they were hashed now)."""
     store.open(overwrite)
     if images_sha256 is not None and _stored_content(store) != images_sha256 and store.n_chunks:
         if any(store.chunk_problem(i) is None for i in range(store.n_chunks)) and message:
@@ -116,6 +118,69 @@ def _embed_locked(table: ItemTable, store: EmbeddingStore, get_encoder: Callable
             if problem not in (None, CHUNK_ABSENT):
                 message(f"embedding cache chunk {problem} (cut short by an OS crash, or changed outside mmbench?): "
                         "encoded again")
+    if missing:
+        store.content_path.unlink(missing_ok=True)
+    return missing
+
+
+def encode_chunks(table: ItemTable, store: EmbeddingStore, chunks: list[int], encoder, *, batch_size: int,
+                  unit: bool, writer: BackgroundWriter, stats: EncodeStats,
+                  progress: Callable[[int], None] | None = None,
+                  keep: Callable[[int, np.ndarray], None] | None = None) -> list[Future]:
+    """Encode ``chunks`` of ``table`` with ``encoder`` and submit each chunk file to ``writer``; returns
+    the writes' futures. Rows are the encoder's output in the key's dtype, at unit norm when ``unit``.
+    ``stats`` counts the items encoded (and their time per modality); ``progress(n)`` receives the items
+    of this call encoded so far (per batch); ``keep(i, rows)`` sees chunk ``i``'s rows before they are
+    handed to the writer (they are reused once written: copy what is kept). The encoder is called once
+    per chunk with the chunk's items only, so a chunk's rows do not depend on which process encodes it
+    or on the other chunks encoded with it."""
+    key, chunk_size = store.key, store.chunk_size
+    staging = StagingBuffers(chunk_size)
+    written: list[Future] = []
+    done = 0
+    for i in chunks:
+        lo = i * chunk_size
+        items = table.items(lo, lo + chunk_size)
+        with tracking(len(items), _within(progress, done)), metered(stats.by_modality, items):   # per batch
+            emb = np.asarray(encoder.encode(items, role=key.role, batch_size=batch_size))
+        if emb.shape[0] != len(items):
+            raise RuntimeError(f"model {key.model!r} returned {emb.shape[0]} embeddings for {len(items)} items")
+        _check_finite(emb, items, key)           # a NaN row would sort anywhere: never cache one
+        raw = staging.take(emb.shape, key.dtype)  # our own memory: the encoder may reuse its buffer
+        raw[...] = emb
+        if unit and raw.ndim == 2:
+            l2_normalize(raw, inplace=True)      # the bits of normalising the float32 output
+        if keep is not None:
+            keep(i, raw)
+        written.append(writer.submit(store.write_chunk, i, raw))
+        staging.hand_over(raw, written[-1])
+        stats.encoded += len(items)
+        done += len(items)
+        if progress:
+            progress(done)
+    return written
+
+
+def write_settings(store: EmbeddingStore, encoder) -> None:
+    """Store the encoder's settings with the entry (``settings.json``), when it has any."""
+    settings = getattr(encoder, "settings", None)
+    if callable(settings):
+        write_json(store.settings_path, settings())
+
+
+def _within(progress, done: int):
+    """``progress`` for the items of one chunk: ``done`` before it, plus the chunk's items encoded."""
+    if not progress:
+        return lambda n: None
+    return lambda n: progress(done + n)
+
+
+def _embed_locked(table: ItemTable, store: EmbeddingStore, get_encoder: Callable[[], object], *,
+                  batch_size: int, chunk_size: int, overwrite: bool, progress, writer: BackgroundWriter | None,
+                  normalize: bool, unit: bool, normalized_dtype: str, message, map_min_bytes: int,
+                  images_sha256: str | None) -> tuple[np.ndarray, EncodeStats]:
+    """:func:`embed_table` with the entry's lock held (the caller releases it)."""
+    missing = missing_chunks(store, overwrite=overwrite, images_sha256=images_sha256, message=message)
     stats = EncodeStats(cached=len(table) - sum(store.chunk_len(i) for i in missing))
     done = stats.cached
     if progress:
@@ -160,41 +225,24 @@ def _embed_locked(table: ItemTable, store: EmbeddingStore, get_encoder: Callable
     if missing:
         encoder = get_encoder()
         start = time.perf_counter()
-        # the rows about to be written were encoded from these bytes only when they were hashed now
-        store.content_path.unlink(missing_ok=True)
         # Chunk files are written by one background thread while the next chunk encodes; if
         # encoding fails, every chunk encoded before the failure is still saved.
         own = writer is None
         chunks = BackgroundWriter() if own else writer
-        staging = StagingBuffers(chunk_size)
+
+        def keep(i: int, raw: np.ndarray) -> None:
+            if not decide(raw.shape[1:], raw.dtype):
+                place(i, raw)
+
         try:
-            for i in missing:
-                lo = i * chunk_size
-                items = table.items(lo, lo + chunk_size)
-                with tracking(len(items), _within(progress, done, len(table))), metered(stats.by_modality, items):
-                    emb = np.asarray(encoder.encode(items, role=key.role, batch_size=batch_size))
-                if emb.shape[0] != len(items):
-                    raise RuntimeError(f"model {key.model!r} returned {emb.shape[0]} embeddings for {len(items)} items")
-                _check_finite(emb, items, key)           # a NaN row would sort anywhere: never cache one
-                raw = staging.take(emb.shape, key.dtype)  # our own memory: the encoder may reuse its buffer
-                raw[...] = emb
-                if unit and raw.ndim == 2:
-                    l2_normalize(raw, inplace=True)      # the bits of normalising the float32 output
-                if not decide(raw.shape[1:], raw.dtype):
-                    place(i, raw)
-                written.append(chunks.submit(store.write_chunk, i, raw))
-                staging.hand_over(raw, written[-1])
-                stats.encoded += len(items)
-                done += len(items)
-                if progress:
-                    progress(done, len(table))
+            written = encode_chunks(table, store, missing, encoder, batch_size=batch_size, unit=unit,
+                                    writer=chunks, stats=stats, keep=keep,
+                                    progress=(lambda n: progress(done + n, len(table))) if progress else None)
         finally:
             if own:
                 chunks.close()
         stats.seconds = time.perf_counter() - start
-        settings = getattr(encoder, "settings", None)
-        if callable(settings):
-            write_json(store.settings_path, settings())
+        write_settings(store, encoder)
         if images_sha256 is not None:           # after every chunk of this call, in the writer's order
             write = chunks.submit if not own else (lambda fn, *a: fn(*a))
             write(_write_content, store.content_path, images_sha256)
