@@ -57,6 +57,17 @@ def modality_report(indices: np.ndarray, pool_modalities: np.ndarray, target: st
     return out
 
 
+def same_modality(a: str, b: str) -> bool:
+    """Whether two modality labels name the same modality (``"text,image"`` is ``"image,text"``); labels
+    that are no modality compare as strings."""
+    from mmbench.data.types import modality_parts
+
+    try:
+        return modality_parts(a) == modality_parts(b)
+    except ValueError:
+        return a == b
+
+
 def is_target(indices: np.ndarray, pool_modalities: np.ndarray, target: str) -> np.ndarray:
     """bool, the shape of ``indices``: the slot holds a candidate of modality ``target`` (empty slots,
     index -1, are False). Modalities compare as sets of parts (``"text,image"`` is ``"image,text"``)."""
@@ -118,4 +129,5 @@ def without_wrong_modality(ranked, qrels, pool_modalities: np.ndarray, target: s
             "removed_slots": removed, "depth": depth, "short_queries": short}
 
 
-__all__ = ["filtered_scores", "is_target", "modality_report", "target_only", "without_wrong_modality"]
+__all__ = ["filtered_scores", "is_target", "modality_report", "same_modality", "target_only",
+           "without_wrong_modality"]
