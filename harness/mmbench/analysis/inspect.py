@@ -378,6 +378,29 @@ def _thumbnails(warn: Callable[[str], None] | None) -> Callable[[object], str | 
     return get
 
 
+def modality_bias(record: dict) -> dict | None:
+    """A global-pool record's modality bias in three numbers, or None (a local pool, or a record
+    without the report): ``wrong_share``, the wrong-modality share of the top K (K: the headline's
+    cut-off, else the nearest cut-off reported); ``without``, the headline with wrong-modality candidates
+    removed; ``gap``, ``without`` minus the headline (all fractions)."""
+    if record.get("pool") != "global":
+        return None
+    rep = record.get("modality_report")
+    at = rep.get("at") if isinstance(rep, dict) else None
+    wo = rep.get("without_wrong_modality") if isinstance(rep, dict) else None
+    if not isinstance(at, dict) or not isinstance(wo, dict):
+        return None
+    k = main_cutoff(str(record.get("main_metric", "")))
+    cuts = sorted((int(c), v) for c, v in at.items() if str(c).isdigit() and isinstance(v, dict))
+    if not cuts:
+        return None
+    share = min(cuts, key=lambda cv: abs(cv[0] - k))[1].get("wrong_modality_share")
+    values = (share, wo.get("main_score"), wo.get("gap"))
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        return None
+    return {"wrong_share": float(share), "without": float(wo["main_score"]), "gap": float(wo["gap"])}
+
+
 def gallery_page(run_folder: Path, task: str) -> Path | None:
     """The gallery page of ``task`` in its default place beside a run's results, when it exists."""
     path = Path(run_folder) / GALLERY_DIR / gallery_file(task)
@@ -385,5 +408,5 @@ def gallery_page(run_folder: Path, task: str) -> Path | None:
 
 
 __all__ = ["CHANGES", "DEFAULT_LIMIT", "GALLERY_DIR", "Gallery", "Hit", "Item", "Outcome", "QueryView", "TOP_N",
-           "build_gallery", "gallery_file", "gallery_page", "main_cutoff", "run_config", "tasks_of", "thumbnail",
+           "build_gallery", "gallery_file", "gallery_page", "main_cutoff", "modality_bias", "run_config", "tasks_of", "thumbnail",
            "write_galleries"]

@@ -13,6 +13,11 @@
 * Tasks are named as the M-BEIR/UniIR tables name them (dataset and task type, "VisualNews q_t → c_i"),
   the columns grouped by task type; other tasks by their names. A column a published row cannot fill
   (nDCG@10) is left off a board with published rows.
+* Global-pool runs of ours add two modality-bias columns (:data:`BIAS_COLUMNS`): the mean share of
+  wrong-modality candidates in each task's top k, and the mean headline with them removed from the
+  rankings (the gap the MM-Embed paper closes; :mod:`mmbench.metrics.modality`).
+* A task cell links to the task's failure gallery when ``mmbench inspect`` wrote one beside the run
+  (``<run folder>/inspect/<task>.html``; a relative link).
 * The HTML has inline CSS/JS only (no network) and fits a 1400 px window (the table scrolls inside its
   box): a table sortable by clicking any header (or via the URL hash ``#sort=<column-key>:<asc|desc>``),
   the provenance of every row as text under it (config hash, commit, harness version, date; for
@@ -37,6 +42,7 @@ import numpy as np
 
 from mmbench.analysis.compare import RunResults, find_run_folders, load_run, scan_folder
 from mmbench.analysis.escape import csv_cell, md, safe_url
+from mmbench.analysis.inspect import gallery_page, modality_bias
 from mmbench.errors import MmbenchError
 from mmbench.results.records import UnsafeNameError, check_name
 from mmbench.util.io import atomic_open
@@ -66,6 +72,8 @@ class Entry:
     commit: str = ""
     reported_average: float | None = None
     run: RunResults | None = None               # ours: the run (why a task is missing)
+    modality: dict[str, dict] = field(default_factory=dict)   # task -> modality bias (global pool; ours only)
+    galleries: dict[str, Path] = field(default_factory=dict)  # task -> its `mmbench inspect` page
 
     @property
     def reported(self) -> bool:
@@ -100,6 +108,7 @@ def collect_runs(results: Path, *, warn: Callable[[str], None] | None = None) ->
             continue
         run = load_run(folder)
         scores, metrics, ndcg, tprov, dates, hashes = {}, {}, {}, {}, [], set()
+        modality, galleries = {}, {}
         pool, commit, version, dirty = "", "", "", None
         for name, t in run.tasks.items():
             rec = t.record
@@ -109,6 +118,12 @@ def collect_runs(results: Path, *, warn: Callable[[str], None] | None = None) ->
             if "ndcg@10" in rec.get("metrics", {}):
                 ndcg[name] = 100 * float(rec["metrics"]["ndcg@10"])
             pool = rec.get("pool", pool)
+            bias = modality_bias(rec)
+            if bias:
+                modality[name] = bias
+            page = gallery_page(folder, name)
+            if page is not None:
+                galleries[name] = page
             dates.append(prov.get("date", ""))
             hashes.add(prov.get("config_hash", ""))
             commit, version, dirty = prov.get("commit") or commit, prov.get("harness_version") or version, prov.get("dirty", dirty)
@@ -126,7 +141,8 @@ def collect_runs(results: Path, *, warn: Callable[[str], None] | None = None) ->
                 + f"\nresults: {rel}\nconfig_hash: {chash or '-'}\n"
                 f"harness {version or '-'}, commit {_short(commit)}{' (dirty)' if dirty else ''}\ndate: {date or '-'}")
         entries.append(Entry(label, run.revision, run.suite, pool, "ours", scores, metrics, ndcg, date, text,
-                             tprov, path=rel, config_hash=chash, commit=str(commit or ""), run=run))
+                             tprov, path=rel, config_hash=chash, commit=str(commit or ""), run=run,
+                             modality=modality, galleries=galleries))
     return entries
 
 
@@ -258,6 +274,21 @@ def rank_intervals(matrix: np.ndarray, *, n_resamples: int = RANK_RESAMPLES, see
     return point, low, high
 
 
+BIAS_COLUMNS = {"wrong_modality_avg": "wrong modality % (top k)",
+                "without_wrong_modality_avg": "avg w/o wrong modality"}
+"""Modality-bias columns (global-pool runs of ours only; :func:`mmbench.analysis.inspect.modality_bias`):
+the mean over the suite's tasks of the wrong-modality share of the top k (k: each task's headline
+cut-off), and of the headline with wrong-modality candidates removed, both x100."""
+
+
+def _bias_columns(e: Entry, tasks: list[str]) -> dict[str, float]:
+    have = [e.modality[t] for t in tasks if t in e.modality]
+    if not have or len(have) != len(tasks):
+        return dict.fromkeys(BIAS_COLUMNS, math.nan)
+    return {"wrong_modality_avg": 100 * float(np.mean([b["wrong_share"] for b in have])),
+            "without_wrong_modality_avg": 100 * float(np.mean([b["without"] for b in have]))}
+
+
 def build_frame(entries: list[Entry], tasks: list[str]):
     """One row per entry, sorted by average (complete rows first), with ranks and rank intervals."""
     import pandas as pd
@@ -272,11 +303,13 @@ def build_frame(entries: list[Entry], tasks: list[str]):
                "tasks_done": f"{len(have)}/{len(tasks)}",
                **{t: e.scores.get(t, math.nan) for t in tasks},
                "ndcg@10_avg": float(np.mean(nd)) if nd and len(nd) == len(tasks) else math.nan,
+               **_bias_columns(e, tasks),
                "date": e.date, "config_hash": e.config_hash, "commit": e.commit, "results": e.path,
                "source_url": e.source_url, "source": e.source}
         rows.append(row)
+    bias = [c for c in BIAS_COLUMNS if any(not math.isnan(r[c]) for r in rows)]
     df = pd.DataFrame(rows, columns=["model", "revision", "kind", "pool", "suite", "average", "tasks_done", *tasks,
-                                     "ndcg@10_avg", "date", "config_hash", "commit", "results", "source_url", "source"])
+                                     "ndcg@10_avg", *bias, "date", "config_hash", "commit", "results", "source_url", "source"])
     for col in ("rank", "rank_low", "rank_high"):
         df[col] = pd.array([pd.NA] * len(df), dtype="Int64")
     complete = df["average"].notna().to_numpy()
@@ -322,13 +355,14 @@ def _has_reported(df) -> bool:
 def to_markdown(df, tasks: list[str], metrics: dict[str, str], *, name: str) -> str:
     headers = task_headers(tasks)
     ndcg = not _has_reported(df)                # a published row has no nDCG@10: the column only without them
+    bias = [c for c in BIAS_COLUMNS if c in df.columns]
     head = ["rank (95%)", "model", "type", "avg", *[f"{md(h.label)}<br>{md(metrics.get(h.task, ''))}" for h in headers],
-            *(["nDCG@10 avg"] if ndcg else []), "source / revision"]
+            *(["nDCG@10 avg"] if ndcg else []), *[BIAS_COLUMNS[c] for c in bias], "source / revision"]
     lines = [f"# Leaderboard: {md(name)}", "",
              "Scores ×100 in each task's headline metric (M-BEIR: UniIR's \"Recall@k\" = hit@k). "
              "*reported* rows are published numbers (`leaderboards/reported.toml`, with sources), not runs of mmbench. "
              "Rank (95%) is a bootstrap-over-tasks rank interval: overlapping intervals are not separable.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(tasks) + 1 + ndcg) + "---|"]
+             "| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(tasks) + 1 + ndcg + len(bias)) + "---|"]
     for _, r in df.iterrows():
         kind = "ours" if r["kind"] == "ours" else f"**reported** ({md(r['kind'].split(': ', 1)[-1])})"
         url = safe_url(r["source_url"])
@@ -336,7 +370,7 @@ def to_markdown(df, tasks: list[str], metrics: dict[str, str], *, name: str) -> 
         done, total = r["tasks_done"].split("/")
         lines.append("| " + " | ".join([_rank_text(r), model, kind, _fmt(r["average"]) if done == total else f"– ({r['tasks_done']} tasks)",
                                         *[_fmt(r[t]) for t in tasks], *([_fmt(r["ndcg@10_avg"])] if ndcg else []),
-                                        md(_source(r))]) + " |")
+                                        *[_fmt(r[c]) for c in bias], md(_source(r))]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -445,12 +479,25 @@ def _provenance_item(e: "Entry") -> str:
     return f"<li><b>{_e(e.model)}</b>: " + head + "".join(f"; {_e(x)}" for x in lines[1:]) + "</li>"
 
 
-def to_html(df, tasks: list[str], metrics: dict[str, str], entries_by_key: dict, *, name: str) -> str:
+def _href(page: Path, links_from: Path) -> str:
+    """A relative link from the board's folder to ``page`` (it works wherever the two trees move together)."""
+    import os
+    from urllib.parse import quote
+
+    return quote(Path(os.path.relpath(Path(page).resolve(), Path(links_from).resolve())).as_posix())
+
+
+def to_html(df, tasks: list[str], metrics: dict[str, str], entries_by_key: dict, *, name: str,
+            links_from: Path | None = None) -> str:
+    """The board's page; ``links_from`` (the board's folder) turns a task cell with a failure gallery
+    (``<run folder>/inspect/<task>.html``) into a link to it."""
     headers = task_headers(tasks)
     ndcg = not _has_reported(df)                # a published row has no nDCG@10: the column only without them
     grouped = any(h.group for h in headers)
     lead = [("rank", "rank (95%)", "num"), ("model", "model", "text"), ("kind", "type", "text"), ("average", "avg", "num")]
-    tail = [*([("ndcg10", "nDCG@10 avg", "num")] if ndcg else []), ("source", "source / revision", "text")]
+    bias = [c for c in BIAS_COLUMNS if c in df.columns]
+    tail = [*([("ndcg10", "nDCG@10 avg", "num")] if ndcg else []), *[(c, BIAS_COLUMNS[c], "num") for c in bias],
+            ("source", "source / revision", "text")]
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>mmbench leaderboard: {_e(name)}</title>",
@@ -500,11 +547,17 @@ def to_html(df, tasks: list[str], metrics: dict[str, str], entries_by_key: dict,
         for t in tasks:
             v = r[t]
             v_attr = "" if isinstance(v, float) and math.isnan(v) else f"{v:.4f}"
-            cells.append(f'<td data-v="{v_attr}" title="{_e(e.task_provenance.get(t, "no result"))}">{_e(_fmt(v))}</td>')
+            text = _e(_fmt(v))
+            if t in e.galleries and links_from is not None:       # the task's failure gallery (mmbench inspect)
+                text = f'<a class="gallery" href="{_e(_href(e.galleries[t], links_from))}" title="failure gallery">{text}</a>'
+            cells.append(f'<td data-v="{v_attr}" title="{_e(e.task_provenance.get(t, "no result"))}">{text}</td>')
         if ndcg:
             nd = r["ndcg@10_avg"]
             nd_v = "" if math.isnan(nd) else f"{nd:.4f}"
             cells.append(f'<td data-v="{nd_v}">{_e(_fmt(nd))}</td>')
+        for c in bias:
+            b = r[c]
+            cells.append(f'<td data-v="{"" if math.isnan(b) else f"{b:.4f}"}">{_e(_fmt(b))}</td>')
         cells.append(f'<td class="text source" data-v="{_e(_source(r))}">{_e(_source(r))}</td>')
         out.append(f'<tr class="{"reported" if rep else "ours"}" data-model="{_e(r["model"])}">{"".join(cells)}</tr>')
     out.append("</tbody></table></div>")
@@ -594,7 +647,7 @@ def build(results: Path, out_dir: Path = Path("leaderboards"), *, suites: list[s
         with atomic_open(out / f"{board}.csv") as f:
             csv_frame(df).to_csv(f, index=False, float_format="%.4f", lineterminator="\n")
         with atomic_open(out / f"{board}.html") as f:
-            f.write(to_html(df, tasks, metrics, by_key, name=board))
+            f.write(to_html(df, tasks, metrics, by_key, name=board, links_from=out))
         written += [out / f"{board}.{ext}" for ext in ("md", "csv", "html")]
     return written
 
