@@ -31,6 +31,10 @@ whatever backend, BLAS or machine found them.
 
 Pools larger than ``memory_budget_bytes`` (as float32) are searched block by block; float16
 blocks (or memory maps) are cast to float32 a block (or, in the kernel, a tile) at a time.
+
+Several devices in one process: ``search(..., devices=["cuda:0", "cuda:1"])`` (``--devices``) shards
+the pool over them (:mod:`mmbench.search.backends.sharded`: ``sharded`` with torch, ``sharded-faiss``
+with faiss-gpu); ``backend="auto"`` is then ``sharded``.
 """
 
 from __future__ import annotations
@@ -75,12 +79,16 @@ def get_backend(name: str) -> SearchBackend:
     return backends_registry().get(name)
 
 
-def resolve(backend: str = "auto", device: str = "auto") -> tuple[SearchBackend, str]:
-    """(backend, device) that ``search(backend=..., device=...)`` uses.
+def resolve(backend: str = "auto", device: str = "auto", devices: Sequence[str] = ()) -> tuple[SearchBackend, str]:
+    """(backend, device) that ``search(backend=..., device=..., devices=...)`` uses.
 
     ValueError for a malformed device or a CUDA device nothing can see (with ``auto``);
     UnknownNameError for an unknown backend; MmbenchError for a named backend that cannot run here.
+    With ``devices`` (a sharded search), ``auto`` is ``sharded``, every device must be usable by the
+    backend, and the device is the first of them.
     """
+    if devices:
+        return _resolve_devices(backend, tuple(devices))
     kind, number = parse_device(device)
     if backend == "auto":
         return _resolve_auto(device, kind, number)
@@ -94,6 +102,18 @@ def resolve(backend: str = "auto", device: str = "auto") -> tuple[SearchBackend,
     if reason is not True:
         raise MmbenchError(f"search backend {backend!r} cannot run on {dev}: {reason}")
     return chosen, dev
+
+
+def _resolve_devices(backend: str, devices: tuple[str, ...]) -> tuple[SearchBackend, str]:
+    """(backend, first device) for a search sharded over ``devices``."""
+    chosen = get_backend("sharded" if backend == "auto" else backend)
+    for dev in devices:
+        if parse_device(dev)[0] == "auto":
+            raise ValueError(f"devices must name each device (cpu, cuda, cuda:N), got {dev!r}")
+        reason = chosen.available(dev)
+        if reason is not True:
+            raise MmbenchError(f"search backend {chosen.name!r} cannot run on {dev}: {reason}")
+    return chosen, devices[0]
 
 
 def _resolve_auto(device: str, kind: str, number: int | None) -> tuple[SearchBackend, str]:
@@ -121,17 +141,18 @@ def _best_cpu() -> SearchBackend:
     return get_backend("torch")
 
 
-def describe_backend(backend: str = "auto", device: str = "auto") -> dict:
-    """Provenance of what ``search(..., backend=backend, device=device)`` uses: the backend's own
-    keys (library, device, version, faiss_version, gpus, blas where they apply) plus ``name`` and
-    ``exact``."""
-    chosen, dev = resolve(backend, device)
-    return {**chosen.describe(dev), "name": chosen.name, "exact": bool(chosen.exact)}
+def describe_backend(backend: str = "auto", device: str = "auto", devices: Sequence[str] = ()) -> dict:
+    """Provenance of what ``search(..., backend=backend, device=device, devices=devices)`` uses: the
+    backend's own keys (library, device, version, faiss_version, gpus, blas where they apply) plus
+    ``name``, ``exact`` and (when given) ``devices``."""
+    chosen, dev = resolve(backend, device, devices)
+    return {**chosen.describe(dev), "name": chosen.name, "exact": bool(chosen.exact),
+            **({"devices": list(devices)} if devices else {})}
 
 
 def search(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int, *,
            tiebreak: np.ndarray | None = None, backend: str = "auto", device: str = "auto",
-           memory_budget_bytes: int = 2 * 1024**3,
+           memory_budget_bytes: int = 2 * 1024**3, devices: Sequence[str] = (),
            progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k by maximum inner product. Returns (indices int64 (Q, min(k, N)), scores float32 (Q, min(k, N))).
 
@@ -142,10 +163,11 @@ def search(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int,
     when None): :mod:`mmbench.search.rescore`. So the answer depends on the embeddings alone, never on
     the backend, the BLAS or the machine (for an exact backend), and identical rows tie exactly.
     Where every inner product is exact in float32 it is :func:`exact_search_numpy`'s answer.
-    ``progress(done_rows, total_rows)`` is called as blocks are searched.
+    ``progress(done_rows, total_rows)`` is called as blocks are searched. ``devices``: shard the pool
+    over these devices in this process (``sharded``, ``sharded-faiss``; :func:`resolve`).
     """
     k = check_k(k)
-    chosen, dev = resolve(backend, device)
+    chosen, dev = resolve(backend, device, devices)
     queries = as_queries(queries)
     parts = pool_parts(pool, queries.shape[1])
     total = sum(p.shape[0] for p in parts)
@@ -153,5 +175,5 @@ def search(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int,
     n = min(k, total)
     if n == 0 or queries.shape[0] == 0:
         return np.empty((queries.shape[0], n), np.int64), np.empty((queries.shape[0], n), np.float32)
-    prepared_pool = Pool(tuple(parts), total, queries.shape[1], tiebreak, dev, memory_budget_bytes)
+    prepared_pool = Pool(tuple(parts), total, queries.shape[1], tiebreak, dev, memory_budget_bytes, tuple(devices))
     return gather_and_rescore(chosen.prepare(prepared_pool), queries, prepared_pool, n, progress=progress)

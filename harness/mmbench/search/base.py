@@ -42,7 +42,8 @@ class Block:
 class Pool:
     """What a backend prepares: the pool's blocks as stored (float32 or float16, possibly memory
     maps; rows numbered consecutively across ``parts``), the rule's keys, the device and the
-    largest float32 block (``memory_budget_bytes``) searched at once."""
+    largest float32 block (``memory_budget_bytes``) searched at once. ``devices``: the devices a
+    sharding backend splits the pool over (empty: its own choice for ``device``)."""
 
     parts: tuple[np.ndarray, ...]
     total: int
@@ -50,6 +51,7 @@ class Pool:
     tiebreak: np.ndarray | None
     device: str
     memory_budget_bytes: int
+    devices: tuple[str, ...] = ()
 
     @property
     def max_rows(self) -> int:

@@ -14,6 +14,8 @@ BUILTIN = {
     "faiss-gpu": "mmbench.search.backends.faiss_gpu:BACKEND",
     "torch": "mmbench.search.backends.torch_cuda:BACKEND",
     "numpy": "mmbench.search.backends.reference:BACKEND",
+    "sharded": "mmbench.search.backends.sharded:BACKEND",
+    "sharded-faiss": "mmbench.search.backends.sharded:FAISS_BACKEND",
 }
 """name -> the module attribute holding the backend."""
 
