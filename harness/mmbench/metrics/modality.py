@@ -70,14 +70,23 @@ def same_modality(a: str, b: str) -> bool:
 
 def is_target(indices: np.ndarray, pool_modalities: np.ndarray, target: str) -> np.ndarray:
     """bool, the shape of ``indices``: the slot holds a candidate of modality ``target`` (empty slots,
-    index -1, are False). Modalities compare as sets of parts (``"text,image"`` is ``"image,text"``)."""
-    from mmbench.data.types import modality_parts
-
-    labels, codes = np.unique(np.asarray(pool_modalities), return_inverse=True)
-    want = modality_parts(target)
-    match = np.array([modality_parts(str(m)) == want for m in labels] + [False], dtype=bool)
-    codes = np.append(codes.reshape(-1), len(labels))            # index -1 -> the extra False
-    return match[codes[indices]]
+    index -1, are False). Modalities compare as sets of parts (``"text,image"`` is ``"image,text"``).
+    Only the retrieved slots' labels are read (a global pool has millions of candidates and a handful of
+    labels): one vectorised comparison per distinct label."""
+    indices = np.asarray(indices)
+    pool_modalities = np.asarray(pool_modalities)
+    keep = np.zeros(indices.shape, dtype=bool)
+    todo = indices >= 0
+    if pool_modalities.size == 0 or not todo.any():
+        return keep
+    labels = pool_modalities[np.where(todo, indices, 0)]
+    while todo.any():
+        label = labels[np.unravel_index(np.argmax(todo), todo.shape)]
+        same = todo & (labels == label)
+        if same_modality(str(label), target):
+            keep |= same
+        todo &= ~same
+    return keep
 
 
 def target_only(indices: np.ndarray, scores: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,9 +103,12 @@ def filtered_scores(ranked, qrels, pool_modalities: np.ndarray, target: str, met
     """The :class:`~mmbench.metrics.scoring.MetricResult` of ``ranked`` (a
     :class:`~mmbench.metrics.scoring.Run`) with every candidate whose modality is not ``target`` removed
     (module docstring), and the filtered run's index matrix."""
+    return _evaluate_kept(ranked, qrels, is_target(ranked.indices, pool_modalities, target), metrics)
+
+
+def _evaluate_kept(ranked, qrels, keep: np.ndarray, metrics: Sequence[str]):
     from mmbench.metrics.scoring import Run, evaluate
 
-    keep = is_target(ranked.indices, pool_modalities, target)
     indices, scores = target_only(ranked.indices, ranked.scores, keep)
     filtered = Run(list(ranked.query_ids), ranked.candidate_ids, indices, scores)
     return evaluate(filtered, qrels, metrics), indices
@@ -116,7 +128,7 @@ def without_wrong_modality(ranked, qrels, pool_modalities: np.ndarray, target: s
     valid = ranked.indices >= 0
     removed = int((valid & ~keep).sum())
     if removed:
-        result, indices = filtered_scores(ranked, qrels, pool_modalities, target, metrics)
+        result, indices = _evaluate_kept(ranked, qrels, keep, metrics)
         mean = result.mean
         need = max((parse_metric(m)[1] for m in metrics), default=0)
         short_rows = ((indices >= 0).sum(axis=1) < min(need, depth)) & (valid.sum(axis=1) == depth)
