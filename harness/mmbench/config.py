@@ -48,6 +48,8 @@ class RunConfig:
     top_k: int | None = None               # default: each task's spec (100)
     run_depth: int | None = DEFAULT_RUN_DEPTH  # hits per query written to the run file (None: all top_k);
                                            # not in the hash (scores use every top_k hit), in the folder name
+    run_format: str = "trec.gz"            # run files gzip-compressed (trec.gz) or plain (trec): neither the
+                                           # hash nor the folder (the same lines); the record names the file
     device: str = "auto"
     search_backend: str = "auto"           # a name of mmbench.search.backend_names(); recorded through
                                            # describe_backend; in the config hash only when inexact

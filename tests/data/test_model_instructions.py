@@ -92,7 +92,7 @@ def test_mm_embed_run_encodes_the_forum_queries_with_the_instruction(tmp_path, m
                             output=tmp_path / "r", cache_dir=tmp_path / "c", device="cpu", batch_size=4))
     record = json.loads(Path(out.tasks[0].path).read_text())
     assert any(CQA in n for n in record["notes"])
-    run = read_trec(Path(out.tasks[0].path).with_suffix(".trec"))
+    run = read_trec(Path(out.tasks[0].path).with_suffix(".trec.gz"))
 
     encoder = load_mmembed(meta, path=str(folder), retriever=str(nv), device="cpu")
     docs = encoder.encode([Item("d1", "text", "Grub boot loader reinstall after update"),
@@ -107,7 +107,7 @@ def test_mm_embed_run_encodes_the_forum_queries_with_the_instruction(tmp_path, m
     reranked = api.run(RunConfig(model="minilm", tasks=("CQADupstackGamingRetrieval",), suite=None,
                                  data_root=tmp_path / "data", output=tmp_path / "r2", cache_dir=tmp_path / "c",
                                  device="cpu", batch_size=4, rerank=f"rescore:{name}", rerank_top_k=2))
-    rescored = read_trec(reranked.experiment.directory / "CQADupstackGamingRetrieval.trec")
+    rescored = read_trec(reranked.experiment.directory / "CQADupstackGamingRetrieval.trec.gz")
     experiment = json.loads((reranked.experiment.directory / "CQADupstackGamingRetrieval.json").read_text())
     assert experiment["first_stage"]["revision"] == reranked.revision          # the run's own revision
     np.testing.assert_allclose([rescored["q1"]["d1"], rescored["q1"]["d2"]], expected, atol=1e-5)

@@ -51,7 +51,7 @@ def test_replaced_images_are_encoded_again_and_the_result_follows_them(mbeir_roo
     mmbench(*run_args(mbeir_root, out), env=env)
     first, path = record(out)
     assert set(first["provenance"]["image_fingerprints"]) == {"pool"}     # text queries: no images
-    run_before = (path.parent / f"{TASK}.trec").read_bytes()
+    run_before = (path.parent / f"{TASK}.trec.gz").read_bytes()
     # every candidate image replaced under the same name (rotated: each file gets another's picture)
     images = sorted((mbeir_root / "mbeir_images" / "mscoco_images").rglob("*.jpg"))
     contents = [p.read_bytes() for p in images]
@@ -62,7 +62,7 @@ def test_replaced_images_are_encoded_again_and_the_result_follows_them(mbeir_roo
     second, _ = record(out)
     assert second["timings_s"]["candidates_from_cache"] == 0              # the pool was encoded again
     assert second["provenance"]["image_fingerprints"] != first["provenance"]["image_fingerprints"]
-    assert (path.parent / f"{TASK}.trec").read_bytes() != run_before
+    assert (path.parent / f"{TASK}.trec.gz").read_bytes() != run_before
     fresh = tmp_path / "fresh"
     mmbench(*run_args(mbeir_root, fresh), env=env_for(tmp_path / "cache2"))
     assert record(fresh)[0]["metrics"] == second["metrics"]               # what a fresh cache gives
@@ -168,4 +168,4 @@ def test_the_memory_budget_changes_no_byte_of_a_real_run(tmp_path):
     assert rb["provenance"]["config"]["memory_budget_gb"] == 1e-6
     assert ra["provenance"]["config_hash"] == rb["provenance"]["config_hash"]
     assert ra["metrics"] == rb["metrics"]
-    assert (a.parent / "tuxpaint_task1.trec").read_bytes() == (b.parent / "tuxpaint_task1.trec").read_bytes()
+    assert (a.parent / "tuxpaint_task1.trec.gz").read_bytes() == (b.parent / "tuxpaint_task1.trec.gz").read_bytes()

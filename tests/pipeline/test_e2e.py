@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from mmbench.results.trec import read_run_text
+
 GOLDEN = json.loads((Path(__file__).parents[1] / "golden" / "mbeir_mini.json").read_text())
 DEFAULT_MODEL = "effnet-lite0-imagenet-labels-minilm"
 pytestmark = pytest.mark.skipif(not Path("/usr/share/tuxpaint/stamps").is_dir(),
@@ -60,7 +62,7 @@ def test_default_run_matches_golden_and_writes_every_file(shared_env):
         assert rec["instructions"] == {"policy": "first", "seed": None}
         assert rec["model"]["settings"]
         # the TREC run: qid Q0 did rank score tag, ranks 1..k, scores non-increasing
-        lines = (d / f"{task}.trec").read_text().splitlines()
+        lines = read_run_text(d / f"{task}.trec.gz").splitlines()
         first = [ln.split() for ln in lines if ln.split()[0] == lines[0].split()[0]]
         assert [int(c[3]) for c in first] == list(range(1, len(first) + 1)) and first[0][1] == "Q0"
         scores = [float(c[4]) for c in first]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from mmbench.results.trec import read_run_text
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "mmbench-plugin-example"
 
@@ -94,7 +96,7 @@ def test_plugin_task_family_runs_end_to_end_through_the_api(plugin_on_path, tmp_
     assert record["metrics"] == {"hit@1": 1.0, "mrr@5": 1.0, "ndcg@5": 1.0} and outcome.average == 1.0
     assert record["n_queries"] == 3 and record["n_candidates"] == 5 and record["task"]["source"] == "example"
     assert record["provenance"]["data_fingerprints"].keys() == {"queries", "corpus", "qrels"}
-    lines = [ln.split() for ln in (task.path.parent / "example-animals.trec").read_text().splitlines()]
+    lines = [ln.split() for ln in read_run_text(task.path.parent / "example-animals.trec.gz").splitlines()]
     assert [(ln[0], ln[2], ln[3]) for ln in lines if ln[3] == "1"] == [
         ("q-cat", "d-cat", "1"), ("q-owl", "d-owl", "1"), ("q-fish", "d-fish", "1")]
     assert len(lines) == 3 * 5                                            # top_k 5 of the spec: every document

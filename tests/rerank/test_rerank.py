@@ -15,6 +15,7 @@ from mmbench.errors import IncompatibleModelError, MmbenchError, UnknownNameErro
 from mmbench.metrics.scoring import CandidateIds, Run
 from mmbench.rerank.base import load_reranker, parse_reranker
 from mmbench.rerank.stage import experiment_name, rerank_order
+from mmbench.results.trec import read_run_text
 from recorder import Recorder
 
 HAS_STAMPS = Path("/usr/share/tuxpaint/stamps").is_dir()
@@ -186,32 +187,32 @@ def test_real_rescoring_run_reads_the_first_stage_and_links_it(tmp_path, monkeyp
 
     exp = outcome.directory / "experiments" / "rerank=rescore_minilm__top10"
     assert outcome.experiment.directory == exp
-    for name in ("tuxpaint_task1.json", "tuxpaint_task1.trec", "tuxpaint_task1.per_query.tsv", "summary.json"):
+    for name in ("tuxpaint_task1.json", "tuxpaint_task1.trec.gz", "tuxpaint_task1.per_query.tsv", "summary.json"):
         assert (exp / name).is_file(), name
     rec = json.loads((exp / "tuxpaint_task1.json").read_text())
     first_rec = json.loads((outcome.directory / "tuxpaint_task1.json").read_text())
     fs = rec["first_stage"]
     assert fs["config_hash"] == first_rec["provenance"]["config_hash"] != rec["provenance"]["config_hash"]
-    assert fs["trec_sha256"] == hashlib.sha256((outcome.directory / "tuxpaint_task1.trec").read_bytes()).hexdigest()
+    assert fs["trec_sha256"] == hashlib.sha256((outcome.directory / "tuxpaint_task1.trec.gz").read_bytes()).hexdigest()
     assert rec["rerank"]["reranker"]["name"] == "rescore:minilm" and rec["rerank"]["scored_pairs"] == 297 * 10
     # the default model's text tower IS MiniLM: rescoring with MiniLM must reproduce the first stage exactly
     for m, v in first_rec["metrics"].items():
         assert rec["metrics"][m] == pytest.approx(v, abs=1e-6), m
     assert 0.2 < rec["main_score"] < 1.0
-    lines = [ln.split() for ln in (exp / "tuxpaint_task1.trec").read_text().splitlines()]
+    lines = [ln.split() for ln in read_run_text(exp / "tuxpaint_task1.trec.gz").splitlines()]
     q0 = [c for c in lines if c[0] == lines[0][0]]
     assert [int(c[3]) for c in q0] == list(range(1, len(q0) + 1)) and len(q0) == 100
     assert [float(c[4]) for c in q0] == sorted((float(c[4]) for c in q0), reverse=True)
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["first_stage_config_hash"] == first_rec["provenance"]["config_hash"]
     # the experiment's run file is not fsynced: a short one is not reused, the task is reranked again
-    written = (exp / "tuxpaint_task1.trec").read_bytes()
+    written = (exp / "tuxpaint_task1.trec.gz").read_bytes()
     assert rec["files"]["run_bytes"] == len(written)
-    (exp / "tuxpaint_task1.trec").write_bytes(written[:100])
+    (exp / "tuxpaint_task1.trec.gz").write_bytes(written[:100])
     r3 = Recorder()
     api.run(api.RunConfig(**cfg, rerank="rescore:minilm", rerank_top_k=10), r3)
     assert any("finished rerank result found, but its run file" in m and "reranked again" in m for m in r3.messages)
-    assert (exp / "tuxpaint_task1.trec").read_bytes() == written
+    assert (exp / "tuxpaint_task1.trec.gz").read_bytes() == written
 
     # the CLI, identical again: both stages reused, no model loaded, both tables printed
     env = {**os.environ, "MMBENCH_NO_PROGRESS": "1"}
@@ -248,7 +249,7 @@ def test_mllm_rerank_stage_on_the_mbeir_fixture(tiny_llava, mbeir_root, tmp_path
         assert rec["rerank"]["scored_pairs"] == first["n_queries_in_file"] * min(3, first["n_candidates"])
         assert 0.0 <= rec["main_score"] <= 1.0 and rec["rerank"]["reranker"]["kind"] == "mllm-rerank"
         assert rec["first_stage"]["config_hash"] == first["provenance"]["config_hash"]
-        trec = (exp.directory / f"{t.task}.trec").read_text().split("\n")[0].split()
+        trec = read_run_text(exp.directory / f"{t.task}.trec.gz").split("\n")[0].split()
         assert trec[1] == "Q0" and 0.0 <= float(trec[4]) <= 1.0                  # P("True") at rank 1
 
 
@@ -260,5 +261,5 @@ def test_missing_first_stage_run_names_the_file_and_the_command(tmp_path):
     cfg = api.RunConfig(suite="mbeir-mini", tasks=("tuxpaint_task1",), output=tmp_path, rerank="rescore:minilm")
     outcome = SuiteOutcome("mbeir-mini", "local", "m", "r", tmp_path / "m" / "r" / "mbeir-mini",
                            [TaskOutcome("tuxpaint_task1", "hit@5", 0.5, {}, 1, 1, False, tmp_path / "x.json")])
-    with pytest.raises(MmbenchError, match=r"tuxpaint_task1\.trec not found; produce it with `mmbench run --model "):
+    with pytest.raises(MmbenchError, match=r"tuxpaint_task1\.trec\.gz not found; produce it with `mmbench run --model "):
         rerank_suite(outcome, cfg)

@@ -45,7 +45,8 @@ def test_ids_utf8_is_built_once_per_ids_object_and_dropped_with_it():
 def test_layout_names_every_file_as_the_results_format_says(tmp_path):
     d = result_dir(tmp_path, "clip:/models/my clip", "v1", "mbeir-mini")
     assert d == tmp_path / "clip__models_my_clip" / "v1" / "mbeir-mini"
-    assert (record_file("t"), run_file("t"), per_query_file("t")) == ("t.json", "t.trec", "t.per_query.tsv")
+    assert (record_file("t"), run_file("t"), per_query_file("t")) == ("t.json", "t.trec.gz", "t.per_query.tsv")
+    assert run_file("t", "trec") == "t.trec"
     assert experiment_dir(d, "rerank=x__top10") == d / "experiments" / "rerank=x__top10"
     assert trec_tag("st:/models/my model", "rerank") == "mmbench.st__models_my_model.rerank"
     assert slug("..a b..") == "a_b"

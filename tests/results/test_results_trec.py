@@ -132,3 +132,42 @@ def test_a_finished_task_whose_run_file_is_short_or_missing_is_computed_again(tm
     for chunk in chunks:
         assert any(f"embedding cache chunk {chunk}" in m and "encoded again" in m for m in messages), messages
     assert trec.read_bytes() == written
+
+
+@settings(max_examples=25, deadline=None)
+@given(q=st.integers(1, 5), k=st.integers(1, 6), seed=st.integers(0, 2**31 - 1), part_hits=st.integers(1, 12))
+def test_a_gzip_run_holds_the_plain_runs_lines_and_the_same_lines_give_the_same_bytes(tmp_path_factory, q, k, seed,
+                                                                                   part_hits):
+    import gzip
+
+    from mmbench.results.trec import read_run, read_run_text
+
+    rng = np.random.default_rng(seed)
+    ids = [f"d{i}" for i in range(k + 3)]
+    idx = np.stack([rng.permutation(len(ids))[:k] for _ in range(q)])
+    scores = np.sort(rng.standard_normal((q, k)).astype(np.float32), axis=1)[:, ::-1]
+    folder = tmp_path_factory.mktemp("gz")
+    args = ([f"q{i}" for i in range(q)], ids, idx, scores, "mmbench.t")
+    plain = write_trec(folder / "run.trec", *args)
+    sizes = [write_trec(folder / f"run{i}.trec.gz", *args, part_hits=p) for i, p in enumerate((part_hits, 1 << 15))]
+    text = (folder / "run.trec").read_bytes()
+    assert plain == len(text) and sizes[0] == (folder / "run0.trec.gz").stat().st_size
+    assert gzip.decompress((folder / "run0.trec.gz").read_bytes()) == text        # any gzip reader reads it
+    assert (folder / "run0.trec.gz").read_bytes() == (folder / "run1.trec.gz").read_bytes()   # no time, no name
+    assert read_run_text(folder / "run0.trec.gz") == text.decode()
+    assert read_run(folder / "run0.trec.gz") == read_run(folder / "run.trec")
+
+
+def test_a_damaged_gzip_run_names_the_file(tmp_path):
+    import pytest
+
+    from mmbench.errors import MmbenchError
+    from mmbench.results.trec import read_run
+
+    path = tmp_path / "run.trec.gz"
+    n = 2000
+    write_trec(path, [f"q{i}" for i in range(n)], ["a", "b"], np.zeros((n, 2), np.int64),
+               np.ones((n, 2), np.float32), "t")
+    path.write_bytes(path.read_bytes()[:-40])                                  # cut short: no trailer
+    with pytest.raises(MmbenchError, match=r"run\.trec\.gz:\d+: cannot read the run file .*--overwrite"):
+        read_run(path)

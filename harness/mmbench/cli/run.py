@@ -29,6 +29,11 @@ class EmbedDtype(str, Enum):
     float16 = "float16"
 
 
+class RunFormat(str, Enum):
+    gz = "trec.gz"
+    plain = "trec"
+
+
 def search_backend_option(value: str) -> str:
     """Check a ``--search-backend`` name against the registered backends (a usage error if unknown)."""
     from mmbench.search import backend_names
@@ -96,6 +101,7 @@ def run(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", metavar="N", min=1, help="Encoding batch size.")] = 32,
     top_k: Annotated[Optional[int], typer.Option("--top-k", metavar="K", min=1, max=1000, help="Hits kept per query (default: the task's, 100).")] = None,
     run_depth: Annotated[str, typer.Option("--run-depth", metavar="N|all", help="Hits per query written to the run file (scores use the full top-k); all: the top-k.")] = "100",
+    run_format: Annotated[RunFormat, typer.Option("--run-format", help="Run files gzip-compressed (<task>.trec.gz) or plain text (<task>.trec).")] = RunFormat.gz,
     device: Annotated[str, typer.Option("--device", metavar="DEVICE", callback=device_option, help="auto, cpu or cuda[:N].")] = "auto",
     search_backend: Annotated[str, typer.Option("--search-backend", metavar="NAME", callback=search_backend_option, help="Search backend (`mmbench list backends`); auto: the best exact one available.")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute embeddings and results even when cached.")] = False,
@@ -124,6 +130,7 @@ def run(
     config = api.RunConfig(
         model=model or api.DEFAULT_MODEL, suite=suite, tasks=task_names, data_root=data_root,
         output=output, instructions=instructions.value, seed=seed, batch_size=batch_size, top_k=top_k, run_depth=depth,
+        run_format=run_format.value,
         device=device, overwrite=overwrite, memory_budget_gb=memory_budget_gb, embed_dtype=embed_dtype.value,
         chunk_size=chunk_size, verify_data=verify_data, rerank=rerank, rerank_top_k=rerank_top_k,
         model_options=_model_options(model_option), search_backend=search_backend,

@@ -21,7 +21,7 @@ from mmbench.models.base import ModelMeta
 from mmbench.models.loading import with_model_options
 from mmbench.pipeline.pools import image_fingerprints
 from mmbench.pipeline.types import Reporter, SuiteOutcome
-from mmbench.results.layout import record_file, result_dir
+from mmbench.results.layout import record_file, result_dir, run_file
 from mmbench.results.records import load_task_result, run_file_problem
 
 
@@ -123,6 +123,9 @@ def reusable(plan: Plan, spec: TaskSpec, reporter: Reporter) -> dict | None:
             or provenance.get("image_fingerprints", {}) != plan.images.get(spec.name, {}):
         return None
     problem = run_file_problem(plan.directory, previous)
+    wanted = run_file(spec.name, plan.config.run_format)
+    if problem is None and (previous.get("files") or {}).get("run", wanted) != wanted:
+        problem = f"run file is {previous['files']['run']}, not {wanted} (--run-format)"
     if problem is not None:
         reporter.message(f"{spec.name}: finished result found, but its {problem}: computed again")
         return None

@@ -93,7 +93,7 @@ def evaluate_task(plan: Plan, spec: TaskSpec, pools: Pools, writer, reporter: Re
     retrieved = retrieve(family, data, pool, queries.embeddings, top_k, plan.config, reporter, spec.name)
     t0 = time.perf_counter()
     run_bytes = start_run_file(writer, plan.directory, spec.name, retrieved.ranked, trec_tag(plan.meta.name),
-                               depth=plan.run_depth(spec))
+                               depth=plan.run_depth(spec), run_format=plan.config.run_format)
     scored = score_run(spec, retrieved.ranked, data.qrels, pool.modalities, top_k=top_k, depth=top_k)
     score_seconds = time.perf_counter() - t0
     record = first_stage_record(plan, spec, data, pool, queries, retrieved, scored, score_seconds,

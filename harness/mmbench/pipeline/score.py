@@ -106,7 +106,7 @@ def first_stage_record(plan, spec: TaskSpec, data: TaskData, pool, queries, retr
     return task_record(scored, head={"task": task_identity(spec), "suite": plan.label, "pool": plan.pool_mode},
                        definitions=metric_notes(), n_queries_in_file=len(data.queries), n_candidates=len(pool.table),
                        top_k=plan.top_k(spec), stage=stage,
-                       files={"run": run_file(spec.name), "per_query": per_query_file(spec.name),
+                       files={"run": run_file(spec.name, config.run_format), "per_query": per_query_file(spec.name),
                               "run_depth": plan.run_depth(spec)},
                        provenance=provenance(config, plan.config_hash, data, plan.images.get(spec.name)))
 

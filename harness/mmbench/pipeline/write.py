@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmbench.results.layout import per_query_file, record_file, run_file
+from mmbench.results.layout import DEFAULT_RUN_FORMAT, RUN_FORMATS, per_query_file, record_file, run_file
 from mmbench.results.records import load_task_result, write_per_query, write_summary, write_task_result
 from mmbench.results.trec import write_trec
 
@@ -29,15 +29,28 @@ class Immediate:
         return future
 
 
-def start_run_file(writer, directory: Path, task: str, ranked, tag: str, depth: int | None = None) -> Future:
+def start_run_file(writer, directory: Path, task: str, ranked, tag: str, depth: int | None = None,
+                   run_format: str = DEFAULT_RUN_FORMAT) -> Future:
     """Submit the TREC run file of ``ranked`` (a :class:`~mmbench.metrics.scoring.Run`), its first
     ``depth`` hits per query (all with None: the rows are in rank order, so the file is the top
-    ``depth`` of the run); the future gives its size in bytes."""
+    ``depth`` of the run), as ``run_format`` (:data:`~mmbench.results.layout.RUN_FORMATS`); the future
+    gives its size in bytes. Once it is written, the task's run file of the other format (an earlier
+    run's) is removed: the folder holds one run file per task, the one its record names."""
     indices, scores = ranked.indices, ranked.scores
     if depth is not None and indices.ndim == 2 and depth < indices.shape[1]:
         indices, scores = indices[:, :depth], scores[:, :depth]
-    return writer.submit(write_trec, Path(directory) / run_file(task), ranked.query_ids, ranked.candidate_ids,
-                         indices, scores, tag, fsync=False)
+    return writer.submit(_write_run_file, Path(directory), task, run_format, ranked.query_ids, ranked.candidate_ids,
+                         indices, scores, tag)
+
+
+def _write_run_file(directory: Path, task: str, run_format: str, query_ids, candidate_ids, indices, scores,
+                    tag: str) -> int:
+    size = write_trec(directory / run_file(task, run_format), query_ids, candidate_ids, indices, scores, tag,
+                      fsync=False)
+    for other in RUN_FORMATS:
+        if other != run_format:
+            (directory / run_file(task, other)).unlink(missing_ok=True)
+    return size
 
 
 def finish_task(writer, directory: Path, task: str, scored, record: dict, run_bytes: Future) -> Path:

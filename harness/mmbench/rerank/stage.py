@@ -173,7 +173,7 @@ def rerank_suite(outcome: SuiteOutcome, config: RunConfig, reporter: Reporter | 
             skipped[spec.name] = f"{spec.query_modality}->{spec.candidate_modality} not readable by {meta.name}"
             reporter.message(f"{spec.name}: skipped by the reranker ({skipped[spec.name]})")
             continue
-        trec_path = outcome.directory / run_file(spec.name)
+        trec_path = outcome.directory / run_file(spec.name, config.run_format)   # written or reused just now
         qids, cids, fscores = read_first_stage(trec_path, config)
         trec_sha = hashlib.sha256(trec_path.read_bytes()).hexdigest()
         first_scores_of[spec.name] = first.main_score
@@ -219,6 +219,11 @@ def _reusable(config: RunConfig, exp_dir: Path, path: Path, exp_hash: str, trec_
     if previous and not (previous.get("provenance", {}).get("config_hash") == exp_hash
                          and previous.get("first_stage", {}).get("trec_sha256") == trec_sha):
         return None                          # another configuration or another first stage
+    wanted = run_file(task, config.run_format)
+    if previous and (previous.get("files") or {}).get("run", wanted) != wanted:
+        reporter.message(f"{task}: finished rerank result found, its run file is {previous['files']['run']}, "
+                         f"not {wanted} (--run-format): reranked again")
+        return None
     if previous and (problem := run_file_problem(exp_dir, previous)):
         reporter.message(f"{task}: finished rerank result found, but its {problem}: reranked again")
         return None
@@ -295,7 +300,8 @@ class _Stage:
         top_k = first_rec.get("top_k", depth)
         writer = Immediate()
         run_bytes = start_run_file(writer, self.exp_dir, spec.name, ranked,
-                                   trec_tag(self.model_meta.name, "rerank", meta.name))
+                                   trec_tag(self.model_meta.name, "rerank", meta.name),
+                                   run_format=self.config.run_format)
         scored_task = score_run(spec, ranked, td.qrels, modalities, top_k=top_k, depth=depth)
         stage = {
             "rerank": {"reranker": meta.to_dict(), "settings": self.reranker.settings(), "top_k": k,
@@ -309,7 +315,8 @@ class _Stage:
         record = task_record(scored_task, head={key: first_rec[key] for key in ("task", "suite", "pool", "notes")
                                                 if key in first_rec},
                              n_candidates=first.n_candidates, top_k=top_k, stage=stage,
-                             files={"run": run_file(spec.name), "per_query": per_query_file(spec.name)},
+                             files={"run": run_file(spec.name, self.config.run_format),
+                                    "per_query": per_query_file(spec.name)},
                              provenance=provenance(self.config, self.exp_hash, td))
         finish_task(writer, self.exp_dir, spec.name, scored_task, record, run_bytes)
         return {**record, "files": {**record["files"], "run_bytes": run_bytes.result()}}

@@ -3,7 +3,8 @@
 Layout under the output folder (default ``results/``)::
 
     <model>/<revision>/<suite>/<task>.json            every metric, headline, timings, provenance
-    <model>/<revision>/<suite>/<task>.trec            top-k run: qid Q0 did rank score tag
+    <model>/<revision>/<suite>/<task>.trec.gz         top-k run: qid Q0 did rank score tag (gzip;
+                                                      ``<task>.trec`` with ``--run-format trec``)
     <model>/<revision>/<suite>/<task>.per_query.tsv   per-query value of every metric
     <model>/<revision>/<suite>/summary.json           headline per task and their plain mean
     <model>/<revision>/<suite>/experiments/<name>/    a second stage (rerank), the same files
@@ -35,8 +36,15 @@ def record_file(task: str) -> str:
     return f"{task}.json"
 
 
-def run_file(task: str) -> str:
-    return f"{task}.trec"
+RUN_FORMATS = ("trec.gz", "trec")      # gzip-compressed TREC lines (the default), or plain text
+DEFAULT_RUN_FORMAT = "trec.gz"
+
+
+def run_file(task: str, run_format: str = DEFAULT_RUN_FORMAT) -> str:
+    """The run file's name: ``<task>.trec.gz`` (default) or ``<task>.trec``."""
+    if run_format not in RUN_FORMATS:
+        raise ValueError(f"run format {run_format!r}: expected one of {', '.join(RUN_FORMATS)}")
+    return f"{task}.{run_format}"
 
 
 def per_query_file(task: str) -> str:
@@ -54,5 +62,5 @@ def trec_tag(*names: str) -> str:
     return ".".join(["mmbench", *(slug(n) for n in names)])
 
 
-__all__ = ["CONFIG_FILE", "SUMMARY_FILE", "VARIANT_SEP", "experiment_dir", "per_query_file", "record_file", "result_dir", "run_file", "slug",
+__all__ = ["CONFIG_FILE", "DEFAULT_RUN_FORMAT", "RUN_FORMATS", "SUMMARY_FILE", "VARIANT_SEP", "experiment_dir", "per_query_file", "record_file", "result_dir", "run_file", "slug",
            "trec_tag"]

@@ -1,6 +1,13 @@
 """TREC run files: ``qid Q0 did rank score tag``, one line per hit, rank from 1, each query's hits
 in rank order. One writer (:func:`write_trec`) and one reader (:func:`read_run`) for every stage.
 
+**Compression.** A path ending in ``.gz`` (mmbench's default, ``<task>.trec.gz``) holds those lines
+as one gzip stream: deflate level 6, no file name, modification time 0, so the same lines give the
+same bytes on every run (a file digest identifies a run). ``zcat run.trec.gz | trec_eval qrels
+/dev/stdin`` or any gzip-aware reader (Python's ``gzip``, pandas, ir_measures) reads it; a plain
+``.trec`` is written with ``--run-format trec``. :func:`read_run` reads either, by the file's first
+bytes, not its name.
+
 **The rule a run file obeys.** trec_eval does not read the rank column: it sorts each query's hits by
 score descending, then by document id descending (plain string order). A file mmbench writes gives,
 re-sorted by that rule, exactly the order of its rank column: :func:`rule_safe_scores` turns scores
@@ -10,9 +17,14 @@ scores needs it).
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import io
 import itertools
 import threading
 import weakref
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,23 +51,58 @@ def write_trec(path: Path, query_ids: list[str], candidate_ids, indices: np.ndar
     join the lines (the same bytes). The bytes do not depend on the parts or threads; small parts
     in reused buffers keep the writes in warm memory (timings: docs/perf.md, "Results and run
     files"). ``fsync=False`` leaves out the flush to the disk; the caller then records the returned
-    size and checks it on reuse (:func:`run_file_problem`).
+    size and checks it on reuse (:func:`run_file_problem`). A ``path`` ending in ``.gz`` is written
+    as one gzip stream of those lines (module docstring); the size returned is then the file's
+    (compressed) size.
     """
     indices = np.asarray(indices)
     scores = np.asarray(scores)
     q, width = indices.shape if indices.ndim == 2 else (len(query_ids), 0)
-    size = 0
     with atomic_open(path, "wb", fsync=fsync) as f:
-        if q == 0 or width == 0:
-            return size
-        step = max(1, part_hits // width)
-        parts = [slice(lo, min(lo + step, q)) for lo in range(0, q, step)]
-        lib = native.library() if NATIVE_TREC else None
-        lines = _native_trec_lines if lib is not None else _arrow_trec_lines
-        for chunk in lines(parts, query_ids, candidate_ids, indices, scores, tag, threads):
-            f.write(chunk)               # before the next chunk is made: the native one reuses its buffer
-            size += chunk.nbytes
-    return size
+        out = _GzipLines(f) if str(path).endswith(".gz") else _PlainLines(f)
+        if q > 0 and width > 0:
+            step = max(1, part_hits // width)
+            parts = [slice(lo, min(lo + step, q)) for lo in range(0, q, step)]
+            lib = native.library() if NATIVE_TREC else None
+            lines = _native_trec_lines if lib is not None else _arrow_trec_lines
+            for chunk in lines(parts, query_ids, candidate_ids, indices, scores, tag, threads):
+                out.write(chunk)         # before the next chunk is made: the native one reuses its buffer
+        return out.close()
+
+
+GZIP_LEVEL = 6
+
+
+class _PlainLines:
+    """The lines as they are; ``close`` returns the bytes written."""
+
+    def __init__(self, f):
+        self.f, self.size = f, 0
+
+    def write(self, chunk) -> None:
+        self.f.write(chunk)
+        self.size += memoryview(chunk).nbytes
+
+    def close(self) -> int:
+        return self.size
+
+
+class _GzipLines(_PlainLines):
+    """The lines as one gzip stream (zlib's gzip wrapper: a header without name or time, the same
+    bytes for the same lines); ``close`` writes the trailer and returns the bytes written."""
+
+    def __init__(self, f):
+        super().__init__(f)
+        self.z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+    def write(self, chunk) -> None:
+        data = self.z.compress(chunk)
+        if data:
+            super().write(data)
+
+    def close(self) -> int:
+        super().write(self.z.flush())
+        return self.size
 
 
 NATIVE_TREC = True      # lines put together by the C helper where it is built (tests compare both ways)
@@ -195,8 +242,8 @@ def read_run(path: Path) -> tuple[list[str], list[list[str]], list[list[float]]]
     naming the file and line."""
     qids: list[str] = []
     rows: dict[str, tuple[list[str], list[float]]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open_run(path) as f:
+        for lineno, line in _lines(f, path):
             parts = line.split()
             if len(parts) != 6:
                 raise MmbenchError(f"{path}:{lineno}: expected 'qid Q0 did rank score tag', got {line.strip()!r}")
@@ -211,6 +258,34 @@ def read_run(path: Path) -> tuple[list[str], list[list[str]], list[list[float]]]
             rows[qid][0].append(did)
             rows[qid][1].append(value)
     return qids, [rows[q][0] for q in qids], [rows[q][1] for q in qids]
+
+
+@contextlib.contextmanager
+def open_run(path: Path) -> Iterator[io.TextIOBase]:
+    """A run file's text as UTF-8, decompressed when it is gzip (told by its first two bytes,
+    whatever its name)."""
+    with open(path, "rb") as raw:
+        gz = raw.peek(2)[:2] == b"\x1f\x8b"
+        with gzip.GzipFile(fileobj=raw, mode="rb") if gz else contextlib.nullcontext(raw) as stream:
+            yield io.TextIOWrapper(stream, encoding="utf-8")
+
+
+def read_run_text(path: Path) -> str:
+    """The whole text of a run file, plain or gzip (:func:`open_run`)."""
+    with open_run(path) as f:
+        return "".join(line for _, line in _lines(f, path))
+
+
+def _lines(f, path: Path):
+    """``(line number, line)`` of an open run file; a damaged gzip stream or bytes that are not UTF-8
+    raise :class:`~mmbench.errors.MmbenchError` naming the file and the line reached."""
+    lineno = 0
+    try:
+        for lineno, line in enumerate(f, 1):
+            yield lineno, line
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise MmbenchError(f"{path}:{lineno + 1}: cannot read the run file ({type(exc).__name__}: {exc}); "
+                           "it may be truncated or damaged: run again with --overwrite") from None
 
 
 def read_trec(path: Path) -> dict[str, dict[str, float]]:
