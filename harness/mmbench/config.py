@@ -53,6 +53,8 @@ class RunConfig:
     device: str = "auto"
     search_backend: str = "auto"           # a name of mmbench.search.backend_names(); recorded through
                                            # describe_backend; in the config hash only when inexact
+    devices: tuple[str, ...] = ()          # --devices: the search sharded over these devices in one process
+                                           # (mmbench.search.backends.sharded); not in the hash: the same bytes
     overwrite: bool = False
     memory_budget_gb: float = 2.0          # largest float32 pool block searched at once; not in the hash:
                                            # every gathered candidate is re-scored by one routine

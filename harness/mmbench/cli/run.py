@@ -68,6 +68,16 @@ def device_option(value: str) -> str:
     return value
 
 
+def devices_option(value: str | None) -> str | None:
+    """``--devices``: comma-separated ``cpu``, ``cuda`` or ``cuda:N`` (anything else is a usage error)."""
+    import re
+
+    for dev in split_values([value] if value else []):
+        if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", dev):
+            raise typer.BadParameter(f"expected devices like cuda:0,cuda:1 (cpu, cuda or cuda:N), got {dev!r}")
+    return value
+
+
 def run_depth_option(value: str) -> int | None:
     """``--run-depth``: a number of hits per query >= 1, or ``all`` (the top k) -> None."""
     if value.strip().lower() == "all":
@@ -104,6 +114,7 @@ def run(
     run_format: Annotated[RunFormat, typer.Option("--run-format", help="Run files gzip-compressed (<task>.trec.gz) or plain text (<task>.trec).")] = RunFormat.gz,
     device: Annotated[str, typer.Option("--device", metavar="DEVICE", callback=device_option, help="auto, cpu or cuda[:N].")] = "auto",
     search_backend: Annotated[str, typer.Option("--search-backend", metavar="NAME", callback=search_backend_option, help="Search backend (`mmbench list backends`); auto: the best exact one available.")] = "auto",
+    devices: Annotated[Optional[str], typer.Option("--devices", metavar="DEVICES", callback=devices_option, help="Shard the search over these devices in this process, comma-separated (e.g. cuda:0,cuda:1; backend sharded).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute embeddings and results even when cached.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", metavar="DIR", help="Where mmbench stores everything: embedding cache, built datasets, model assets (default $MMBENCH_HOME or ~/.cache/mmbench).")] = None,
     memory_budget_gb: Annotated[float, typer.Option("--memory-budget-gb", metavar="GB", callback=memory_budget_option, help="Largest float32 pool block searched at once.")] = 2.0,
@@ -133,7 +144,7 @@ def run(
         run_format=run_format.value,
         device=device, overwrite=overwrite, memory_budget_gb=memory_budget_gb, embed_dtype=embed_dtype.value,
         chunk_size=chunk_size, verify_data=verify_data, rerank=rerank, rerank_top_k=rerank_top_k,
-        model_options=_model_options(model_option), search_backend=search_backend,
+        model_options=_model_options(model_option), search_backend=search_backend, devices=split_values([devices] if devices else []),
         **({"cache_dir": cache_dir} if cache_dir else {}))
     console = make_console()
     console.print(f"[bold]mmbench run[/bold] model={config.model} suite={config.suite or '-'} "

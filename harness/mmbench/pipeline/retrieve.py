@@ -27,7 +27,7 @@ def describe_search(config: RunConfig) -> dict:
     its own keys; :func:`mmbench.search.describe_backend`) and the tie rule."""
     from mmbench.search import describe_backend
 
-    return {**describe_backend(config.search_backend, config.device), "tie_break": TIE_BREAK}
+    return {**describe_backend(config.search_backend, config.device, config.devices), "tie_break": TIE_BREAK}
 
 
 @dataclass
@@ -44,7 +44,7 @@ def retrieve(family, data: TaskData, pool: Pool, queries: np.ndarray, top_k: int
 
     t0 = time.perf_counter()
     indices, scores = search(queries, pool.blocks, top_k, tiebreak=pool.candidate_ids.ranks,
-                             backend=config.search_backend, device=config.device,
+                             backend=config.search_backend, device=config.device, devices=config.devices,
                              memory_budget_bytes=int(config.memory_budget_gb * 1024**3),
                              progress=reporter.progress(f"{label}: search {len(pool.table):,} candidates",
                                                         len(pool.table)))
