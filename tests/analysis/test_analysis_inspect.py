@@ -35,6 +35,7 @@ def runs(tmp_path_factory):
     (rev,) = model.iterdir()
     glob = rev / "mbeir-mini-global"
     proc = cli("inspect", glob, "--against", shared["default"], "--limit", "40", env=shared["env"])
+    assert "warning" not in proc.stderr, proc.stderr              # the data is the data the runs read
     return {"local": shared["default"], "global": glob, "env": shared["env"], "out": out, "stdout": proc.stdout}
 
 
@@ -146,6 +147,17 @@ def test_reads_plain_and_gzip_run_files_alike(runs, tmp_path):
     b = build_gallery(plain, "tuxpaint_task1", limit=30)
     assert [(v.query.id, v.outcome.first_rank, [(h.id, h.score) for h in v.outcome.top]) for v in a.queries] == \
            [(v.query.id, v.outcome.first_rank, [(h.id, h.score) for h in v.outcome.top]) for v in b.queries]
+
+
+@needs_stamps
+def test_changed_data_is_a_warning_on_the_page(runs, tmp_path):
+    moved = shutil.copytree(runs["local"], tmp_path / "run", ignore=shutil.ignore_patterns("inspect"))
+    rec = json.loads((moved / "tuxpaint_task4.json").read_text())
+    rec["provenance"]["data_fingerprints"]["qrels"] = "0" * 64
+    (moved / "tuxpaint_task4.json").write_text(json.dumps(rec))
+    proc = cli("inspect", moved, "--task", "tuxpaint_task4", "--limit", "5", env=runs["env"])
+    assert proc.stderr.count("warning:") == 1 and "fingerprints differ" in proc.stderr
+    assert "fingerprints differ" in (moved / "inspect" / "tuxpaint_task4.html").read_text()
 
 
 @needs_stamps

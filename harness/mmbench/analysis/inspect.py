@@ -259,7 +259,9 @@ def build_gallery(results: Path, task: str, *, against: Path | None = None, limi
     k = main_cutoff(main_metric)
     warnings = []
     recorded = (record.get("provenance") or {}).get("data_fingerprints")
-    if isinstance(recorded, dict) and recorded and recorded != data.fingerprints:
+    if isinstance(recorded, dict) and record.get("pool") == "global":     # its "pool" is the union's key
+        recorded = {r: v for r, v in recorded.items() if r != "pool"}
+    if isinstance(recorded, dict) and recorded and any(data.fingerprints.get(r) != v for r, v in recorded.items()):
         warnings.append(f"{task}: the task data loaded now differs from the data the run read (data fingerprints "
                         f"differ): queries, positives and candidates are shown as they are now")
     other_hits, other_pool, other_label, other_record, other_folder = None, None, "", None, None
