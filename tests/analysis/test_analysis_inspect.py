@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from analysis_runs import cli, needs_stamps, real_runs
-from mmbench.analysis.inspect import build_gallery, modality_bias
+from mmbench.analysis.gallery_html import render
+from mmbench.analysis.inspect import Gallery, Hit, Item, Outcome, QueryView, build_gallery, modality_bias
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TASKS = ["tuxpaint_task0", "tuxpaint_task1", "tuxpaint_task3", "tuxpaint_task4"]
@@ -48,6 +49,7 @@ def _rows(page: str) -> list[str]:
 
 
 @needs_stamps
+@pytest.mark.slow
 def test_one_self_contained_page_per_task(runs):
     for task in TASKS:
         assert f"{task}.html" in runs["stdout"]
@@ -64,6 +66,7 @@ def test_one_self_contained_page_per_task(runs):
 
 
 @needs_stamps
+@pytest.mark.slow
 def test_queries_worst_first_and_outcomes_match_the_per_query_file(runs):
     page = _page(runs, "tuxpaint_task0")
     firsts = [r for r in re.findall(r'data-first="(\d*)"', page)]
@@ -81,6 +84,7 @@ def test_queries_worst_first_and_outcomes_match_the_per_query_file(runs):
 
 
 @needs_stamps
+@pytest.mark.slow
 def test_changes_against_the_local_run(runs):
     """The global pool adds captions to an image task: queries change outcome against the local run, and
     the counts on the page are those of the per-query files."""
@@ -103,6 +107,7 @@ def _per_query(folder: Path, task: str, metric: str = "hit@5") -> dict[str, floa
 
 
 @needs_stamps
+@pytest.mark.slow
 def test_without_wrong_modality_equals_the_local_pool_score(runs):
     """On mbeir-mini the global pool's candidates of a task's target modality are exactly its local pool
     (same embeddings): with wrong-modality candidates removed, the global run scores what the local run
@@ -128,6 +133,7 @@ def test_without_wrong_modality_equals_the_local_pool_score(runs):
 
 
 @needs_stamps
+@pytest.mark.slow
 def test_reads_plain_and_gzip_run_files_alike(runs, tmp_path):
     plain = shutil.copytree(runs["global"], tmp_path / "plain", ignore=shutil.ignore_patterns("inspect"))
     rec_path = plain / "tuxpaint_task1.json"
@@ -150,6 +156,7 @@ def test_reads_plain_and_gzip_run_files_alike(runs, tmp_path):
 
 
 @needs_stamps
+@pytest.mark.slow
 def test_changed_data_is_a_warning_on_the_page(runs, tmp_path):
     moved = shutil.copytree(runs["local"], tmp_path / "run", ignore=shutil.ignore_patterns("inspect"))
     rec = json.loads((moved / "tuxpaint_task4.json").read_text())
@@ -161,6 +168,7 @@ def test_changed_data_is_a_warning_on_the_page(runs, tmp_path):
 
 
 @needs_stamps
+@pytest.mark.slow
 def test_unknown_task_and_bad_folder_are_one_line_errors(runs, tmp_path):
     proc = cli("inspect", runs["global"], "--task", "no_such_task", "--out", tmp_path, env=runs["env"], check=False)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
@@ -170,6 +178,7 @@ def test_unknown_task_and_bad_folder_are_one_line_errors(runs, tmp_path):
 
 
 @needs_stamps
+@pytest.mark.slow
 def test_leaderboard_links_to_the_gallery_and_shows_the_bias_columns(runs, tmp_path):
     board = tmp_path / "boards"
     cli("leaderboard", "build", "--results", runs["out"] / "results", "--out", board, "--no-reported", env=runs["env"])
@@ -201,8 +210,8 @@ def _visible(dom: str) -> list[str]:
 
 
 @needs_stamps
-@needs_chromium
 @pytest.mark.slow
+@needs_chromium
 def test_gallery_renders_and_filters_in_headless_chromium(runs, tmp_path):
     # every query of the task on one page (hits too), against the local run
     cli("inspect", runs["global"], "--task", "tuxpaint_task0", "--against", runs["local"], "--limit", "300",
@@ -231,3 +240,39 @@ def test_gallery_renders_and_filters_in_headless_chromium(runs, tmp_path):
     im = Image.open(shot).convert("RGB")
     assert im.size == (1400, 1200)
     assert len(im.getcolors(maxcolors=1 << 20) or []) > 2000
+
+
+def test_page_escapes_every_string_and_marks_rows_for_the_filters():
+    """A synthetic gallery (no data, no model): names and texts from a results tree are escaped, the
+    rows carry what the filters read, and an image is embedded once however often it is shown."""
+    from mmbench.data.types import ImageRef
+
+    img = ImageRef(Path("/nowhere/cat.png"))
+    bad = '<script>alert(1)</script>"'
+    cands = {"c1": Item("c1", "text", text=bad), "c2": Item("c2", "image", image=img),
+             "c3": Item("c3", "image", image=img)}
+    queries = [QueryView(Item("q<1>", "text", text=bad, instruction=bad), ["c2"],
+                         Outcome(None, [Hit(1, "c1", 0.9, "text", False), Hit(2, "c3", 0.5, "image", False)]),
+                         Outcome(2, [Hit(1, "c3", 0.8, "image", False), Hit(2, "c2", 0.7, "image", True)]), "rank moved"),
+               QueryView(Item("q2", "text", text="a cat"), ["c2"],
+                         Outcome(1, [Hit(1, "c2", 0.9, "image", True)]),
+                         Outcome(1, [Hit(1, "c2", 0.9, "image", True)]), "same")]
+    g = Gallery("t<x>", bad, Path("/r"), {"pool": "global", "main_score": 0.5, "n_candidates": 3, "modality_report": {
+        "target": "image", "at": {"5": {"wrong_modality_share": 0.25, "by_modality": {"image": 0.75, "text": 0.25}}},
+        "without_wrong_modality": {"main_score": 0.75, "gap": 0.25, "removed_slots": 1, "short_queries": 0, "depth": 5}}},
+        "image", "hit@5", 5, 5, 2, queries, cands, 10, counts={"queries": 2, "misses": 1, "shown": 2},
+        against_label="other", against_folder=Path("/o"))
+    calls = []
+
+    def thumb(image):
+        calls.append(image)
+        return "data:image/jpeg;base64,AAAA"
+
+    page = render(g, thumb=thumb)
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;&quot;" in page
+    assert len(calls) == 1 and page.count("data:image/jpeg;base64,AAAA") == 1     # one image, embedded once
+    rows = _rows(page)
+    assert len(rows) == 2
+    assert 'data-miss="1"' in rows[0] and 'data-wrongmod="1"' in rows[0] and 'data-change="rank moved"' in rows[0]
+    assert 'data-miss="0"' in rows[1] and 'data-wrongmod="0"' in rows[1] and 'data-change="same"' in rows[1]
+    assert 'id="f-changed"' in page and '<b id="without-wrong">75.0</b>' in page
