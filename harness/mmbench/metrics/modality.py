@@ -71,22 +71,31 @@ def same_modality(a: str, b: str) -> bool:
 def is_target(indices: np.ndarray, pool_modalities: np.ndarray, target: str) -> np.ndarray:
     """bool, the shape of ``indices``: the slot holds a candidate of modality ``target`` (empty slots,
     index -1, are False). Modalities compare as sets of parts (``"text,image"`` is ``"image,text"``).
-    Only the retrieved slots' labels are read (a global pool has millions of candidates and a handful of
-    labels): one vectorised comparison per distinct label."""
+    The labels are matched where there are fewer of them: over the pool, or over the retrieved slots'
+    labels (a global pool has millions of candidates and a handful of distinct labels)."""
     indices = np.asarray(indices)
     pool_modalities = np.asarray(pool_modalities)
-    keep = np.zeros(indices.shape, dtype=bool)
-    todo = indices >= 0
-    if pool_modalities.size == 0 or not todo.any():
-        return keep
-    labels = pool_modalities[np.where(todo, indices, 0)]
+    valid = indices >= 0
+    n_valid = int(valid.sum())
+    if pool_modalities.size == 0 or n_valid == 0:
+        return np.zeros(indices.shape, dtype=bool)
+    if pool_modalities.size <= n_valid:
+        return np.append(_matching(pool_modalities, target), False)[indices]     # index -1 -> False
+    return _matching(pool_modalities[np.where(valid, indices, 0)], target) & valid
+
+
+def _matching(labels: np.ndarray, target: str) -> np.ndarray:
+    """bool, the shape of ``labels``: the label is ``target``'s modality; one vectorised comparison per
+    distinct label."""
+    match = np.zeros(labels.shape, dtype=bool)
+    todo = np.ones(labels.shape, dtype=bool)
     while todo.any():
         label = labels[np.unravel_index(np.argmax(todo), todo.shape)]
-        same = todo & (labels == label)
+        same = labels == label
         if same_modality(str(label), target):
-            keep |= same
+            match |= same
         todo &= ~same
-    return keep
+    return match
 
 
 def target_only(indices: np.ndarray, scores: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
