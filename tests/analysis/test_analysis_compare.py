@@ -110,3 +110,30 @@ def test_run_folder_discovery_and_errors(runs, tmp_path):
         compare([runs["minilm"]])
     with pytest.raises(MmbenchError, match="no column"):
         compare([runs["minilm"], runs["default"]], metric="nope@3")
+
+
+def test_a_non_default_configuration_is_named_from_the_record_not_the_folder(tmp_path):
+    """Two runs of one model and suite, the default and --top-k 50: compare labels them apart, and the
+    label comes from the records' provenance.config (the folders are given misleading names)."""
+    import json as _json
+
+    from mmbench.analysis.compare import load_run, record_variant
+    from mmbench.config import RunConfig
+    from result_files import TASKS, write_run
+
+    default = write_run(tmp_path / "x", "model-a", 1)
+    other = write_run(tmp_path / "y", "model-a", 2)
+    for task in TASKS:
+        for folder, config in ((default, RunConfig(tasks=("t",))), (other, RunConfig(top_k=50, run_depth=20))):
+            path = folder / f"{task}.json"
+            record = _json.loads(path.read_text())
+            record["provenance"]["config"] = config.to_dict()
+            path.write_text(_json.dumps(record))
+    assert record_variant(_json.loads((other / f"{TASKS[0]}.json").read_text())) == "topk=50__depth=20"
+    assert record_variant({"provenance": {}}) == ""
+    a, b = load_run(default), load_run(other)
+    assert (a.name, b.name) == ("model-a", "model-a [topk=50__depth=20]")
+    result = compare([default, other])
+    labels = {r.run for r in result.rows}
+    assert labels == {"model-a [topk=50__depth=20]/synth-suite"}
+    assert result.baseline.label == "model-a/synth-suite"

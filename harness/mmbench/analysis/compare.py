@@ -88,6 +88,7 @@ class RunResults:
     revision: str
     suite: str
     experiment: str = ""                  # "" for a first stage; e.g. "rerank=<reranker>__top<K>"
+    variant: str = ""                     # "" for the default configuration; e.g. "topk=50" (record_variant)
     tasks: dict[str, TaskRun] = field(default_factory=dict)
     problems: dict[Path, str] = field(default_factory=dict)     # task result file -> why it cannot be read
     summary: dict = field(default_factory=dict)                 # the folder's summary.json ({} when none)
@@ -107,8 +108,10 @@ class RunResults:
 
     @property
     def name(self) -> str:
-        """The model, and the experiment when there is one (``minilm + rerank=bge__top10``)."""
-        return f"{self.model} + {self.experiment}" if self.experiment else self.model
+        """The model, its configuration when not the default, and the experiment when there is one
+        (``minilm [topk=50] + rerank=bge__top10``)."""
+        model = f"{self.model} [{self.variant}]" if self.variant else self.model
+        return f"{model} + {self.experiment}" if self.experiment else model
 
 
 def scan_folder(folder: Path) -> tuple[list[tuple[Path, dict]], dict[Path, str]]:
@@ -154,6 +157,31 @@ def find_run_folders(root: Path, *, include_experiments: bool = True) -> list[Pa
     return out
 
 
+def record_variant(record: dict) -> str:
+    """The configuration a task record was computed with, as its results folder's variant
+    (:meth:`mmbench.config.RunConfig.variant`: ``""`` for the default, else e.g. ``topk=50``), from the
+    record's ``provenance.config``, never from the folder's name. Settings this version does not know
+    are passed over; a record without a config is the default's."""
+    import dataclasses
+
+    from mmbench.config import RunConfig
+
+    config = (record.get("provenance") or {}).get("config")
+    if not isinstance(config, dict):
+        return ""
+    known = {f.name for f in dataclasses.fields(RunConfig)} - {"output", "cache_dir", "data_root", "mini_root"}
+    fields = {k: v for k, v in config.items() if k in known}
+    if isinstance(fields.get("model_options"), dict):
+        fields["model_options"] = tuple(sorted(fields["model_options"].items()))
+    for name in ("tasks", "devices"):
+        if isinstance(fields.get(name), list):
+            fields[name] = tuple(fields[name])
+    try:
+        return RunConfig(**fields).variant()
+    except (TypeError, ValueError):
+        return ""
+
+
 def run_identity(folder: Path, record_path: Path, record: dict) -> tuple[str, str, str, str]:
     """(model, revision, suite, experiment) of a run folder, from its records, never from folder names.
 
@@ -195,8 +223,8 @@ def load_run(path: Path, label: str | None = None) -> RunResults:
     if not files:
         raise MmbenchError(f"{path}: no readable task result:\n  " + "\n  ".join(problems.values()))
     model, revision, suite, experiment = run_identity(path, files[0][0], files[0][1])
-    run = RunResults(path, label or "", model, revision, suite, experiment, problems=problems,
-                     summary=read_summary(path / SUMMARY_FILE))
+    run = RunResults(path, label or "", model, revision, suite, experiment, variant=record_variant(files[0][1]),
+                     problems=problems, summary=read_summary(path / SUMMARY_FILE))
     for p, rec in files:
         name = rec["task"]["name"]
         run.tasks[name] = TaskRun(name, rec, p, p.with_name(f"{name}.per_query.tsv"))
