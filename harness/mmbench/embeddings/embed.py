@@ -29,7 +29,8 @@ from mmbench.models.base import l2_normalize
 from mmbench.models.progress import metered, tracking
 from mmbench.util.io import atomic_open, write_json
 
-__all__ = ["EncodeStats", "cache_entry", "embed_table", "encode_chunks", "missing_chunks", "write_settings"]
+__all__ = ["EmbedJob", "EncodeStats", "cache_entry", "embed_table", "encode_chunks", "missing_chunks",
+           "write_images_digest", "write_settings"]
 
 
 @dataclass
@@ -39,6 +40,19 @@ class EncodeStats:
     seconds: float = 0.0
     settings: dict | None = None   # the encoder settings that produced these embeddings
     by_modality: dict = field(default_factory=dict)   # modality -> (items encoded, seconds): models.progress.metered
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """One table a run embeds, with the arguments of its :func:`embed_table` call that vary per table
+    (:meth:`mmbench.pipeline.pools.Pools.jobs`; a group of ranks encodes a run's jobs together)."""
+
+    table: ItemTable
+    key: EmbeddingKey
+    label: str                          # the progress line's description
+    normalize: bool = False
+    normalized_dtype: str = "float32"
+    images_sha256: str | None = None    # --verify-data: the content digest of the table's images
 
 
 def embed_table(table: ItemTable, key: EmbeddingKey, get_encoder: Callable[[], object], *,
@@ -166,6 +180,12 @@ def write_settings(store: EmbeddingStore, encoder) -> None:
     settings = getattr(encoder, "settings", None)
     if callable(settings):
         write_json(store.settings_path, settings())
+
+
+def write_images_digest(store: EmbeddingStore, digest: str) -> None:
+    """Store the content digest of the images the entry's rows were encoded from (``--verify-data``);
+    write it only once every chunk of the entry is written."""
+    _write_content(store.content_path, digest)
 
 
 def _within(progress, done: int):
