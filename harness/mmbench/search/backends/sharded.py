@@ -221,17 +221,17 @@ def _cuda_blocks(blocks: Sequence[Block], device, torch) -> Iterator[tuple[int, 
     copier = torch.cuda.Stream(device)
     compute = torch.cuda.current_stream(device)
 
-    def upload(block: Block) -> tuple[int, object, object]:
+    def upload(block: Block) -> tuple[int, object, object, object]:
         host = _host_tensor(block.rows, torch).pin_memory()
         with torch.cuda.stream(copier):
             rows = host.to(device, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record(copier)
-        return block.offset, rows, ready
+        return block.offset, rows, ready, host      # the pinned source is held until its copy was waited on
 
     pending = upload(blocks[0]) if blocks else None
     for i in range(len(blocks)):
-        offset, rows, ready = pending
+        offset, rows, ready, _host = pending
         pending = upload(blocks[i + 1]) if i + 1 < len(blocks) else None
         compute.wait_event(ready)
         rows.record_stream(compute)
@@ -242,7 +242,8 @@ def shard_topk(dev: _DeviceShard, queries: np.ndarray, kb: int, settings: ShardS
                library: str = "torch") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The shard's top ``kb`` (at most its rows) for every query by float32 inner product, values
     descending (NaN counted as -inf): (values float32 (Q, kb), global ids int64 (Q, kb), a NaN seen
-    by faiss (Q,) bool). Anything left out scores at most the row's last value."""
+    by faiss (Q,) bool). Anything left out scores at most the row's last value. The caller turns TF32
+    off (:meth:`_Index.search`, once for every device's thread)."""
     import torch
 
     device = torch.device(dev.shard.device)
@@ -251,40 +252,36 @@ def shard_topk(dev: _DeviceShard, queries: np.ndarray, kb: int, settings: ShardS
     budget = settings.score_bytes_cuda if device.type == "cuda" else settings.score_bytes
     step = max(settings.min_step_rows, budget // (4 * n_q))
     q_step = max(1, budget // (4 * step))
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        q = torch.from_numpy(queries).to(device)
-        best: list = [None] * len(range(0, n_q, q_step))
-        nan = torch.zeros(n_q, dtype=torch.bool, device=device)
-        for offset, rows in dev.device_blocks():
-            for r0 in range(0, rows.shape[0], step):
-                sub = rows[r0:r0 + step].float()
-                k_here = min(kb, sub.shape[0])
-                for j, q0 in enumerate(range(0, n_q, q_step)):
-                    qs = q[q0:q0 + q_step]
-                    if library == "faiss":
-                        import faiss
-                        import faiss.contrib.torch_utils  # noqa: F401  (knn_gpu on torch tensors)
+    q = torch.from_numpy(queries).to(device)
+    best: list = [None] * len(range(0, n_q, q_step))
+    nan = torch.zeros(n_q, dtype=torch.bool, device=device)
+    for offset, rows in dev.device_blocks():
+        for r0 in range(0, rows.shape[0], step):
+            sub = rows[r0:r0 + step].float()
+            k_here = min(kb, sub.shape[0])
+            for j, q0 in enumerate(range(0, n_q, q_step)):
+                qs = q[q0:q0 + q_step]
+                if library == "faiss":
+                    import faiss
+                    import faiss.contrib.torch_utils  # noqa: F401  (knn_gpu on torch tensors)
 
-                        values, ids = faiss.knn_gpu(dev.faiss_res, qs, sub, k_here,
-                                                    metric=faiss.METRIC_INNER_PRODUCT, device=device.index or 0)
-                        nan[q0:q0 + q_step] |= values.isnan().any(dim=1)
-                        values = values.masked_fill(values.isnan(), float("-inf"))
-                    else:
-                        scores = qs @ sub.T
-                        values, ids = torch.topk(scores.masked_fill_(scores.isnan(), float("-inf")), k_here, dim=1)
-                    ids = ids + (offset + r0)
-                    if best[j] is not None:
-                        values, ids = torch.cat((best[j][0], values), 1), torch.cat((best[j][1], ids), 1)
-                        values, pos = torch.topk(values, min(kb, values.shape[1]), dim=1)
-                        ids = ids.gather(1, pos)
-                    best[j] = (values, ids)
-        out_v = torch.cat([b[0] for b in best]).cpu().numpy().astype(np.float32, copy=False)
-        out_i = torch.cat([b[1] for b in best]).cpu().numpy().astype(np.int64, copy=False)
-        return out_v, out_i, nan.cpu().numpy()
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
+                    values, ids = faiss.knn_gpu(dev.faiss_res, qs, sub, k_here,
+                                                metric=faiss.METRIC_INNER_PRODUCT, device=device.index or 0)
+                    nan[q0:q0 + q_step] |= values.isnan().any(dim=1)
+                    values = values.masked_fill(values.isnan(), float("-inf"))
+                else:
+                    scores = qs @ sub.T
+                    inf = float("inf")
+                    values, ids = torch.topk(torch.nan_to_num_(scores, nan=-inf, posinf=inf, neginf=-inf), k_here, dim=1)
+                ids = ids + (offset + r0)
+                if best[j] is not None:
+                    values, ids = torch.cat((best[j][0], values), 1), torch.cat((best[j][1], ids), 1)
+                    values, pos = torch.topk(values, min(kb, values.shape[1]), dim=1)
+                    ids = ids.gather(1, pos)
+                best[j] = (values, ids)
+    out_v = torch.cat([b[0] for b in best]).cpu().numpy().astype(np.float32, copy=False)
+    out_i = torch.cat([b[1] for b in best]).cpu().numpy().astype(np.int64, copy=False)
+    return out_v, out_i, nan.cpu().numpy()
 
 
 def finish(queries: np.ndarray, pool: Pool, n: int, shards: Sequence[Shard],
@@ -356,16 +353,23 @@ class _Index:
                 for i in mine:
                     one(i)
 
+        import torch
+
         devices = list(dict.fromkeys(s.device for s in self.shards))
         gpus = [d for d in devices if d.startswith("cuda")]
-        if len(gpus) > 1:                             # one thread per GPU, all at once
-            from concurrent.futures import ThreadPoolExecutor
+        saved = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")      # no TF32: set once, for every device's thread
+        try:
+            if len(gpus) > 1:                               # one thread per GPU, all at once
+                from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(len(gpus)) as workers:
-                list(workers.map(per_device, gpus))
-            devices = [d for d in devices if d not in gpus]
-        for device in devices:                        # the CPU's shards (or one GPU's) in turn
-            per_device(device)
+                with ThreadPoolExecutor(len(gpus)) as workers:
+                    list(workers.map(per_device, gpus))
+                devices = [d for d in devices if d not in gpus]
+            for device in devices:                          # the CPU's shards (or one GPU's) in turn
+                per_device(device)
+        finally:
+            torch.set_float32_matmul_precision(saved)
         return finish(queries, self.pool, n, self.shards, found, tuning)
 
 
