@@ -298,17 +298,23 @@ def search_part(report: Report, device: str, args: argparse.Namespace) -> bool:
     pool, queries = synthetic_pool(device, n, d, q)
     ids = [f"c{i:08d}" for i in range(n)]
     tiebreak = np.arange(n, dtype=np.int64)
+    from mmbench.search import Pool
+    from mmbench.search.backends.sharded import plan_shards
+    from mmbench.search.backends.sharded import shard_devices as default_devices
+
     shard_devices = ["cpu", "cpu"] if device == "cpu" else []        # GPUs: every visible one
-    pool_bytes = n * d * 2
+    n_dev = len(shard_devices or default_devices(device))
+    per_device = n * d * 2 // n_dev                                  # a shard's bytes in float16
+    resident, streamed = int(per_device * 1.2), per_device // (2 if args.smoke else 8)   # float32 does not fit
     runs = []                  # (label, backend, budget bytes, devices)
     for name in args.backends or usable(device):
         if name in ("numpy",) or (name not in usable(device)):
             continue
         if name == "sharded":
-            runs.append(("sharded float16 resident", name, int(pool_bytes * 1.2), shard_devices))
-            runs.append(("sharded streamed", name, pool_bytes // (2 if args.smoke else 8), shard_devices))
+            runs.append(("sharded float16 resident", name, resident, shard_devices))
+            runs.append(("sharded streamed", name, streamed, shard_devices))
         elif name == "sharded-faiss":
-            runs.append(("sharded-faiss float16 resident", name, int(pool_bytes * 1.2), shard_devices))
+            runs.append(("sharded-faiss float16 resident", name, resident, shard_devices))
         elif device.startswith("cuda") or name in ("scan-cpu", "faiss-cpu", "torch"):
             runs.append((name, name, args.budget_gb * GIB, []))
     answers = {}
@@ -318,8 +324,13 @@ def search_part(report: Report, device: str, args: argparse.Namespace) -> bool:
                              memory_budget_bytes=budget, devices=devs)
         secs = time.perf_counter() - t
         answers[label] = (idx, scores)
+        storage = None
+        if name.startswith("sharded"):
+            plan = plan_shards(Pool((pool,), n, d, None, device, budget, tuple(devs)), devs or default_devices(device))
+            storage = sorted({s.storage for s in plan})
         report.add("search", {"check": "search", "backend": label, "pool": [n, d, "float16"], "queries": q, "k": k,
-                              "device": device, "devices": devs or "all visible", "budget_gib": round(budget / GIB, 3),
+                              "device": device, "devices": devs or f"all visible ({n_dev})", "storage": storage,
+                              "budget_gib": round(budget / GIB, 3),
                               "seconds": round(secs, 3),
                               "ratio_to_float16_gemm": round(secs / floors["float16"], 2),
                               "ratio_to_float32_gemm": round(secs / floors["float32"], 2)})

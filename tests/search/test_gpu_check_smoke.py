@@ -30,6 +30,8 @@ def test_gpu_check_smoke_runs_every_part(tmp_path: Path, capsys: pytest.CaptureF
     assert checks.count("gemm-floor") == 2
     timed = {r["backend"] for r in report["search"] if r["check"] == "search"}
     assert {"sharded float16 resident", "sharded streamed"} <= timed
+    storage = {r["backend"]: r["storage"] for r in report["search"] if r["check"] == "search"}
+    assert storage["sharded float16 resident"] == ["float16"] and storage["sharded streamed"] == ["streamed"]
     assert all(r["identical"] for r in report["search"] if "identical" in r)
     assert report["same_bytes"] and all(r["identical"] for r in report["same_bytes"])
     assert any("sharded@cpu" in r["runs"] for r in report["same_bytes"])
