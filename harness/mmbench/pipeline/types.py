@@ -77,6 +77,7 @@ class TaskRecord(TypedDict, total=False):
     top_k: int
     modality_report: dict
     timings_s: dict[str, float]          # first stage: encode, search, score
+    efficiency: dict                     # first stage: encode items/s, search latency, bytes, peak memory
     instructions: dict                   # first stage: policy and seed
     model: dict                          # first stage: ModelMeta and the encoder's settings
     search: dict                         # first stage: the search backend, exactness, tie rule
