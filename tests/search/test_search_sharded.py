@@ -50,7 +50,7 @@ def _run_bytes(backend, queries: np.ndarray, pool: Pool, k: int, tmp: Path, name
     return path.read_bytes()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=tie_heavy_cases(near_ties=True, nan_rows=True, max_n=700), shards=st.integers(1, 4),
        small=st.booleans())
 def test_sharded_index_is_the_reference(case: dict, shards: int, small: bool) -> None:
@@ -61,10 +61,10 @@ def test_sharded_index_is_the_reference(case: dict, shards: int, small: bool) ->
     assert_same(got, exact_search_numpy(case["queries"], case["pool"], case["k"], case["tiebreak"]))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 900), shards=st.integers(2, 4), f16=st.booleans(),
-       budget_rows=st.integers(1, 1000), whole=st.booleans())
+       budget_rows=st.integers(4, 1000), whole=st.booleans())
 def test_sharded_run_files_are_the_reference_bytes(seed: int, n: int, shards: int, f16: bool, budget_rows: int,
                                                    whole: bool, tmp_path: Path) -> None:
     """Unit float rows (products round differently per kernel), duplicates and near-ties, float16
