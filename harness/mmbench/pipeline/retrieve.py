@@ -34,23 +34,33 @@ def describe_search(config: RunConfig) -> dict:
 class Retrieved:
     ranked: object          # metrics.scoring.Run: rows in rank order, over the pool's candidate ids
     seconds: float          # search and the family's rule
+    search_seconds: float = 0.0     # the batch search alone
+    latency: dict | None = None     # single-query search latency (pipeline.efficiency.sample_latency)
 
 
 def retrieve(family, data: TaskData, pool: Pool, queries: np.ndarray, top_k: int, config: RunConfig,
              reporter: Reporter, label: str) -> Retrieved:
-    """The top ``top_k`` of each query of ``data`` in ``pool``, after ``family``'s rule."""
+    """The top ``top_k`` of each query of ``data`` in ``pool``, after ``family``'s rule; then a few
+    queries searched alone, timed for the efficiency report (:func:`~mmbench.pipeline.efficiency.sample_latency`;
+    their answers are not used)."""
     from mmbench.metrics.scoring import Run
+    from mmbench.pipeline.efficiency import sample_latency
     from mmbench.search import search
 
+    def run_search(q: np.ndarray, progress=None):
+        return search(q, pool.blocks, top_k, tiebreak=pool.candidate_ids.ranks, backend=config.search_backend,
+                      device=config.device, devices=config.devices,
+                      memory_budget_bytes=int(config.memory_budget_gb * 1024**3), progress=progress)
+
     t0 = time.perf_counter()
-    indices, scores = search(queries, pool.blocks, top_k, tiebreak=pool.candidate_ids.ranks,
-                             backend=config.search_backend, device=config.device, devices=config.devices,
-                             memory_budget_bytes=int(config.memory_budget_gb * 1024**3),
-                             progress=reporter.progress(f"{label}: search {len(pool.table):,} candidates",
-                                                        len(pool.table)))
+    indices, scores = run_search(queries, reporter.progress(f"{label}: search {len(pool.table):,} candidates",
+                                                            len(pool.table)))
+    search_seconds = time.perf_counter() - t0
     indices, scores = family.after_search(data, pool.candidate_ids, indices, scores)
     seconds = time.perf_counter() - t0
-    return Retrieved(Run(list(data.queries.ids), pool.candidate_ids, indices, scores), seconds)
+    latency = sample_latency(lambda i: run_search(queries[i:i + 1]), len(queries), search_seconds)
+    return Retrieved(Run(list(data.queries.ids), pool.candidate_ids, indices, scores), seconds,
+                     search_seconds=search_seconds, latency=latency)
 
 
 __all__ = ["TIE_BREAK", "Retrieved", "describe_search", "retrieve"]

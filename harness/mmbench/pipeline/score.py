@@ -16,6 +16,7 @@ from mmbench.config import RunConfig
 from mmbench.data.specs import TaskSpec
 from mmbench.data.types import Qrels, TaskData
 from mmbench.metrics.families import metric_notes, parse_metric
+from mmbench.pipeline.efficiency import efficiency_report
 from mmbench.pipeline.types import TaskRecord
 from mmbench.results.layout import per_query_file, run_file
 from mmbench.results.provenance import environment
@@ -97,6 +98,9 @@ def first_stage_record(plan, spec: TaskSpec, data: TaskData, pool, queries, retr
                       "queries_from_cache": queries.stats.cached, "candidates_from_cache": pool.from_cache,
                       "search": round(retrieved.seconds, 3),
                       "score": round(score_seconds, 3)},
+        "efficiency": efficiency_report(device=config.device, queries_stats=queries.stats,
+                                        query_modalities=data.queries.modalities, pool=pool, search=search,
+                                        retrieved=retrieved),
         "instructions": {"policy": config.instructions,
                          "seed": config.seed if config.instructions == "random" else None},
         "model": {**plan.meta.to_dict(), "settings": model_settings or None},
