@@ -367,25 +367,212 @@ int64_t mmb_trec_lines(int64_t nq, int64_t width, const int64_t *indices, const 
 }
 
 /* The search's re-score (mmbench/search/rescore.py, whose docstring defines it and proves the gather
- * margin): out[p] = the float64 inner product of query row qrow[p] of q (nq x d float32, row-major)
- * and candidate row crow[p] of rows (float32, ld floats apart), the d exact float64 products added
- * in a fixed order: lane j (j < 8) accumulates products j, j+8, j+16, ... left to right (the row
- * padded with zeros to a multiple of 8), then ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). The products of
- * two floats are exact in double, so a fused multiply-add gives the same bits as a multiply then an
- * add: the compiler may contract or vectorise the lanes, never reorder them. numpy's elementwise
- * version in rescore.py gives the same bits (tests check it). */
+ * margin), in three helpers.
+ *
+ * mmb_rescore_blocks: out[t] = the float64 inner product of query row qrow[t] of q64 and candidate
+ * row crow[t] of rows, for t = order[p], p < n (t = p where order is NULL). q64 holds the float32
+ * queries cast to double, nq x dp, each row padded with zeros to dp (a multiple of 8); rows holds
+ * the candidates as stored, float32 (half = 0) or IEEE float16 (half = 1), d values each, ld values
+ * apart. The d exact float64 products are added in a fixed order: lane j (j < 8) accumulates
+ * products j, j+8, j+16, ... left to right (the row padded with zeros to dp: a padded product is
+ * 0 * 0 = +0, and adding +0 to a lane changes no bit, as a lane that starts at +0 is never -0),
+ * then ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). The products of two floats (or a float and a half)
+ * are exact in double, so a fused multiply-add gives the same bits as a multiply then an add: the
+ * compiler may contract or vectorise the lanes, never reorder them. numpy's elementwise version in
+ * rescore.py gives the same bits (tests check it).
+ * Cost only: the pairs should come grouped by blocks of `block` candidate rows (mmb_block_order):
+ * each block's rows are cast to double once into a scratch buffer that stays in the cache, and
+ * four pairs are summed at once (four independent chains of additions), four pairs of one query
+ * (consecutive in the order) sharing each load of the query's values. Returns 0, or -1 when
+ * memory ran out. */
+
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+    float f;
+    if (exp == 0x1f)
+        bits = sign | 0x7f800000u | (man << 13);             /* inf, NaN (payload kept) */
+    else if (exp)
+        bits = sign | ((exp + 112) << 23) | (man << 13);     /* normal */
+    else if (!man)
+        bits = sign;                                         /* +-0 */
+    else {                                                   /* subnormal: man * 2^-24, exact */
+        f = (float)man * 5.9604644775390625e-8f;
+        memcpy(&bits, &f, sizeof bits);
+        bits |= sign;
+    }
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+typedef double v4d __attribute__((vector_size(32), aligned(8)));   /* four lanes, unaligned loads */
+#define LANES4(p) (*(const v4d *)(p))
+#define FOLD(lo, hi) (((lo[0] + lo[1]) + (lo[2] + lo[3])) + ((hi[0] + hi[1]) + (hi[2] + hi[3])))
+#define INLINE static inline __attribute__((always_inline))
+
+/* Four pairs (x0, y0) .. (x3, y3) at once: four independent chains of additions. */
+INLINE void dot4(const double *x0, const double *x1, const double *x2, const double *x3, const double *y0,
+                 const double *y1, const double *y2, const double *y3, int64_t dp, double *o0, double *o1,
+                 double *o2, double *o3) {
+    v4d a0 = {0, 0, 0, 0}, a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0, e1 = a0;
+    for (int64_t j = 0; j < dp; j += 8) {
+        a0 += LANES4(x0 + j) * LANES4(y0 + j);
+        a1 += LANES4(x0 + j + 4) * LANES4(y0 + j + 4);
+        b0 += LANES4(x1 + j) * LANES4(y1 + j);
+        b1 += LANES4(x1 + j + 4) * LANES4(y1 + j + 4);
+        c0 += LANES4(x2 + j) * LANES4(y2 + j);
+        c1 += LANES4(x2 + j + 4) * LANES4(y2 + j + 4);
+        e0 += LANES4(x3 + j) * LANES4(y3 + j);
+        e1 += LANES4(x3 + j + 4) * LANES4(y3 + j + 4);
+    }
+    *o0 = FOLD(a0, a1);
+    *o1 = FOLD(b0, b1);
+    *o2 = FOLD(c0, c1);
+    *o3 = FOLD(e0, e1);
+}
+
+/* Four pairs of one query x: each x value is loaded once for four products. */
+INLINE void dot4_shared(const double *x, const double *y0, const double *y1, const double *y2, const double *y3,
+                        int64_t dp, double *o0, double *o1, double *o2, double *o3) {
+    v4d a0 = {0, 0, 0, 0}, a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0, e1 = a0;
+    for (int64_t j = 0; j < dp; j += 8) {
+        v4d lo = LANES4(x + j), hi = LANES4(x + j + 4);
+        a0 += lo * LANES4(y0 + j);
+        a1 += hi * LANES4(y0 + j + 4);
+        b0 += lo * LANES4(y1 + j);
+        b1 += hi * LANES4(y1 + j + 4);
+        c0 += lo * LANES4(y2 + j);
+        c1 += hi * LANES4(y2 + j + 4);
+        e0 += lo * LANES4(y3 + j);
+        e1 += hi * LANES4(y3 + j + 4);
+    }
+    *o0 = FOLD(a0, a1);
+    *o1 = FOLD(b0, b1);
+    *o2 = FOLD(c0, c1);
+    *o3 = FOLD(e0, e1);
+}
+
+INLINE double dot1(const double *x, const double *y, int64_t dp) {
+    v4d a0 = {0, 0, 0, 0}, a1 = a0;
+    for (int64_t j = 0; j < dp; j += 8) {
+        a0 += LANES4(x + j) * LANES4(y + j);
+        a1 += LANES4(x + j + 4) * LANES4(y + j + 4);
+    }
+    return FOLD(a0, a1);
+}
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 __attribute__((target_clones("arch=x86-64-v3", "default")))   /* AVX2 + FMA where the CPU has them: same bits */
 #endif
-void mmb_rescore_pairs(const float *q, int64_t d, const float *rows, int64_t ld, int64_t n,
-                       const int64_t *qrow, const int64_t *crow, double *out) {
-    for (int64_t p = 0; p < n; p++) {
-        const float *x = q + qrow[p] * d, *y = rows + crow[p] * ld;
-        double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        int64_t i = 0;
-        for (; i + 8 <= d; i += 8)
-            for (int j = 0; j < 8; j++) l[j] += (double)x[i + j] * (double)y[i + j];
-        for (int j = 0; i + j < d; j++) l[j] += (double)x[i + j] * (double)y[i + j];
-        out[p] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+int mmb_rescore_blocks(const double *q64, int64_t dp, const void *rows, int32_t half, int64_t ld, int64_t d,
+                       int64_t block, int64_t n, const int64_t *order, const int64_t *qrow,
+                       const int64_t *crow, double *out) {
+    if (block < 1) block = 1;
+    double *scratch = malloc((size_t)block * (size_t)dp * sizeof(double));
+    int64_t *cast = malloc((size_t)block * sizeof(int64_t));   /* per block row: the run that cast it */
+    if (!scratch || !cast) {
+        free(scratch);
+        free(cast);
+        return -1;
     }
+    for (int64_t r = 0; r < block; r++) cast[r] = -1;
+#define T(i) (order ? order[i] : (i))
+#define X(t) (q64 + qrow[t] * dp)
+#define Y(t) (scratch + (crow[t] - b0) * dp)
+    int64_t p = 0;
+    while (p < n) {
+        int64_t first = crow[T(p)], b0 = first - first % block, end = p;
+        for (; end < n; end++) {   /* the run of pairs in this block; each of its rows cast once */
+            int64_t c = crow[T(end)];
+            if (c < b0 || c - b0 >= block) break;
+            if (cast[c - b0] == p) continue;
+            cast[c - b0] = p;
+            double *dst = scratch + (c - b0) * dp;
+            if (half) {
+                const uint16_t *src = (const uint16_t *)rows + c * ld;
+                for (int64_t j = 0; j < d; j++) dst[j] = (double)half_to_float(src[j]);
+            } else {
+                const float *src = (const float *)rows + c * ld;
+                for (int64_t j = 0; j < d; j++) dst[j] = (double)src[j];
+            }
+            for (int64_t j = d; j < dp; j++) dst[j] = 0.0;
+        }
+        int64_t pend[4], waiting = 0;   /* pairs of different queries, summed four at a time */
+        for (int64_t i = p; i < end;) {
+            int64_t g = i + 1, t0 = T(i);
+            while (g < end && qrow[T(g)] == qrow[t0]) g++;   /* i .. g: pairs of one query */
+            for (; i + 4 <= g; i += 4) {
+                int64_t t1 = T(i + 1), t2 = T(i + 2), t3 = T(i + 3);
+                t0 = T(i);
+                dot4_shared(X(t0), Y(t0), Y(t1), Y(t2), Y(t3), dp, out + t0, out + t1, out + t2, out + t3);
+            }
+            for (; i < g; i++) {
+                pend[waiting++] = T(i);
+                if (waiting == 4) {
+                    dot4(X(pend[0]), X(pend[1]), X(pend[2]), X(pend[3]), Y(pend[0]), Y(pend[1]), Y(pend[2]),
+                         Y(pend[3]), dp, out + pend[0], out + pend[1], out + pend[2], out + pend[3]);
+                    waiting = 0;
+                }
+            }
+        }
+        for (int64_t j = 0; j < waiting; j++) out[pend[j]] = dot1(X(pend[j]), Y(pend[j]), dp);
+        p = end;
+    }
+#undef T
+#undef X
+#undef Y
+    free(scratch);
+    free(cast);
+    return 0;
+}
+
+/* order[0..n): the pairs' indices grouped by candidate block crow[t] / block (a stable counting
+ * sort: within a block, the pairs keep their order). Every crow must be in [0, nblocks * block).
+ * Returns 0, or -1 when memory ran out. */
+int mmb_block_order(const int64_t *crow, int64_t n, int64_t block, int64_t nblocks, int64_t *order) {
+    int64_t *start = calloc((size_t)nblocks + 1, sizeof(int64_t));
+    if (!start) return -1;
+    for (int64_t t = 0; t < n; t++) start[crow[t] / block + 1]++;
+    for (int64_t b = 0; b < nblocks; b++) start[b + 1] += start[b];
+    for (int64_t t = 0; t < n; t++) order[start[crow[t] / block]++] = t;
+    free(start);
+    return 0;
+}
+
+/* The rule's first n of each query's re-scored candidates (mmbench/search/ties.py): query i's
+ * candidates are ids[offsets[i] .. offsets[i + 1]) (at least n of them) with float64 values r;
+ * each is ranked by float32(r) descending, then keys[id] descending (the id where keys is NULL;
+ * every key in [0, 2**32)), NaN after every number (as numpy's lexsort ranks them). Writes
+ * out_ids / out_scores (nq x n, row-major; scores float32(r)). Returns 0, or -1 when memory ran
+ * out. */
+int mmb_rank_rescored(int64_t nq, const int64_t *offsets, const int64_t *ids, const double *r,
+                      const int64_t *keys, int64_t n, int64_t *out_ids, float *out_scores) {
+    ranked *order = NULL;
+    int64_t size = 0;
+    for (int64_t i = 0; i < nq; i++) {
+        int64_t a = offsets[i], c = offsets[i + 1] - a;
+        if (c > size) {
+            ranked *grown = realloc(order, (size_t)c * sizeof(ranked));
+            if (!grown) {
+                free(order);
+                return -1;
+            }
+            order = grown;
+            size = c;
+        }
+        for (int64_t j = 0; j < c; j++) {
+            int64_t id = ids[a + j];
+            float score = (float)r[a + j];
+            uint64_t key = (uint64_t)(keys ? keys[id] : id);
+            order[j].key = score != score ? ~key : order_key(score, key);   /* NaN: after -inf */
+            order[j].id = id;
+            order[j].score = score;
+        }
+        sort_ranked(order, c);
+        for (int64_t j = 0; j < n; j++) {
+            out_ids[i * n + j] = j < c ? order[j].id : -1;
+            out_scores[i * n + j] = j < c ? order[j].score : -INFINITY;
+        }
+    }
+    free(order);
+    return 0;
 }

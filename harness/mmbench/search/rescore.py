@@ -62,7 +62,7 @@ from mmbench.search import ties
 from mmbench.search.base import Pool, Progress, SearchIndex, as_f32
 from mmbench.util.parallel import row_parts, run_parts
 
-__all__ = ["LANES", "rescore_pairs", "row_norm_bound", "margin_delta", "gather_and_rescore"]
+__all__ = ["LANES", "rescore_pairs", "rank_rescored", "row_norm_bound", "margin_delta", "gather_and_rescore"]
 
 LANES = 8                 # accumulation lanes of the re-score (part of its definition: never change it)
 _PAIR_CHUNK = 2048        # pairs per re-score step (their float64 products stay in cache)
@@ -105,54 +105,92 @@ def rescore_pairs(queries: np.ndarray, pool: Pool, rows: np.ndarray, ids: np.nda
     """float64 ``r(queries[rows[i]], pool row ids[i])`` for every pair, in the fixed order of the
     module docstring (the same value whatever the pair's position, chunk or thread).
 
-    ``native``: the C loop of ``mmbench/native/_native.c`` (float32 parts, where it is built: None
-    takes it where it can) or numpy's elementwise operations (False); both give the same bits.
+    ``native``: the C loop ``mmb_rescore_blocks`` of ``mmbench/native/_native.c`` (float32 and
+    float16 parts, where it is built: None takes it where it can) or numpy's elementwise
+    operations (False); both give the same bits.
     """
-    from mmbench import native as native_helpers
-
-    lib = None if native is False else native_helpers.library()
-    if lib is not None and not hasattr(lib, "mmb_rescore_pairs"):
-        lib = None
-    if native and lib is None:
-        raise RuntimeError("the C re-score is not built: reinstall mmbench with a C compiler")
+    lib = _rescore_library(native)
     queries = np.ascontiguousarray(queries, np.float32)
     rows = np.ascontiguousarray(rows, np.int64)
+    ids = np.ascontiguousarray(ids, np.int64)
     out = np.empty(rows.size, np.float64)
-    starts = np.cumsum([0] + [p.shape[0] for p in pool.parts])
-    which = (np.zeros(ids.size, np.int64) if len(pool.parts) == 1
-             else np.searchsorted(starts, ids, side="right") - 1)
-    for w, part in enumerate(pool.parts):
-        sel = np.arange(ids.size) if len(pool.parts) == 1 else np.flatnonzero(which == w)
-        if sel.size == 0:
+    q64 = None
+    offset = 0
+    for part in pool.parts:
+        if len(pool.parts) == 1:
+            sel, local, q_rows = None, ids, rows
+        else:
+            sel = np.flatnonzero((ids >= offset) & (ids < offset + part.shape[0]))
+            local, q_rows = ids[sel] - offset, rows[sel]
+        offset += part.shape[0]
+        if local.size == 0:
             continue
-        local = np.ascontiguousarray(ids[sel] - starts[w], np.int64)
-        q_rows = rows[sel]
-        c_ok = (lib is not None and part.dtype == np.float32 and part.strides[1] == 4
-                and part.strides[0] % 4 == 0 and part.strides[0] > 0)
-        res = np.empty(sel.size, np.float64)
-        if c_ok:
-            order = _by_candidate_block(local, part.shape[0])
-            local, q_rows, by_row = local[order], np.ascontiguousarray(q_rows[order]), np.empty(sel.size, np.float64)
-
-            def run(span: slice, part=part, local=local, q_rows=q_rows, res=by_row) -> None:
-                lib.mmb_rescore_pairs(queries.ctypes.data, queries.shape[1], part.ctypes.data,
-                                      part.strides[0] // 4, span.stop - span.start,
-                                      q_rows[span].ctypes.data, local[span].ctypes.data, res[span].ctypes.data)
-            run_parts(run, row_parts(sel.size, min_rows=4096))
-            res[order] = by_row
+        res = out if sel is None else np.empty(local.size, np.float64)
+        if lib is not None and _c_layout(part):
+            if q64 is None:
+                q64 = np.zeros((queries.shape[0], _padded(queries.shape[1])), np.float64)
+                q64[:, :queries.shape[1]] = queries
+            _rescore_c(lib, q64, part, q_rows, local, res)
         else:
             _rescore_numpy(queries, part, q_rows, local, res)
-        out[sel] = res
+        if sel is not None:
+            out[sel] = res
     return out
 
 
-def _by_candidate_block(ids: np.ndarray, n_rows: int) -> np.ndarray:
-    """An order of the pairs grouped by blocks of about ``_BUCKET_ROWS`` candidate rows (a stable radix
-    sort on 16-bit block numbers): a candidate row is then read from memory about once and reused from
-    the cache by every query that gathered it, where in the pairs' own (query) order each pair reads its
-    row from memory. The order changes no value (each pair's sum has a fixed order), only the cost."""
-    block = max(_BUCKET_ROWS, -(-n_rows // 65536))          # block numbers below 2**16
-    return np.argsort((ids // block).astype(np.uint16), kind="stable")
+def _rescore_library(native: bool | None):
+    """The compiled helpers holding the re-score, or None for numpy's (``native``: rescore_pairs)."""
+    from mmbench import native as native_helpers
+
+    lib = None if native is False else native_helpers.library()
+    if lib is not None and not hasattr(lib, "mmb_rescore_blocks"):
+        lib = None
+    if native and lib is None:
+        raise RuntimeError("the C re-score is not built: reinstall mmbench with a C compiler")
+    return lib
+
+
+def _padded(d: int) -> int:
+    return -(-d // LANES) * LANES
+
+
+def _c_layout(part: np.ndarray) -> bool:
+    """Whether the C loop reads this part in place: native-order float32 or float16 rows of
+    contiguous values, a positive whole number of values apart."""
+    size = part.dtype.itemsize
+    return (part.dtype in (np.float32, np.float16) and part.dtype.isnative and part.shape[0] > 0
+            and (part.shape[1] <= 1 or part.strides[1] == size) and part.strides[0] > 0
+            and part.strides[0] % size == 0)
+
+
+def _rescore_c(lib, q64: np.ndarray, part: np.ndarray, q_rows: np.ndarray, local: np.ndarray,
+               out: np.ndarray) -> None:
+    """:func:`rescore_pairs` of one part with the C loop: the pairs grouped by blocks of
+    ``_BUCKET_ROWS`` candidate rows (:func:`_by_candidate_block`), in ranges of about equal size,
+    one thread per core."""
+    order = _by_candidate_block(lib, local, part.shape[0])
+    ld = part.strides[0] // part.dtype.itemsize
+    half = int(part.dtype == np.float16)
+
+    def run(span: slice) -> None:
+        if lib.mmb_rescore_blocks(q64.ctypes.data, q64.shape[1], part.ctypes.data, half, ld, part.shape[1],
+                                  _BUCKET_ROWS, span.stop - span.start, order[span].ctypes.data,
+                                  q_rows.ctypes.data, local.ctypes.data, out.ctypes.data) < 0:
+            raise MemoryError("the C re-score: out of memory")
+
+    run_parts(run, row_parts(local.size, min_rows=4096))
+
+
+def _by_candidate_block(lib, ids: np.ndarray, n_rows: int) -> np.ndarray:
+    """An order of the pairs grouped by blocks of ``_BUCKET_ROWS`` candidate rows (a stable counting
+    sort, ``mmb_block_order``): a candidate row is then read from memory and cast about once and
+    reused from the cache by every query that gathered it, where in the pairs' own (query) order
+    each pair reads its row from memory. The order changes no value (each pair's sum has a fixed
+    order), only the cost."""
+    order = np.empty(ids.size, np.int64)
+    if lib.mmb_block_order(ids.ctypes.data, ids.size, _BUCKET_ROWS, -(-n_rows // _BUCKET_ROWS), order.ctypes.data) < 0:
+        raise MemoryError("the C re-score: out of memory")
+    return order
 
 
 def _rescore_numpy(queries: np.ndarray, part: np.ndarray, rows: np.ndarray, ids: np.ndarray,
@@ -206,12 +244,12 @@ def gather_and_rescore(index: SearchIndex, queries: np.ndarray, pool: Pool, n: i
         floor = a_s[:, n - 1] - delta[todo]
         done = ((a_s[:, -1] < floor) | (m == total)) & ~np.isnan(floor)   # NaN at the n-th: streamed
         if done.any():              # every candidate at or above the floor, re-scored, in the rule's order
+            rows = todo[done]
             keep = a_s[done] >= floor[done, None]
-            cand = a_i[done]
-            r, c = np.nonzero(keep)
-            scores = np.full(cand.shape, -np.inf, np.float32)
-            scores[r, c] = rescore_pairs(queries, pool, todo[done][r], cand[r, c], native=native)
-            out_i[todo[done]], out_s[todo[done]] = ties.select(scores, cand, pool.tiebreak, n)
+            counts = keep.sum(axis=1)
+            ids = a_i[done][keep]                               # row-major: each query's candidates together
+            values = rescore_pairs(queries, pool, np.repeat(rows, counts), ids, native=native)
+            out_i[rows], out_s[rows] = rank_rescored(counts, ids, values, pool.tiebreak, n, native=native)
         todo, rest_floor = todo[~done], floor[~done]
         if todo.size and m < min(total, cap) and not np.isnan(rest_floor).all():
             m = min(total, cap, 4 * m)   # a tie group (or near-ties) wider than the margin: ask for more
@@ -223,6 +261,39 @@ def gather_and_rescore(index: SearchIndex, queries: np.ndarray, pool: Pool, n: i
             got_i, got_s = ties.select_ragged(local, ids, scores, todo.size, n, pool.tiebreak)
             out_i[todo], out_s[todo] = got_i, got_s
         break
+    return out_i, out_s
+
+
+def rank_rescored(counts: np.ndarray, ids: np.ndarray, values: np.ndarray, tiebreak: np.ndarray | None,
+                  n: int, *, native: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first n of each row's re-scored candidates by the rule: row i's are the next ``counts[i]``
+    (at least n) entries of ``ids`` with float64 ``values``, ranked by float32 of the value, then
+    tie-break key (:mod:`mmbench.search.ties`). Returns (ids int64 (rows, n), float32 (rows, n)).
+
+    ``native``: the C sort ``mmb_rank_rescored`` (where keys fit in 32 bits: None takes it where it
+    can) or :func:`ties.select_ragged` (False); the same order (NaN last in both).
+    """
+    lib = _rescore_library(native)
+    if lib is not None and not hasattr(lib, "mmb_rank_rescored"):
+        lib = None
+    fits = tiebreak is None or tiebreak.size == 0 or (int(tiebreak.min()) >= 0 and int(tiebreak.max()) < 1 << 32)
+    n_rows = counts.size
+    if lib is None or not fits:
+        scores = values.astype(np.float32)
+        return ties.select_ragged(np.repeat(np.arange(n_rows), counts), ids, scores, n_rows, n, tiebreak)
+    offsets = np.zeros(n_rows + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    keys = None if tiebreak is None else np.ascontiguousarray(tiebreak, np.int64)
+    out_i = np.empty((n_rows, n), np.int64)
+    out_s = np.empty((n_rows, n), np.float32)
+
+    def part(span: slice) -> None:
+        if lib.mmb_rank_rescored(span.stop - span.start, offsets[span.start:].ctypes.data, ids.ctypes.data,
+                                 values.ctypes.data, None if keys is None else keys.ctypes.data, n,
+                                 out_i[span].ctypes.data, out_s[span].ctypes.data) < 0:
+            raise MemoryError("the C ranking: out of memory")
+
+    run_parts(part, row_parts(n_rows, min_rows=ties.ROWS_PER_THREAD))
     return out_i, out_s
 
 
