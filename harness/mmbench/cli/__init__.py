@@ -103,7 +103,7 @@ def _invoke(args: Sequence[str]) -> int:
     except MmbenchError as exc:
         if _STATE["debug"]:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error{_rank_tag()}: {exc}", err=True)
         return 1
     except _click_exceptions.UsageError as exc:
         _show_usage_error(exc, args)
@@ -122,6 +122,12 @@ def _invoke(args: Sequence[str]) -> int:
     if rc == 130:                            # a KeyboardInterrupt that typer turned into its exit status
         _say_interrupted("Ctrl-C")
     return rc if isinstance(rc, int) else 0
+
+
+def _rank_tag() -> str:
+    """" (rank N)" in a process of a torchrun launch with several ranks (each rank may fail), else ""."""
+    world, rank = os.environ.get("WORLD_SIZE", ""), os.environ.get("RANK", "")
+    return f" (rank {rank})" if world.isdigit() and int(world) > 1 and rank else ""
 
 
 def _say_interrupted(what: str) -> None:

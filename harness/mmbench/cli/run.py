@@ -127,7 +127,6 @@ def run(
 ) -> None:
     """Evaluate a model on a suite or tasks; with no arguments, the default model on mbeir-mini and mteb-mini."""
     from mmbench import api
-    from mmbench.cli.console import RichReporter, make_console, summary_table, where_table
 
     task_names = split_values(tasks)
     depth = run_depth_option(run_depth)
@@ -146,13 +145,36 @@ def run(
         chunk_size=chunk_size, verify_data=verify_data, rerank=rerank, rerank_top_k=rerank_top_k,
         model_options=_model_options(model_option), search_backend=search_backend, devices=split_values([devices] if devices else []),
         **({"cache_dir": cache_dir} if cache_dir else {}))
-    console = make_console()
+    from mmbench.distributed import process_group
+
+    # under torchrun every rank runs (the group encodes); rank 0 alone evaluates and prints
+    with process_group(config.device) as group:
+        _run_and_report(config, default_run, quiet=group is not None and not group.lead)
+
+
+def _run_and_report(config, default_run: bool, *, quiet: bool) -> None:
+    """Run ``config`` (the default run: also the extra default suites) and print the tables;
+    ``quiet``: print nothing (a rank other than 0 of a group)."""
+    import contextlib
+
+    from rich.console import Console
+
+    from mmbench import api
+    from mmbench.cli.console import RichReporter, make_console, summary_table, where_table
+    from mmbench.pipeline.types import Reporter
+
+    task_names, search_backend, rerank = list(config.tasks), config.search_backend, config.rerank
+    console = Console(quiet=True) if quiet else make_console()
+
+    def reporting():
+        return contextlib.nullcontext(Reporter()) if quiet else RichReporter(console)
+
     console.print(f"[bold]mmbench run[/bold] model={config.model} suite={config.suite or '-'} "
                   f"tasks={','.join(task_names) or 'all'} instructions={config.instructions} "
                   f"top_k={config.top_k or 'task default'} device={config.device}"
                   + (f" search_backend={search_backend}" if search_backend != "auto" else ""))
     encoders: dict = {}                              # one model load for every suite of this invocation
-    with RichReporter(console) as reporter:
+    with reporting() as reporter:
         outcome = api.run(config, reporter, encoders=encoders)
     console.print(summary_table(outcome))
     outcomes = [outcome]
@@ -162,7 +184,7 @@ def run(
         from mmbench.catalog import DEFAULT_EXTRA_SUITES
 
         for extra in DEFAULT_EXTRA_SUITES:
-            with RichReporter(console) as reporter:
+            with reporting() as reporter:
                 extra_outcome = api.run(dataclasses.replace(config, suite=extra), reporter, encoders=encoders)
             console.print(summary_table(extra_outcome))
             outcomes.append(extra_outcome)

@@ -24,6 +24,7 @@ from mmbench.config import RunConfig
 from mmbench.data.specs import TaskSpec
 from mmbench.data.types import ItemTable, TaskData
 from mmbench.embeddings import BackgroundWriter, EmbeddingKey, EncodeStats, embed_table
+from mmbench.embeddings.embed import EmbedJob
 from mmbench.embeddings.images import images_fingerprint, images_sha256
 from mmbench.embeddings.key import batching
 from mmbench.errors import DataError, MmbenchError
@@ -156,9 +157,13 @@ class Pools:
     """The embeddings of one run: pools (each embedded once) and queries, through the cache."""
 
     def __init__(self, meta: ModelMeta, config: RunConfig, data: dict[str, TaskData], pool_specs: list[TaskSpec],
-                 pool_mode: str, encoder: LazyEncoder, reporter: Reporter, writer: BackgroundWriter,
-                 images: dict[str, dict] | None = None):
+                 pool_mode: str, encoder: LazyEncoder, reporter: Reporter, writer: BackgroundWriter | None,
+                 images: dict[str, dict] | None = None, shared=None):
+        """``shared``: what a group of ranks encoded for this run before it
+        (:class:`mmbench.distributed.encode.SharedEncode`): its counts and times replace those of
+        the tables read back from the cache, and ``--overwrite`` has been applied by the group."""
         self.meta, self.config, self.data = meta, config, data
+        self.shared = shared
         self.pool_specs, self.pool_mode = pool_specs, pool_mode
         self.encoder, self.reporter, self.writer = encoder, reporter, writer
         self.images = images if images is not None else {}    # task -> image_fingerprints (the plan's)
@@ -171,26 +176,58 @@ class Pools:
             self.images[spec.name] = image_fingerprints(self.data[spec.name], self.config.verify_data, self._memo)
         return self.images[spec.name]
 
-    def _embed(self, table: ItemTable, key: EmbeddingKey, label: str, dtype: str = "float32",
-               content: str | None = None):
+    def _job(self, table: ItemTable, key: EmbeddingKey, label: str, dtype: str = "float32",
+             content: str | None = None) -> EmbedJob:
         """Embeddings as searched (unit rows for cosine models), through the cache: float32, or for a
         pool with ``--embed-dtype float16`` float16 (half the memory; searched in float32 block by block).
         ``content``: the images' content digest (``--verify-data``)."""
+        return EmbedJob(table, key, label, normalize=self.meta.similarity == "cosine", normalized_dtype=dtype,
+                        images_sha256=content)
+
+    def _embed(self, job: EmbedJob):
         cfg = self.config
-        emb, stats = embed_table(table, key, self.encoder, cache_dir=cfg.cache_dir, batch_size=cfg.batch_size,
-                                 chunk_size=cfg.chunk_size, overwrite=cfg.overwrite,
-                                 progress=self.reporter.progress(label, len(table)), writer=self.writer,
-                                 normalize=self.meta.similarity == "cosine", normalized_dtype=dtype,
-                                 message=self.reporter.message, images_sha256=content)
-        return np.asarray(emb, dtype), stats
+        emb, stats = embed_table(job.table, job.key, self.encoder, cache_dir=cfg.cache_dir, batch_size=cfg.batch_size,
+                                 chunk_size=cfg.chunk_size, overwrite=cfg.overwrite and self.shared is None,
+                                 progress=self.reporter.progress(job.label, len(job.table)), writer=self.writer,
+                                 normalize=job.normalize, normalized_dtype=job.normalized_dtype,
+                                 message=self.reporter.message, images_sha256=job.images_sha256)
+        group = self.shared.take(job) if self.shared is not None else None
+        if group is not None:
+            stats.encoded, stats.cached, stats.seconds, stats.by_modality = (
+                group.encoded, group.cached, group.seconds, group.by_modality)
+        return np.asarray(emb, job.normalized_dtype), stats
+
+    def pool_job(self, spec: TaskSpec) -> EmbedJob:
+        """The embedding of ``spec``'s local pool."""
+        td = self.data[spec.name]
+        images = self._images(spec)
+        return self._job(td.pool, pool_key(self.meta, self.config, td, images=images),
+                         f"{spec.name}: encode candidates", dtype=self.config.embed_dtype,
+                         content=images.get("pool_sha256"))
+
+    def query_job(self, spec: TaskSpec) -> EmbedJob:
+        """The embedding of ``spec``'s queries."""
+        td = self.data[spec.name]
+        images = self._images(spec)
+        return self._job(td.queries, query_key(self.meta, self.config, td, images=images),
+                         f"{spec.name}: encode queries", content=images.get("queries_sha256"))
+
+    def jobs(self, specs: list[TaskSpec]) -> list[EmbedJob]:
+        """Every table that evaluating ``specs`` embeds, in the order it does (each pool once), without
+        embedding anything: what a group of ranks encodes before rank 0 evaluates."""
+        out, pools = [], set()
+        for spec in specs:
+            for pool_spec in (self.pool_specs if self.pool_mode == "global" else [spec]):
+                if self.data[pool_spec.name].pool_key not in pools:
+                    pools.add(self.data[pool_spec.name].pool_key)
+                    out.append(self.pool_job(pool_spec))
+            out.append(self.query_job(spec))
+        return out
 
     def local(self, spec: TaskSpec) -> Pool:
         td = self.data[spec.name]
         if td.pool_key not in self._pools:
-            images = self._images(spec)
-            emb, stats = self._embed(td.pool, pool_key(self.meta, self.config, td, images=images),
-                                     f"{spec.name}: encode candidates", dtype=self.config.embed_dtype,
-                                     content=images.get("pool_sha256"))
+            emb, stats = self._embed(self.pool_job(spec))
             self._pools[td.pool_key] = Pool(spec.name, td.pool, [emb], stats.seconds, stats.cached,
                                             encode_stats=(stats,))
         return self._pools[td.pool_key]
@@ -221,10 +258,7 @@ class Pools:
         return pool
 
     def queries(self, spec: TaskSpec) -> Queries:
-        td = self.data[spec.name]
-        images = self._images(spec)
-        emb, stats = self._embed(td.queries, query_key(self.meta, self.config, td, images=images),
-                                 f"{spec.name}: encode queries", content=images.get("queries_sha256"))
+        emb, stats = self._embed(self.query_job(spec))
         return Queries(emb, stats)
 
     def model_settings(self, queries: Queries) -> dict:

@@ -16,6 +16,7 @@ import time
 
 from mmbench.catalog import task_family
 from mmbench.config import RunConfig
+from mmbench.distributed.group import current as current_group
 from mmbench.data.specs import TaskSpec
 from mmbench.embeddings import BackgroundWriter
 from mmbench.pipeline.plan import Plan, make_plan, reusable
@@ -29,11 +30,18 @@ from mmbench.results.layout import record_file, trec_tag
 from mmbench.util.locks import FolderLock
 
 
-def run(config: RunConfig, reporter: Reporter | None = None, *, encoders: dict | None = None) -> SuiteOutcome:
+def run(config: RunConfig, reporter: Reporter | None = None, *, encoders: dict | None = None,
+        group=None) -> SuiteOutcome:
     """Evaluate ``config.model`` on the configured suite or tasks and write the results.
 
     ``encoders``: a dict shared by the runs of one invocation (plain ``mmbench run`` runs two suites),
-    so that the model is loaded once for all of them (:func:`shared_encoder`)."""
+    so that the model is loaded once for all of them (:func:`shared_encoder`).
+
+    ``group``: the process group this process is a rank of (:class:`mmbench.distributed.RankInfo`;
+    default: the one initialised in this process, if any). In a group, every rank calls ``run``: the
+    ranks encode the missing cache chunks together (:func:`mmbench.distributed.encode.encode_shared`),
+    then rank 0 alone searches, scores and writes from the cache, exactly as a single process does,
+    and the other ranks return the outcome without tasks."""
     reporter = reporter or Reporter()
     plan = make_plan(config)
     if config.rerank:                     # an unusable reranker is refused before any work too
@@ -42,6 +50,12 @@ def run(config: RunConfig, reporter: Reporter | None = None, *, encoders: dict |
         check_rerank(config)
     plan.load()
     outcome = plan.outcome()
+    shared = None
+    group = group if group is not None else current_group()
+    if group is not None:
+        shared = encode_over_group(plan, group, shared_encoder(encoders, plan.meta, config, reporter), reporter)
+        if not group.lead:
+            return outcome                # every chunk is written; rank 0 evaluates
     search = {}
     # one run per results folder (a second one waits; the lock also makes a killed run's temporary
     # files safe to remove); cache chunks and result files are written in the background, in
@@ -50,9 +64,8 @@ def run(config: RunConfig, reporter: Reporter | None = None, *, encoders: dict |
         if config.variant():
             write_config(plan.directory, config)
         with BackgroundWriter() as writer:
-            pools = Pools(plan.meta, config, plan.data, plan.pool_specs, plan.pool_mode,
-                          shared_encoder(encoders, plan.meta, config, reporter), reporter, writer,
-                          images=plan.images)
+            pools = make_pools(plan, shared_encoder(encoders, plan.meta, config, reporter), reporter, writer,
+                               shared=shared)
             for spec in plan.specs:
                 previous = reusable(plan, spec, reporter)
                 if previous is not None:
@@ -68,6 +81,28 @@ def run(config: RunConfig, reporter: Reporter | None = None, *, encoders: dict |
 
         outcome.experiment = rerank_suite(outcome, config, reporter, data=plan.loaded)
     return outcome
+
+
+def make_pools(plan: Plan, encoder: LazyEncoder, reporter: Reporter, writer: BackgroundWriter | None, *,
+               shared=None) -> Pools:
+    """The run's :class:`Pools` (``writer``: None when its tables are only listed, not embedded)."""
+    return Pools(plan.meta, plan.config, plan.data, plan.pool_specs, plan.pool_mode, encoder, reporter, writer,
+                 images=plan.images, shared=shared)
+
+
+def encode_over_group(plan: Plan, group, encoder: LazyEncoder, reporter: Reporter):
+    """Every rank: the tables of the tasks rank 0 will evaluate (those without a reusable result,
+    as rank 0 sees them) encoded over the group; returns the group's
+    :class:`~mmbench.distributed.encode.SharedEncode`."""
+    from mmbench.distributed.encode import encode_shared
+    from mmbench.distributed.group import broadcast
+
+    todo = [s.name for s in plan.specs if reusable(plan, s, Reporter()) is None] if group.lead else None
+    todo = broadcast(group, todo, "the list of tasks to run")
+    cfg = plan.config
+    jobs = make_pools(plan, encoder, reporter, None).jobs([s for s in plan.specs if s.name in todo])
+    return encode_shared(jobs, group, encoder, cache_dir=cfg.cache_dir, chunk_size=cfg.chunk_size,
+                         batch_size=cfg.batch_size, overwrite=cfg.overwrite, reporter=reporter)
 
 
 def shared_encoder(encoders: dict | None, meta, config: RunConfig, reporter: Reporter) -> LazyEncoder:
@@ -104,4 +139,4 @@ def evaluate_task(plan: Plan, spec: TaskSpec, pools: Pools, writer, reporter: Re
     return TaskOutcome.from_record(spec.name, record, path, reused=False)
 
 
-__all__ = ["evaluate_task", "run", "shared_encoder"]
+__all__ = ["encode_over_group", "evaluate_task", "make_pools", "run", "shared_encoder"]
