@@ -16,6 +16,9 @@
 * Global-pool runs of ours add two modality-bias columns (:data:`BIAS_COLUMNS`): the mean share of
   wrong-modality candidates in each task's top k, and the mean headline with them removed from the
   rankings (the gap the MM-Embed paper closes; :mod:`mmbench.metrics.modality`).
+* With ``--efficiency`` (:func:`build`'s ``efficiency``), rows of ours add what the run cost
+  (:data:`~mmbench.analysis.efficiency.EFFICIENCY_COLUMNS`: encode items/s, search q/s, single-query
+  latency, index bytes, peak memory), from the records' efficiency reports.
 * A task cell links to the task's failure gallery when ``mmbench inspect`` wrote one beside the run
   (``<run folder>/inspect/<task>.html``; a relative link).
 * The HTML has inline CSS/JS only (no network) and fits a 1400 px window (the table scrolls inside its
@@ -41,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from mmbench.analysis.compare import RunResults, find_run_folders, load_run, scan_folder
+from mmbench.analysis.efficiency import EFFICIENCY_COLUMNS, efficiency_columns
 from mmbench.analysis.escape import csv_cell, md, safe_url
 from mmbench.analysis.inspect import gallery_page, modality_bias
 from mmbench.errors import MmbenchError
@@ -73,6 +77,7 @@ class Entry:
     reported_average: float | None = None
     run: RunResults | None = None               # ours: the run (why a task is missing)
     modality: dict[str, dict] = field(default_factory=dict)   # task -> modality bias (global pool; ours only)
+    efficiency: dict[str, dict] = field(default_factory=dict)  # task -> the record's efficiency report (ours only)
     galleries: dict[str, Path] = field(default_factory=dict)  # task -> its `mmbench inspect` page
 
     @property
@@ -108,7 +113,7 @@ def collect_runs(results: Path, *, warn: Callable[[str], None] | None = None) ->
             continue
         run = load_run(folder)
         scores, metrics, ndcg, tprov, dates, hashes = {}, {}, {}, {}, [], set()
-        modality, galleries = {}, {}
+        modality, galleries, efficiency = {}, {}, {}
         pool, commit, version, dirty = "", "", "", None
         for name, t in run.tasks.items():
             rec = t.record
@@ -121,6 +126,8 @@ def collect_runs(results: Path, *, warn: Callable[[str], None] | None = None) ->
             bias = modality_bias(rec)
             if bias:
                 modality[name] = bias
+            if isinstance(rec.get("efficiency"), dict):
+                efficiency[name] = rec["efficiency"]
             page = gallery_page(folder, name)
             if page is not None:
                 galleries[name] = page
@@ -142,7 +149,7 @@ def collect_runs(results: Path, *, warn: Callable[[str], None] | None = None) ->
                 f"harness {version or '-'}, commit {_short(commit)}{' (dirty)' if dirty else ''}\ndate: {date or '-'}")
         entries.append(Entry(label, run.revision, run.suite, pool, "ours", scores, metrics, ndcg, date, text,
                              tprov, path=rel, config_hash=chash, commit=str(commit or ""), run=run,
-                             modality=modality, galleries=galleries))
+                             modality=modality, galleries=galleries, efficiency=efficiency))
     return entries
 
 
@@ -289,8 +296,12 @@ def _bias_columns(e: Entry, tasks: list[str]) -> dict[str, float]:
             "without_wrong_modality_avg": 100 * float(np.mean([b["without"] for b in have]))}
 
 
-def build_frame(entries: list[Entry], tasks: list[str]):
-    """One row per entry, sorted by average (complete rows first), with ranks and rank intervals."""
+_EXTRA_COLUMNS = {**BIAS_COLUMNS, **EFFICIENCY_COLUMNS}
+
+
+def build_frame(entries: list[Entry], tasks: list[str], *, efficiency: bool = False):
+    """One row per entry, sorted by average (complete rows first), with ranks and rank intervals;
+    ``efficiency``: with the columns of :data:`~mmbench.analysis.efficiency.EFFICIENCY_COLUMNS`."""
     import pandas as pd
 
     rows = []
@@ -304,10 +315,12 @@ def build_frame(entries: list[Entry], tasks: list[str]):
                **{t: e.scores.get(t, math.nan) for t in tasks},
                "ndcg@10_avg": float(np.mean(nd)) if nd and len(nd) == len(tasks) else math.nan,
                **_bias_columns(e, tasks),
+               **(efficiency_columns(e.efficiency, tasks) if efficiency else {}),
                "date": e.date, "config_hash": e.config_hash, "commit": e.commit, "results": e.path,
                "source_url": e.source_url, "source": e.source}
         rows.append(row)
     bias = [c for c in BIAS_COLUMNS if any(not math.isnan(r[c]) for r in rows)]
+    bias += [c for c in EFFICIENCY_COLUMNS if efficiency and any(not math.isnan(r[c]) for r in rows)]
     df = pd.DataFrame(rows, columns=["model", "revision", "kind", "pool", "suite", "average", "tasks_done", *tasks,
                                      "ndcg@10_avg", *bias, "date", "config_hash", "commit", "results", "source_url", "source"])
     for col in ("rank", "rank_low", "rank_high"):
@@ -355,9 +368,9 @@ def _has_reported(df) -> bool:
 def to_markdown(df, tasks: list[str], metrics: dict[str, str], *, name: str) -> str:
     headers = task_headers(tasks)
     ndcg = not _has_reported(df)                # a published row has no nDCG@10: the column only without them
-    bias = [c for c in BIAS_COLUMNS if c in df.columns]
+    bias = [c for c in _EXTRA_COLUMNS if c in df.columns]
     head = ["rank (95%)", "model", "type", "avg", *[f"{md(h.label)}<br>{md(metrics.get(h.task, ''))}" for h in headers],
-            *(["nDCG@10 avg"] if ndcg else []), *[BIAS_COLUMNS[c] for c in bias], "source / revision"]
+            *(["nDCG@10 avg"] if ndcg else []), *[_EXTRA_COLUMNS[c] for c in bias], "source / revision"]
     lines = [f"# Leaderboard: {md(name)}", "",
              "Scores ×100 in each task's headline metric (M-BEIR: UniIR's \"Recall@k\" = hit@k). "
              "*reported* rows are published numbers (`leaderboards/reported.toml`, with sources), not runs of mmbench. "
@@ -495,8 +508,8 @@ def to_html(df, tasks: list[str], metrics: dict[str, str], entries_by_key: dict,
     ndcg = not _has_reported(df)                # a published row has no nDCG@10: the column only without them
     grouped = any(h.group for h in headers)
     lead = [("rank", "rank (95%)", "num"), ("model", "model", "text"), ("kind", "type", "text"), ("average", "avg", "num")]
-    bias = [c for c in BIAS_COLUMNS if c in df.columns]
-    tail = [*([("ndcg10", "nDCG@10 avg", "num")] if ndcg else []), *[(c, BIAS_COLUMNS[c], "num") for c in bias],
+    bias = [c for c in _EXTRA_COLUMNS if c in df.columns]
+    tail = [*([("ndcg10", "nDCG@10 avg", "num")] if ndcg else []), *[(c, _EXTRA_COLUMNS[c], "num") for c in bias],
             ("source", "source / revision", "text")]
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -597,8 +610,9 @@ def _warn_incomplete(suite: str, tasks: list[str], entries: list[Entry], warn: C
 
 def build(results: Path, out_dir: Path = Path("leaderboards"), *, suites: list[str] | None = None,
           name: str | None = None, reported: Path | None = DEFAULT_REPORTED,
-          warn: Callable[[str], None] | None = None) -> list[Path]:
-    """Write ``<out_dir>/<name>.{md,csv,html}`` per suite; returns the paths written.
+          warn: Callable[[str], None] | None = None, efficiency: bool = False) -> list[Path]:
+    """Write ``<out_dir>/<name>.{md,csv,html}`` per suite; returns the paths written (``efficiency``:
+    with the cost columns of :mod:`mmbench.analysis.efficiency`).
 
     A result file that cannot be read is a warning (``warn``; default :class:`ResultWarning`) naming the
     file and what is wrong, and its row shows the tasks it has; a row short of tasks is a warning
@@ -636,7 +650,7 @@ def build(results: Path, out_dir: Path = Path("leaderboards"), *, suites: list[s
                         metrics[t] = task_registry().get(t).main_metric
                     except Exception:                  # noqa: BLE001
                         metrics[t] = ""
-        df = build_frame(entries, tasks)
+        df = build_frame(entries, tasks, efficiency=efficiency)
         board = name or suite
         out = Path(out_dir)
         if (out / board).resolve().parent != out.resolve():       # check_name makes this impossible

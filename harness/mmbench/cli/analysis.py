@@ -86,6 +86,7 @@ def leaderboard_build(
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Board name (one suite only; default: the suite name).")] = None,
     reported: Annotated[Optional[Path], typer.Option("--reported", metavar="FILE", help="Published numbers (default: leaderboards/reported.toml of this checkout).")] = None,
     no_reported: Annotated[bool, typer.Option("--no-reported", help="Leave the published numbers off.")] = False,
+    efficiency: Annotated[bool, typer.Option("--efficiency", help="Add what each run cost: encode items/s, search q/s and latency, index and peak memory.")] = False,
 ) -> None:
     """Turn a results tree into leaderboards/<name>.md, .csv and a self-contained .html."""
     from mmbench.cli.console import make_console
@@ -96,7 +97,7 @@ def leaderboard_build(
 
     suites = split_values(suite)
     paths = build(results, out, suites=list(suites) or None, name=name,
-                  reported=None if no_reported else (reported or DEFAULT_REPORTED), warn=warn)
+                  reported=None if no_reported else (reported or DEFAULT_REPORTED), warn=warn, efficiency=efficiency)
     console = make_console()
     for p in paths:
         console.print(f"wrote {p}", markup=False, highlight=False)
