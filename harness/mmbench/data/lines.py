@@ -24,7 +24,10 @@ import gzip
 import json
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from mmbench.errors import DataError
 
@@ -98,4 +101,110 @@ def iter_json_objects(path: Path) -> Iterator[tuple[int, dict]]:
         yield lineno, obj
 
 
-__all__ = ["MAX_LINE_BYTES", "iter_json_objects", "iter_lines", "parse_json"]
+class ColumnarDeclined(Exception):
+    """:func:`iter_json_blocks` does not take this file (or block): read it with :func:`iter_json_objects`,
+    which accepts what is valid and names the file and line of what is not."""
+
+
+@dataclass
+class JsonBlock:
+    """Consecutive lines of a JSONL file read column-wise: ``columns`` (name -> a ``pyarrow`` string
+    array, null where the value is null), ``starts`` (int64 byte offset of each row's line in the
+    file), ``end`` (the offset just after the block's last line end) and ``data`` (its bytes)."""
+
+    columns: dict
+    starts: np.ndarray
+    end: int
+    data: bytes                 # the block's bytes as in the file (from starts[0] to end)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+BLOCK_BYTES = 32 * 1024 * 1024
+"""How much of a file :func:`iter_json_blocks` parses at once (the reader's memory is a few times this)."""
+
+
+def iter_json_blocks(path: Path, columns: tuple[str, ...], required: tuple[str, ...], *,
+                     block_bytes: int = BLOCK_BYTES) -> Iterator[JsonBlock]:
+    """A JSONL file of flat objects read in blocks by Arrow's JSON parser (``pyarrow.json``), one
+    :class:`JsonBlock` per block, the only Python objects made being a few per block.
+
+    It takes a block only where :func:`iter_json_objects` reads the same lines to the same values,
+    and raises :class:`ColumnarDeclined` otherwise (the caller then reads the file line by line,
+    which gives the same values or the error naming the line). A block is taken when: the file is
+    not gzip; every line starts with ``{`` (no blank line, no leading white space, a UTF-8 byte order
+    mark only at the file's start); no line is longer than :data:`MAX_LINE_BYTES`; Arrow parses it (strict UTF-8 and JSON: a repeated key,
+    a lone surrogate escape, ``NaN`` or two objects on one line are refused) into exactly one row
+    per line; every object has only keys of ``columns``, each a string or null; and each key of
+    ``required`` occurs exactly once per line, written ``"key":`` (as ``json.dumps`` writes it; Arrow
+    reads a missing key as null, so the count of ``"key":`` in the block must equal the row count:
+    inside a JSON string a quote is escaped, a value is a string or null and a key cannot repeat,
+    so each occurrence is that key of one line).
+    """
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    path = Path(path)
+    if str(path).endswith(".gz"):
+        raise ColumnarDeclined("gzip file")
+    schema = pa.schema([(c, pa.string()) for c in columns])
+    parse = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+    keys = [b'"' + c.encode() + b'":' for c in required]
+    with _open(path) as f:
+        offset = 0
+        rest = b""
+        while True:
+            data = f.read(block_bytes)
+            block = rest + data
+            if not block:
+                return
+            if offset == 0 and block.startswith(BOM):
+                offset, block = len(BOM), block[len(BOM):]
+            if data:
+                cut = block.rfind(b"\n") + 1
+                if cut == 0:
+                    if len(block) > MAX_LINE_BYTES:
+                        raise ColumnarDeclined("a line longer than the cap")
+                    rest = block
+                    continue
+                block, rest = block[:cut], block[cut:]
+            else:
+                rest = b""
+            yield _parse_block(block, offset, parse, keys)
+            offset += len(block)
+            if not data:
+                return
+
+
+def _parse_block(block: bytes, offset: int, parse, keys: list[bytes]) -> JsonBlock:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    data = np.frombuffer(block, np.uint8)
+    ends = np.flatnonzero(data == 10)
+    starts = np.empty(len(ends) + (0 if block.endswith(b"\n") else 1), np.int64)
+    starts[0] = 0
+    starts[1:] = ends[:len(starts) - 1] + 1
+    if (data[starts] != ord("{")).any():              # a blank line, leading white space, a BOM, not an object
+        raise ColumnarDeclined("a line that does not start with '{'")
+    lengths = np.diff(np.append(starts, len(block)))
+    if lengths.max() - 1 > MAX_LINE_BYTES:
+        raise ColumnarDeclined("a line longer than the cap")
+    try:
+        table = pj.read_json(io.BytesIO(block), parse_options=parse)
+    except (pa.ArrowException, ValueError) as exc:      # invalid JSON or UTF-8, a wrong type, a repeated key
+        raise ColumnarDeclined(str(exc)) from None
+    if table.num_rows != len(starts):
+        raise ColumnarDeclined("not one object per line")
+    for key in keys:
+        if block.count(key) != table.num_rows:
+            raise ColumnarDeclined("a line without a required key")
+    return JsonBlock({name: table.column(name).combine_chunks() for name in table.column_names},
+                     starts + offset, offset + len(block), block)
+
+
+__all__ = ["BLOCK_BYTES", "MAX_LINE_BYTES", "ColumnarDeclined", "JsonBlock", "iter_json_blocks", "iter_json_objects",
+           "iter_lines", "parse_json"]

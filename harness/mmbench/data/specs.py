@@ -77,6 +77,7 @@ class SuiteSpec:
     pool: str = "local"               # "local": each task against its own pool; "global": the union
     description: str = ""
     groups: dict = field(default_factory=dict)   # {"CQADupStack": [member tasks]}: their mean counts as one task
+    pool_file: str | None = None      # a global suite's own pool file under the data root (read when present)
     path: str = ""
 
 
@@ -157,8 +158,12 @@ def load_suite_spec(path: Path) -> SuiteSpec:
         outside = [m for m in members if m not in tasks]
         if outside:
             raise DataError(path, f"group {group!r} names tasks not in the suite: {', '.join(outside)}", field="groups")
+    pool_file = data.get("pool_file")
+    if pool_file is not None and (not isinstance(pool_file, str) or pool != "global"):
+        raise DataError(path, "expected a path (string) under the data root, in a suite with pool = 'global'",
+                        field="pool_file")
     return SuiteSpec(name=data["name"], tasks=tasks, pool=pool, groups={k: tuple(v) for k, v in groups.items()},
-                     description=data.get("description", ""), path=str(path))
+                     description=data.get("description", ""), pool_file=pool_file, path=str(path))
 
 
 def iter_spec_files(kind: str) -> list[Path]:

@@ -177,16 +177,68 @@ class ItemTable:
         rows = np.flatnonzero(source != np.arange(n))
         return rows, source[rows]
 
+    def slice(self, start: int, stop: int) -> ItemTable:
+        """Rows ``start:stop`` as a table of their own (same root and source; columns copied as lists)."""
+        def cut(column):
+            return column[start:stop] if column is not None else None
+
+        return ItemTable(self.ids[start:stop], self.modalities[start:stop], self.texts[start:stop],
+                         self.image_paths[start:stop], root=self.root, raw_texts=cut(self.raw_texts),
+                         instructions=cut(self.instructions), source=self.source)
+
     @staticmethod
     def concat(tables: Sequence[ItemTable], source: str = "") -> ItemTable:
-        """Concatenate tables (images keep their own roots by being stored as absolute paths)."""
-        out = ItemTable([], [], [], [], root=Path("/"), source=source)
+        """Concatenate tables. Tables with one root keep it (and their relative image paths); with
+        several roots, images keep their own roots by being stored as absolute paths."""
+        one_root = len({Path(t.root) for t in tables}) == 1
+        out = ItemTable([], [], [], [], root=Path(tables[0].root) if one_root else Path("/"), source=source)
         for t in tables:
             out.ids += t.ids
             out.modalities += t.modalities
             out.texts += t.texts
-            out.image_paths += [str(t.root / p) if p else None for p in t.image_paths]
+            out.image_paths += t.image_paths if one_root else [str(t.root / p) if p else None for p in t.image_paths]
         return out
+
+
+@dataclass(frozen=True)
+class PoolPart:
+    """Rows ``start:stop`` of a pool, embedded as one table under the cache identity ``key`` (the
+    sha256 of the bytes those rows were read from)."""
+
+    start: int
+    stop: int
+    key: str
+
+
+@dataclass
+class PoolData:
+    """A candidate pool loaded on its own, without any task's queries (a local pool, or a suite's
+    global pool).
+
+    ``key`` is the pool's identity: the sha256 of the bytes its rows were read from (for a local
+    pool, its file's: the ``pool_key`` of the tasks that search it). A global pool is embedded part
+    by part (``parts``, in row order, covering every row once), each part through the embedding
+    cache under its own key, so that a part with the bytes of a local pool file shares that pool's
+    cache entry; a pool without parts is one part.
+    """
+
+    table: ItemTable
+    key: str
+    fingerprints: dict[str, str]             # role -> sha256, as in TaskData.fingerprints ("pool")
+    parts: list[PoolPart] = field(default_factory=list)
+    source: str = ""                         # what it was read from, for messages
+    _id_set: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def part_list(self) -> list[PoolPart]:
+        """``parts``, or the whole table as one part."""
+        return self.parts or [PoolPart(0, len(self.table), self.key)]
+
+    def id_set(self) -> frozenset[str]:
+        """The pool's candidate ids as a set, made once (every task of a global suite checks its qrels
+        against it)."""
+        if self._id_set is None:
+            self._id_set = frozenset(self.table.ids)
+        return self._id_set
 
 
 Qrels = dict[str, dict[str, int]]

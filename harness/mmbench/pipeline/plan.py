@@ -9,14 +9,17 @@ suite's pools) and the results folder, and checks that the model reads every mod
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from mmbench.catalog import get_model, resolve_tasks, task_family, tasks
 from mmbench.config import RunConfig
 from mmbench.data.specs import SuiteSpec, TaskSpec
-from mmbench.data.types import TaskData
-from mmbench.errors import MmbenchError
+from mmbench.data.types import ItemTable, PoolData, PoolPart, TaskData
+from mmbench.errors import DataError, MmbenchError
 from mmbench.models.base import ModelMeta
 from mmbench.models.loading import with_model_options
 from mmbench.pipeline.pools import image_fingerprints
@@ -30,10 +33,42 @@ def resolve_model(config: RunConfig) -> ModelMeta:
     return with_model_options(get_model(config.model), config.model_options)
 
 
-def load_task_data(spec: TaskSpec, config: RunConfig) -> TaskData:
-    """A task's data as its family loads it from the family's data root."""
+def load_task_data(spec: TaskSpec, config: RunConfig, pool: PoolData | None = None) -> TaskData:
+    """A task's data as its family loads it from the family's data root; with ``pool`` (a global
+    pool), checked against that pool instead of its own."""
     family = task_family(spec)
-    return family.load(spec, family.data_root(spec, config), instructions=config.instructions, seed=config.seed)
+    root = family.data_root(spec, config)
+    if pool is not None:
+        return family.load_with_pool(spec, root, pool, instructions=config.instructions, seed=config.seed)
+    return family.load(spec, root, instructions=config.instructions, seed=config.seed)
+
+
+def load_global_pool(suite: SuiteSpec, pool_specs: list[TaskSpec], config: RunConfig) -> PoolData:
+    """A global suite's pool, without any task's queries: the suite's ``pool_file`` where its data
+    root has one (M-BEIR's union file: :meth:`~mmbench.data.families.base.TaskFamily.global_pool`),
+    else the union of the distinct local pools of ``pool_specs`` (identical pool files enter it once),
+    each pool one part. Candidate ids must be unique across it."""
+    first = pool_specs[0]
+    family = task_family(first)
+    if suite.pool_file:
+        pool = family.global_pool(suite.pool_file, pool_specs, family.data_root(first, config))
+        if pool is not None:
+            return pool
+    distinct: dict[str, PoolData] = {}
+    for spec in pool_specs:
+        fam = task_family(spec)
+        part = fam.load_pool(spec, fam.data_root(spec, config))
+        distinct.setdefault(part.key, part)
+    tables = [p.table for p in distinct.values()]
+    table = ItemTable.concat(tables, source="union")
+    bounds = np.cumsum([0, *map(len, tables)]).tolist()
+    parts = [PoolPart(a, b, p.key) for a, b, p in zip(bounds, bounds[1:], distinct.values())]
+    key = hashlib.sha256("\0".join(distinct).encode()).hexdigest()
+    pool = PoolData(table, key, {"pool": key}, parts,
+                    source=f"the union of the local pools of {', '.join(s.name for s in pool_specs)}")
+    if len(pool.id_set()) != len(table):
+        raise DataError("global pool", "candidate ids are not unique across the union of the local pools")
+    return pool
 
 
 def with_model_instructions(spec: TaskSpec, data: TaskData, meta: ModelMeta, config: RunConfig) -> TaskData:
@@ -58,6 +93,8 @@ class Plan:
     data: dict[str, TaskData] = field(default_factory=dict)
     # the fingerprints of the images each task reads (pipeline.pools.image_fingerprints; {} for text)
     images: dict[str, dict] = field(default_factory=dict)
+    # a global suite's pool (load_global_pool), loaded by load()
+    global_pool: PoolData | None = None
 
     @property
     def suite_tasks(self) -> tuple[str, ...]:
@@ -74,9 +111,12 @@ class Plan:
         return self.top_k(spec) if depth is None else min(depth, self.top_k(spec))
 
     def load(self) -> None:
-        """Every task's data (the tasks run and the tasks whose pools are searched), once each."""
-        for spec in {s.name: s for s in [*self.specs, *self.pool_specs]}.values():
-            self.loaded[spec.name] = load_task_data(spec, self.config)
+        """The data of the tasks run, and for a global suite its pool first (:func:`load_global_pool`:
+        no other task's queries are read)."""
+        if self.pool_mode == "global":
+            self.global_pool = load_global_pool(self.suite, self.pool_specs, self.config)
+        for spec in self.specs:
+            self.loaded[spec.name] = load_task_data(spec, self.config, self.global_pool)
             self.data[spec.name] = with_model_instructions(spec, self.loaded[spec.name], self.meta, self.config)
         memo: dict = {}
         for name, data in self.data.items():
@@ -133,4 +173,4 @@ def reusable(plan: Plan, spec: TaskSpec, reporter: Reporter) -> dict | None:
     return previous
 
 
-__all__ = ["Plan", "load_task_data", "make_plan", "resolve_model", "reusable", "with_model_instructions"]
+__all__ = ["Plan", "load_global_pool", "load_task_data", "make_plan", "resolve_model", "reusable", "with_model_instructions"]

@@ -22,12 +22,12 @@ import numpy as np
 
 from mmbench.config import RunConfig
 from mmbench.data.specs import TaskSpec
-from mmbench.data.types import ItemTable, TaskData
+from mmbench.data.types import ItemTable, PoolData, TaskData
 from mmbench.embeddings import BackgroundWriter, EmbeddingKey, EncodeStats, embed_table
 from mmbench.embeddings.embed import EmbedJob
 from mmbench.embeddings.images import images_fingerprint, images_sha256
 from mmbench.embeddings.key import batching
-from mmbench.errors import DataError, MmbenchError
+from mmbench.errors import MmbenchError
 from mmbench.models.base import ModelMeta, l2_normalize
 from mmbench.models.loading import hub_miss_error, is_hub_miss, loader_options
 from mmbench.pipeline.types import Reporter
@@ -123,9 +123,15 @@ def query_key(meta: ModelMeta, config: RunConfig, data: TaskData, *, images: dic
 def pool_key(meta: ModelMeta, config: RunConfig, data: TaskData, *, images: dict | None = None) -> EmbeddingKey:
     """The cache key of a task's pool: its file(s) (``data.pool_key``), its images and the batching."""
     images = image_fingerprints(data) if images is None else images
-    fingerprint = data.pool_key
-    if "pool" in images:
-        fingerprint = hashlib.sha256(f"{data.pool_key}\0images:{images['pool']}".encode()).hexdigest()
+    return candidate_key(meta, config, data.pool_key, images)
+
+
+def candidate_key(meta: ModelMeta, config: RunConfig, pool_fingerprint: str, images: dict) -> EmbeddingKey:
+    """The cache key of candidates read from bytes with sha256 ``pool_fingerprint``, with the images
+    fingerprint ``images["pool"]`` (absent or None: no images) and the batching."""
+    fingerprint = pool_fingerprint
+    if images.get("pool"):
+        fingerprint = hashlib.sha256(f"{pool_fingerprint}\0images:{images['pool']}".encode()).hexdigest()
     return EmbeddingKey(meta.name, meta.revision, "candidate", "n/a", fingerprint, config.embed_dtype,
                         batching=batching(config.batch_size, config.chunk_size))
 
@@ -158,7 +164,7 @@ class Pools:
 
     def __init__(self, meta: ModelMeta, config: RunConfig, data: dict[str, TaskData], pool_specs: list[TaskSpec],
                  pool_mode: str, encoder: LazyEncoder, reporter: Reporter, writer: BackgroundWriter | None,
-                 images: dict[str, dict] | None = None, shared=None):
+                 images: dict[str, dict] | None = None, shared=None, global_pool: PoolData | None = None):
         """``shared``: what a group of ranks encoded for this run before it
         (:class:`mmbench.distributed.encode.SharedEncode`): its counts and times replace those of
         the tables read back from the cache, and ``--overwrite`` has been applied by the group."""
@@ -167,6 +173,7 @@ class Pools:
         self.pool_specs, self.pool_mode = pool_specs, pool_mode
         self.encoder, self.reporter, self.writer = encoder, reporter, writer
         self.images = images if images is not None else {}    # task -> image_fingerprints (the plan's)
+        self.global_pool = global_pool                         # a global suite's pool (Plan.global_pool)
         self._memo: dict = {}
         self._pools: dict[str, Pool] = {}
         self._settings: dict = {}
@@ -215,12 +222,11 @@ class Pools:
     def jobs(self, specs: list[TaskSpec]) -> list[EmbedJob]:
         """Every table that evaluating ``specs`` embeds, in the order it does (each pool once), without
         embedding anything: what a group of ranks encodes before rank 0 evaluates."""
-        out, pools = [], set()
+        out, pools = (self.global_jobs() if self.pool_mode == "global" and specs else []), set()
         for spec in specs:
-            for pool_spec in (self.pool_specs if self.pool_mode == "global" else [spec]):
-                if self.data[pool_spec.name].pool_key not in pools:
-                    pools.add(self.data[pool_spec.name].pool_key)
-                    out.append(self.pool_job(pool_spec))
+            if self.pool_mode != "global" and self.data[spec.name].pool_key not in pools:
+                pools.add(self.data[spec.name].pool_key)
+                out.append(self.pool_job(spec))
             out.append(self.query_job(spec))
         return out
 
@@ -232,20 +238,33 @@ class Pools:
                                             encode_stats=(stats,))
         return self._pools[td.pool_key]
 
+    def global_jobs(self) -> list[EmbedJob]:
+        """The embeddings of a global suite's pool (the plan's :class:`~mmbench.data.types.PoolData`:
+        the suite's pool file, or the union of its distinct local pools), one job per part: each part
+        a table of its own under its own key (:func:`candidate_key` of the part's key and images), so
+        a part with a local pool file's bytes shares that pool's cache entry and its rows get the
+        bits that pool's run gives them."""
+        glob = self.global_pool
+        if glob is None:
+            raise MmbenchError("a global suite's pool was not loaded (pipeline.plan.Plan.load loads it)")
+        jobs = []
+        for part in glob.part_list():
+            table = glob.table.slice(part.start, part.stop)
+            images = {"pool": images_fingerprint(table)}
+            content = images_sha256(table) if self.config.verify_data else None
+            jobs.append(self._job(table, candidate_key(self.meta, self.config, part.key, images),
+                                  f"global pool: encode candidates {part.start + 1:,}-{part.stop:,} of "
+                                  f"{len(glob.table):,}", dtype=self.config.embed_dtype, content=content))
+        return jobs
+
     def union(self) -> Pool:
-        """The union of the suite's distinct local pools (identical pool files enter it once)."""
+        """A global suite's pool, its parts embedded one by one (:meth:`global_jobs`), the blocks in
+        the table's row order."""
         if "global" not in self._pools:
-            parts: list[Pool] = []
-            for spec in self.pool_specs:
-                p = self.local(spec)
-                if all(p is not q for q in parts):
-                    parts.append(p)
-            table = ItemTable.concat([p.table for p in parts], source="union")
-            if len(set(table.ids)) != len(table.ids):
-                raise DataError("global pool", "candidate ids are not unique across the union of the local pools")
-            self._pools["global"] = Pool("global", table, [b for p in parts for b in p.blocks],
-                                         sum(p.encode_seconds for p in parts), sum(p.from_cache for p in parts),
-                                         encode_stats=tuple(s for p in parts for s in p.encode_stats))
+            done = [self._embed(job) for job in self.global_jobs()]
+            self._pools["global"] = Pool("global", self.global_pool.table, [emb for emb, _ in done],
+                                         sum(s.seconds for _, s in done), sum(s.cached for _, s in done),
+                                         encode_stats=tuple(s for _, s in done))
         return self._pools["global"]
 
     def for_task(self, spec: TaskSpec) -> Pool:
@@ -268,4 +287,5 @@ class Pools:
         return self._settings
 
 
-__all__ = ["LazyEncoder", "Pool", "Pools", "Queries", "as_searched", "image_fingerprints", "pool_key", "query_key"]
+__all__ = ["LazyEncoder", "Pool", "Pools", "Queries", "as_searched", "candidate_key", "image_fingerprints", "pool_key",
+           "query_key"]

@@ -87,7 +87,7 @@ def make_pools(plan: Plan, encoder: LazyEncoder, reporter: Reporter, writer: Bac
                shared=None) -> Pools:
     """The run's :class:`Pools` (``writer``: None when its tables are only listed, not embedded)."""
     return Pools(plan.meta, plan.config, plan.data, plan.pool_specs, plan.pool_mode, encoder, reporter, writer,
-                 images=plan.images, shared=shared)
+                 images=plan.images, shared=shared, global_pool=plan.global_pool)
 
 
 def encode_over_group(plan: Plan, group, encoder: LazyEncoder, reporter: Reporter):

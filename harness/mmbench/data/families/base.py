@@ -14,21 +14,25 @@ The pipeline asks a family, and nothing else, about what differs between familie
 2. :meth:`TaskFamily.load`: the queries, the pool and the qrels, validated (:class:`TaskData`);
 3. :meth:`TaskFamily.with_model_instructions`: the queries as a given model encodes them;
 4. :meth:`TaskFamily.after_search`: a rule applied to each ranked row after search, before scoring;
-5. :meth:`TaskFamily.write_extra_outputs`: files the family writes beside mmbench's own record.
+5. :meth:`TaskFamily.write_extra_outputs`: files the family writes beside mmbench's own record;
+6. for global suites: :meth:`TaskFamily.load_pool` (a pool without its queries),
+   :meth:`TaskFamily.global_pool` (the suite's own pool file, if the family has one) and
+   :meth:`TaskFamily.load_with_pool` (a task checked against the global pool).
 
-:class:`BaseFamily` gives 3-5 their neutral behaviour (unchanged data, no rule, no extra file), so a
-new family writes ``name``, ``data_root`` and ``load``.
+:class:`BaseFamily` gives 3-6 their neutral behaviour (unchanged data, no rule, no extra file, pools
+taken from :meth:`load`, no pool file), so a new family writes ``name``, ``data_root`` and ``load``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from mmbench.data.specs import TaskSpec
-from mmbench.data.types import TaskData
+from mmbench.data.types import PoolData, TaskData
 
 if TYPE_CHECKING:
     from mmbench.config import RunConfig
@@ -69,6 +73,20 @@ class TaskFamily(Protocol):
         results folder; ``scores`` the mean of every metric; ``record`` the task record)."""
         ...
 
+    def load_pool(self, spec: TaskSpec, root: Path | None) -> PoolData:
+        """``spec``'s candidate pool alone, without its queries (a global suite's other tasks)."""
+        ...
+
+    def global_pool(self, pool_file: str, specs: list[TaskSpec], root: Path | None) -> PoolData | None:
+        """A global suite's own pool file (the suite spec's ``pool_file``, under ``root``) as one pool;
+        None when there is none: the pipeline then takes the union of ``specs``' pools."""
+        ...
+
+    def load_with_pool(self, spec: TaskSpec, root: Path | None, pool: PoolData, *, instructions: str = "first",
+                       seed: int = 2023) -> TaskData:
+        """:meth:`load`, with ``pool`` (a global pool) as the task's pool, checked against it."""
+        ...
+
 
 class BaseFamily:
     """Neutral defaults for the optional steps of :class:`TaskFamily`."""
@@ -85,6 +103,18 @@ class BaseFamily:
     def write_extra_outputs(self, output: Path, meta: ModelMeta, spec: TaskSpec, data: TaskData,
                             scores: dict[str, float], record: dict) -> None:
         return None
+
+    def load_pool(self, spec: TaskSpec, root: Path | None) -> PoolData:
+        data = self.load(spec, root, instructions="none")
+        return PoolData(data.pool, data.pool_key, {"pool": data.pool_key}, source=spec.name)
+
+    def global_pool(self, pool_file: str, specs: list[TaskSpec], root: Path | None) -> PoolData | None:
+        return None
+
+    def load_with_pool(self, spec: TaskSpec, root: Path | None, pool: PoolData, *, instructions: str = "first",
+                       seed: int = 2023) -> TaskData:
+        data = self.load(spec, root, instructions=instructions, seed=seed)
+        return replace(data, pool=pool.table, pool_key=pool.key, fingerprints={**data.fingerprints, "pool": pool.key})
 
     def __repr__(self) -> str:
         return f"<task family {self.name!r}>"

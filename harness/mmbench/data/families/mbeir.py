@@ -14,6 +14,13 @@ kept: they are unreachable in the local pool and reachable in the global one, as
 counted in the task's notes. A qrels candidate of the query's own dataset that is missing from the
 pool is an error.
 
+A global suite's pool is M-BEIR's union file (:data:`UNION_POOL_FILE`, named by the suite's
+``pool_file``) when the data root has it, read column-wise by :func:`load_union_pool` (exactly the
+table of the line reader :func:`load_pool`, which it falls back to for the precise error); else the
+pipeline takes the union of the local pool files (:func:`load_local_pool`, no queries read). A task of
+a global suite is then loaded against that pool (:func:`load_task` with ``pool``), without its local
+pool file.
+
 The family's data root is ``--data-root`` (or ``$MMBENCH_MBEIR_ROOT``); a spec with
 ``default_data_root = "mbeir-mini"`` reads the embedded suite, built on first use
 (:func:`mmbench.data.builders.mini.ensure_mini`).
@@ -24,19 +31,24 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from pathlib import Path
 
 from mmbench.data.types import (
+    IMAGE,
+    IMAGE_TEXT,
     MODALITIES,
+    TEXT,
     ItemTable,
+    PoolData,
+    PoolPart,
     Qrels,
     TaskData,
     format_string,
     modality_parts,
 )
 from mmbench.data.families.base import BaseFamily
-from mmbench.data.lines import iter_json_objects, iter_lines
+from mmbench.data.lines import BLOCK_BYTES, BOM, ColumnarDeclined, iter_json_blocks, iter_json_objects, iter_lines
 from mmbench.errors import DataError, MmbenchError
 from mmbench.data.specs import TaskSpec
 
@@ -139,6 +151,186 @@ def load_pool(path: Path, root: Path) -> ItemTable:
     if not ids:
         raise DataError(path, "candidate pool is empty")
     return ItemTable(ids, mods, texts, imgs, root=root, source=str(path))
+
+
+UNION_POOL_FILE = "cand_pool/global/mbeir_union_test_cand_pool.jsonl"
+"""M-BEIR's global (UNION, 5.6M) test pool, relative to the data root: every local test pool's
+candidates in one file, sorted by (dataset id, n) (``shared/reference/mbeir.md`` §1.1, §2.3)."""
+
+POOL_COLUMNS = ("txt", "img_path", "modality", "did", "src_content")
+_REQUIRED = ("txt", "img_path")       # keys whose absence is an error that a null would hide (did and
+                                      # modality: null is an error too)
+_CODES = ("text", "image", "image,text", "text,image")          # index -> modality as written
+_CANONICAL = (TEXT, IMAGE, IMAGE_TEXT, IMAGE_TEXT)               # the same code as read (interned)
+
+
+def load_union_pool(path: Path, root: Path, *, block_bytes: int = BLOCK_BYTES) -> PoolData:
+    """A global pool file (M-BEIR's :data:`UNION_POOL_FILE`) as one pool: the table
+    :func:`load_pool` reads from it, its ``key`` the file's sha256, and its parts the maximal runs of
+    rows of one dataset id (the ``did`` before ``:``) and one modality: M-BEIR's local pools are each
+    of one modality and a dataset's two pools differ in modality, so in a file sorted by did each
+    run is a local pool's rows where its dids are contiguous. A part's key is the sha256 of its
+    lines' bytes: a part written exactly as a local pool file has that file's key, and shares its
+    embeddings in the cache.
+
+    The file is read column-wise in blocks (:func:`~mmbench.data.lines.iter_json_blocks`; only the
+    pool's columns are kept, ``src_content`` is checked and dropped) and validated with vectorised
+    checks that accept exactly what :func:`load_pool` accepts; where a check fails, or the columnar
+    reader declines the file, the file is read by :func:`load_pool`, which gives the same table or
+    the error naming the line (its parts are then the same runs, keyed by the file's sha256 and
+    their row range: no cache sharing with local pool files).
+    """
+    path = Path(path)
+    try:
+        return _union_columnar(path, root, block_bytes)
+    except ColumnarDeclined:
+        pass
+    table = load_pool(path, root)
+    key = file_fingerprint(path)
+    parts = [PoolPart(a, b, hashlib.sha256(f"{key}\0rows:{a}:{b}".encode()).hexdigest())
+             for a, b in _runs(table.ids, table.modalities)]
+    return PoolData(table, key, {"pool": key}, parts, source=str(path))
+
+
+def _runs(ids, modalities) -> list[tuple[int, int]]:
+    """Maximal runs ``(start, stop)`` of rows with one dataset prefix and one modality."""
+    runs: list[tuple[int, int]] = []
+    last = None
+    for i, (did, modality) in enumerate(zip(ids, modalities)):
+        label = (did.split(":", 1)[0], modality)
+        if label != last:
+            if runs:
+                runs[-1] = (runs[-1][0], i)
+            runs.append((i, len(ids)))
+            last = label
+    return runs
+
+
+def _union_columnar(path: Path, root: Path, block_bytes: int) -> PoolData:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    codes_set = pa.array(_CODES)
+    canonical = np.array(_CANONICAL, dtype=object)
+    has_image = np.array([False, True, True, True])
+    has_text = np.array([True, False, True, True])
+    none = pa.scalar(None, pa.string())
+    ids: list[str] = []
+    modalities: list[str] = []
+    texts: list[str | None] = []
+    images: list[str | None] = []
+    hashes = _Hashes()
+    parts: list[list[int]] = []               # [start row, stop row]
+    last_label = None
+    with ThreadPoolExecutor(1) as hasher:      # sha256 releases the GIL: it runs beside the parsing
+        for block in iter_json_blocks(path, POOL_COLUMNS, _REQUIRED, block_bytes=block_bytes):
+            cols = block.columns
+            try:                               # Arrow checks UTF-8 only here (the line reader: every byte)
+                for column in cols.values():
+                    column.validate(full=True)
+            except pa.ArrowInvalid:
+                raise ColumnarDeclined("invalid UTF-8") from None
+            did, modality, txt, img = cols["did"], cols["modality"], cols["txt"], cols["img_path"]
+            n, first = len(block), len(ids)
+            if did.null_count or modality.null_count or pc.min(pc.utf8_length(did)).as_py() == 0:
+                raise ColumnarDeclined("a null or empty id or modality")
+            index = pc.index_in(modality, value_set=codes_set)
+            if index.null_count:
+                raise ColumnarDeclined("an unknown modality")
+            code = index.to_numpy(zero_copy_only=False).astype(np.int64)
+            block_ids = did.to_numpy(zero_copy_only=False).tolist()
+            joined = "\0".join(block_ids)               # NUL is not whitespace
+            if "".join(joined.split()) != joined:
+                raise ColumnarDeclined("an id with whitespace")
+            img_ok = pc.fill_null(pc.greater(pc.utf8_length(img), 0), False).to_numpy(zero_copy_only=False)
+            txt_ok = pc.fill_null(pc.greater(pc.utf8_length(txt), 0), False).to_numpy(zero_copy_only=False)
+            want_image, want_text = has_image[code], has_text[code]
+            if (want_image & ~img_ok).any() or ((code == 0) & ~txt_ok).any():
+                raise ColumnarDeclined("a modality without its text or image")
+            img_kept = pc.if_else(pa.array(want_image & img_ok), img, none)
+            if pc.any(pc.fill_null(pc.or_(pc.starts_with(img_kept, "/"),
+                                          pc.match_substring_regex(img_kept, r"(^|/)\.\.(/|$)")), False)).as_py():
+                raise ColumnarDeclined("an image path outside the data root")
+            if not _all_json(cols["src_content"].drop_null().to_numpy(zero_copy_only=False).tolist()):
+                raise ColumnarDeclined("a src_content that is not JSON")
+            ids += block_ids
+            modalities += canonical[code].tolist()
+            texts += _formatted(pc.if_else(pa.array(want_text & txt_ok), txt, none))
+            images += img_kept.to_numpy(zero_copy_only=False).tolist()
+            # parts: a new one where the dataset prefix or the modality changes
+            prefix = pc.list_element(pc.split_pattern(did, ":", max_splits=1), 0)
+            canon = np.where(code == 3, 2, code)
+            change = np.zeros(n, dtype=bool)
+            if n > 1:
+                change[1:] = (canon[1:] != canon[:-1]) | ~pc.equal(prefix[1:], prefix[:-1]).to_numpy(
+                    zero_copy_only=False)
+            change[0] = (prefix[0].as_py(), int(canon[0])) != last_label
+            last_label = (prefix[n - 1].as_py(), int(canon[n - 1]))
+            starts = [*(block.starts - block.starts[0]).tolist(), len(block.data)]
+            spans = []                         # (part, byte start, byte stop) of this block
+            bounds = [*np.flatnonzero(change).tolist(), n]
+            if bounds[0] != 0:                 # rows continuing the previous block's part
+                spans.append((len(parts) - 1, 0, starts[bounds[0]]))
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                if parts:
+                    parts[-1][1] = first + a
+                parts.append([first + a, first + n])
+                spans.append((len(parts) - 1, starts[a], starts[b]))
+            parts[-1][1] = first + n
+            hasher.submit(hashes.update, block.data, spans, block.starts[0] == len(BOM) and first == 0)
+    if not ids:
+        raise ColumnarDeclined("an empty file")
+    key = hashes.file.hexdigest()
+    table = ItemTable(ids, modalities, texts, images, root=root, source=str(path))
+    pool = PoolData(table, key, {"pool": key},
+                    [PoolPart(a, b, hashes.parts[i].hexdigest()) for i, (a, b) in enumerate(parts)], source=str(path))
+    if len(pool.id_set()) != len(ids):
+        raise ColumnarDeclined("a repeated did")
+    return pool
+
+
+_SCAN = json.JSONDecoder().scan_once
+
+
+def _all_json(values: list[str]) -> bool:
+    """Whether ``json.loads`` reads each of ``values``: a value written as one object (``{`` to ``}``)
+    by the decoder's scanner alone (what ``json.loads`` runs, less its white-space handling, which
+    such a value does not need), any other by ``json.loads``."""
+    try:
+        for value in values:
+            if value[:1] == "{" and value[-1:] == "}":
+                if _SCAN(value, 0)[1] != len(value):
+                    return False
+            else:
+                json.loads(value)
+    except (ValueError, RecursionError, StopIteration):
+        return False
+    return True
+
+
+class _Hashes:
+    """The sha256 of the whole file and of each part's bytes, fed block by block in file order."""
+
+    def __init__(self):
+        self.file = hashlib.sha256()
+        self.parts: dict[int, object] = {}
+
+    def update(self, data: bytes, spans: list[tuple[int, int, int]], after_bom: bool) -> None:
+        if after_bom:
+            self.file.update(BOM)
+        self.file.update(data)
+        view = memoryview(data)
+        for part, a, b in spans:
+            self.parts.setdefault(part, hashlib.sha256()).update(view[a:b])
+
+
+def _formatted(column) -> list[str | None]:
+    """``format_string`` of each non-null text of an Arrow string column (None where null). (Arrow's
+    string kernels doing the same were no faster: perf.md, "The 5.6M global pool".)"""
+    return [format_string(t) if t is not None else None for t in column.to_numpy(zero_copy_only=False).tolist()]
 
 
 def load_queries(path: Path, root: Path) -> ItemTable:
@@ -253,18 +445,33 @@ def choose_instructions(prompts: list[str] | None, n: int, policy: str, seed: in
     return [rng.choice(prompts) for _ in range(n)]
 
 
-def load_task(spec: TaskSpec, root: Path, *, instructions: str = "first", seed: int = 2023) -> TaskData:
-    """Load and cross-check one M-BEIR task (its local pool, queries, qrels, instructions)."""
+def load_local_pool(spec: TaskSpec, root: Path) -> PoolData:
+    """A task's local pool file alone (none of its queries)."""
+    _check_root(spec, root)
+    path = require_file(root, spec.files.pool, spec.name)
+    key = file_fingerprint(path)
+    return PoolData(load_pool(path, root), key, {"pool": key}, source=spec.files.pool)
+
+
+def _check_root(spec: TaskSpec, root: Path) -> None:
     if not root.is_dir():
         raise DataError(root, f"data root does not exist (task {spec.name!r} expects M-BEIR's layout there)")
+
+
+def load_task(spec: TaskSpec, root: Path, *, instructions: str = "first", seed: int = 2023,
+              pool: PoolData | None = None) -> TaskData:
+    """Load and cross-check one M-BEIR task (its local pool, queries, qrels, instructions). With
+    ``pool`` (a suite's global pool), the task's qrels are checked against that pool and its local
+    pool file is not read (it need not exist)."""
+    _check_root(spec, root)
     q_path = require_file(root, spec.files.queries, spec.name)
-    p_path = require_file(root, spec.files.pool, spec.name)
+    p_path = require_file(root, spec.files.pool, spec.name) if pool is None else None
     r_path = require_file(root, spec.files.qrels, spec.name)
     queries = load_queries(q_path, root)
-    pool = load_pool(p_path, root)
+    if pool is None:
+        pool = PoolData(load_pool(p_path, root), file_fingerprint(p_path), {}, source=spec.files.pool)
     qrels, qrels_line = load_qrels(r_path)
-    fingerprints = {"queries": file_fingerprint(q_path), "pool": file_fingerprint(p_path),
-                    "qrels": file_fingerprint(r_path)}
+    fingerprints = {"queries": file_fingerprint(q_path), "pool": pool.key, "qrels": file_fingerprint(r_path)}
 
     prompts = None
     if instructions != "none":
@@ -278,22 +485,23 @@ def load_task(spec: TaskSpec, root: Path, *, instructions: str = "first", seed: 
             raise DataError(i_path, f"no instruction row for dataset_id={key[0]}, query_modality={key[1]}, cand_modality={key[2]} (task {spec.name!r})")
     queries.instructions = choose_instructions(prompts, len(queries), instructions, seed, spec.name)
 
-    notes = _check_qrels(spec, queries, pool, qrels, r_path, qrels_line)
+    notes = _check_qrels(spec, queries, pool.id_set(), pool.source, qrels, r_path, qrels_line)
     unjudged = [q for q in queries.ids if q not in qrels]
     if unjudged:
         notes.append(f"{len(unjudged)} queries have no qrels and are not scored (e.g. {unjudged[0]!r})")
-    return TaskData(name=spec.name, queries=queries, pool=pool, qrels=qrels,
-                    fingerprints=fingerprints, pool_key=fingerprints["pool"], notes=notes)
+    return TaskData(name=spec.name, queries=queries, pool=pool.table, qrels=qrels,
+                    fingerprints=fingerprints, pool_key=pool.key, notes=notes)
 
 
 def _dataset_prefix(identifier: str) -> str:
     return identifier.split(":", 1)[0]
 
 
-def _check_qrels(spec: TaskSpec, queries: ItemTable, pool: ItemTable, qrels: Qrels,
+def _check_qrels(spec: TaskSpec, queries: ItemTable, pool_ids: Set[str], pool_name: str, qrels: Qrels,
                  path: Path, line_of: dict[str, int]) -> list[str]:
+    """Every qrels query is in the query file; a positive missing from the pool (``pool_name``) is an
+    error when of the query's dataset, a note when of another (see the module docstring)."""
     query_ids = set(queries.ids)
-    pool_ids = set(pool.ids)
     for qid in qrels:
         if qid not in query_ids:
             raise DataError(path, f"qrels name query {qid!r}, which is not in {spec.files.queries}", line=line_of[qid])
@@ -304,11 +512,11 @@ def _check_qrels(spec: TaskSpec, queries: ItemTable, pool: ItemTable, qrels: Qre
         foreign = [d for d in missing if _dataset_prefix(d) != _dataset_prefix(qid)]
         odd = next((d for d in foreign if not _is_int(_dataset_prefix(d)) or ":" not in d), None)
         if odd is not None:
-            raise DataError(path, f"qrels of query {qid!r} name {odd!r}, which is neither in {spec.files.pool} "
+            raise DataError(path, f"qrels of query {qid!r} name {odd!r}, which is neither in {pool_name} "
                                   "nor an M-BEIR candidate id ('<dataset_id>:<n>') of another dataset", line=line_of[qid])
         if len(foreign) != len(missing):
             own = next(d for d in missing if _dataset_prefix(d) == _dataset_prefix(qid))
-            raise DataError(path, f"qrels of query {qid!r} name candidate {own!r}, which is not in {spec.files.pool}", line=line_of[qid])
+            raise DataError(path, f"qrels of query {qid!r} name candidate {own!r}, which is not in {pool_name}", line=line_of[qid])
         if foreign:
             cross += len(foreign)
             cross_queries += 1
@@ -341,6 +549,23 @@ class MbeirFamily(BaseFamily):
 
     def load(self, spec: TaskSpec, root: Path, *, instructions: str = "first", seed: int = 2023) -> TaskData:
         return load_task(spec, root, instructions=instructions, seed=seed)
+
+    def load_pool(self, spec: TaskSpec, root: Path) -> PoolData:
+        return load_local_pool(spec, root)
+
+    def global_pool(self, pool_file: str, specs: list[TaskSpec], root: Path) -> PoolData | None:
+        """The suite's ``pool_file`` (M-BEIR's :data:`UNION_POOL_FILE`) read by :func:`load_union_pool`;
+        None when the data root has no such file."""
+        path = Path(root) / pool_file
+        if not path.is_file():
+            return None
+        pool = load_union_pool(path, Path(root))
+        pool.source = pool_file
+        return pool
+
+    def load_with_pool(self, spec: TaskSpec, root: Path, pool: PoolData, *, instructions: str = "first",
+                       seed: int = 2023) -> TaskData:
+        return load_task(spec, root, instructions=instructions, seed=seed, pool=pool)
 
 
 FAMILY = MbeirFamily()
