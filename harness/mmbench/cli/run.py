@@ -124,6 +124,9 @@ def run(
     rerank: Annotated[Optional[str], typer.Option("--rerank", metavar="RERANKER", help="Rerank the first stage's top-k: rescore:<model>, cross-encoder:<folder-or-hub-id>, mllm-rerank:<folder-or-hub-id>.")] = None,
     rerank_top_k: Annotated[int, typer.Option("--rerank-top-k", metavar="K", min=1, max=1000, help="Hits reranked per query (with --rerank).")] = 10,
     model_option: Annotated[Optional[list[str]], typer.Option("--model-option", metavar="KEY=VALUE", help="Passed to the model's loader over the catalog's options (repeatable), e.g. path=/models/clip_sf_large.pth, num_workers=8, dtype=bf16.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the files and print the plan (work, memory, disk, time) instead of running: `mmbench plan`.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="With --dry-run: the plan as JSON.")] = False,
+    ranks: Annotated[Optional[int], typer.Option("--ranks", metavar="N", min=1, help="With --dry-run: processes encoding together (default $WORLD_SIZE or 1).")] = None,
 ) -> None:
     """Evaluate a model on a suite or tasks; with no arguments, the default model on mbeir-mini and mteb-mini."""
     from mmbench import api
@@ -145,6 +148,14 @@ def run(
         chunk_size=chunk_size, verify_data=verify_data, rerank=rerank, rerank_top_k=rerank_top_k,
         model_options=_model_options(model_option), search_backend=search_backend, devices=split_values([devices] if devices else []),
         **({"cache_dir": cache_dir} if cache_dir else {}))
+    if dry_run or json_output or ranks:
+        from mmbench.cli.plan import show_plan
+
+        if not dry_run:
+            raise typer.BadParameter("goes with --dry-run (or `mmbench plan`)",
+                                     param_hint="'--json'" if json_output else "'--ranks'")
+        show_plan(config, default_run, as_json=json_output, ranks=ranks)
+        return
     from mmbench.distributed import process_group
 
     # under torchrun every rank runs (the group encodes); rank 0 alone evaluates and prints

@@ -43,6 +43,9 @@ class ModelMeta:
     license: str | None = None
     reference: str | None = None
     options: dict[str, Any] = field(default_factory=dict)   # passed to the loader
+    image_tokens: int | None = None   # tokens the encoder passes per image, where declared (mmbench plan)
+    declared_items_per_s: dict[str, float] = field(default_factory=dict)   # modality -> items/s (mmbench plan)
+    declared_on: str | None = None    # the hardware and settings those items/s are for
 
     def can_encode(self, modality: str) -> bool:
         parts = modality_parts(modality)

@@ -50,6 +50,7 @@ IMAGENET_LABELS_MINILM = ModelMeta(
 
 CLIP_VIT_B_32 = ModelMeta(
     name="clip-vit-b-32",
+    image_tokens=50,   # (224/32)^2 patches + a class token (mmbench plan)
     loader=CLIP_LOADER,
     revision="hub",
     modalities=("text", "image"),
@@ -65,6 +66,7 @@ CLIP_VIT_B_32 = ModelMeta(
 
 CLIP_VIT_L_14 = ModelMeta(
     name="clip-vit-l-14",
+    image_tokens=257,   # (224/14)^2 patches + a class token (mmbench plan)
     loader=CLIP_LOADER,
     revision="hub",
     modalities=("text", "image"),
@@ -84,6 +86,7 @@ BLIP_LOADER = "mmbench.models.blip:load_blip"
 
 SIGLIP_BASE = ModelMeta(
     name="siglip-base-patch16-224",
+    image_tokens=196,   # (224/16)^2 patches, no class token (mmbench plan)
     loader=SIGLIP_LOADER,
     revision="hub",
     modalities=("text", "image"),
@@ -99,6 +102,7 @@ SIGLIP_BASE = ModelMeta(
 
 SIGLIP_SO400M = ModelMeta(
     name="siglip-so400m-patch14-384",
+    image_tokens=729,   # 27^2 patches of 14 px at 384 px, no class token (mmbench plan)
     loader=SIGLIP_LOADER,
     revision="hub",
     modalities=("text", "image"),
@@ -114,6 +118,7 @@ SIGLIP_SO400M = ModelMeta(
 
 BLIP_ITM_BASE_COCO = ModelMeta(
     name="blip-itm-base-coco",
+    image_tokens=577,   # (384/16)^2 patches + a class token (mmbench plan)
     loader=BLIP_LOADER,
     revision="hub",
     modalities=("text", "image"),
@@ -129,6 +134,7 @@ BLIP_ITM_BASE_COCO = ModelMeta(
 
 BLIP_ITM_LARGE_COCO = ModelMeta(
     name="blip-itm-large-coco",
+    image_tokens=577,   # (384/16)^2 patches + a class token (mmbench plan)
     loader=BLIP_LOADER,
     revision="hub",
     modalities=("text", "image"),
@@ -144,6 +150,7 @@ BLIP_ITM_LARGE_COCO = ModelMeta(
 
 UNIIR_CLIP_SF_L = ModelMeta(
     name="uniir-clip-sf-l",
+    image_tokens=257,   # CLIP ViT-L/14 at 224 px: (224/14)^2 + 1 (mmbench plan)
     loader="mmbench.models.uniir:load_uniir_clip_sf",
     revision="TIGER-Lab/UniIR:clip_sf_large.pth",
     modalities=("text", "image"),
@@ -164,6 +171,7 @@ UNIIR_CLIP_SF_L = ModelMeta(
 
 UNIIR_BLIP_FF_L = ModelMeta(
     name="uniir-blip-ff-l",
+    image_tokens=197,   # ViT-L/16 at 224 px: (224/16)^2 + 1 (mmbench plan)
     loader="mmbench.models.uniir:load_uniir_blip_ff",
     revision="TIGER-Lab/UniIR:blip_ff_large.pth",
     modalities=("text", "image"),
@@ -183,6 +191,7 @@ UNIIR_BLIP_FF_L = ModelMeta(
 
 MM_EMBED = ModelMeta(
     name="mm-embed",
+    image_tokens=577,   # CLIP-L/14 at 336 px: (336/14)^2 + 1, fed to the LLM (mmbench plan)
     loader="mmbench.models.mmembed.encoder:load_mmembed",
     revision="nvidia/MM-Embed@a2542c237b5b700ed01b829689756425441cef97",
     modalities=("text", "image"),
