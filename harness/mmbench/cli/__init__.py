@@ -31,7 +31,8 @@ from typing import Annotated
 import typer
 
 import mmbench
-from mmbench.cli import analysis, data, inspect as inspect_command, list as list_command, mine, run as run_command, show
+from mmbench.cli import analysis, data, inspect as inspect_command, list as list_command, mine, plan as plan_command
+from mmbench.cli import run as run_command, show
 from mmbench.errors import MmbenchError
 
 # Help is click's plain layout (rich_markup_mode=None): it wraps at the terminal's width and never cuts
@@ -63,7 +64,7 @@ def _main(
 
 
 # (importing the submodule `list` binds the name `list` in this module: the builtin is not used here)
-for _commands in (run_command, list_command, show, data, analysis, inspect_command, mine):
+for _commands in (run_command, plan_command, list_command, show, data, analysis, inspect_command, mine):
     _commands.register(app)
 del _commands
 
