@@ -3,6 +3,8 @@ injected into one rank's model, for the failure tests (the product has no such h
 
 ``MMBENCH_TEST_FAULT=kill:R:N``: rank R kills itself (SIGKILL) when its model is asked for its
 chunk N+1, after N chunks; ``hang:R:N``: rank R sleeps instead (a stuck rank).
+``MMBENCH_TEST_NODE_LOCAL=1``: every rank but 0 has its own cache, ``$MMBENCH_HOME-rankR`` (as if each
+rank were on a node of its own, without a shared file system).
 """
 
 import os
@@ -40,6 +42,8 @@ def _inject(fault: str) -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get("MMBENCH_TEST_NODE_LOCAL") == "1" and os.environ.get("RANK", "0") != "0":
+        os.environ["MMBENCH_HOME"] = f"{os.environ['MMBENCH_HOME']}-rank{os.environ['RANK']}"
     if os.environ.get("MMBENCH_TEST_FAULT"):
         _inject(os.environ["MMBENCH_TEST_FAULT"])
     main()

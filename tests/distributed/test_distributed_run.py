@@ -7,7 +7,9 @@ random-weight CLIP on mbeir-mini (small chunks, so every table has several).
   ranks encodes only the missing chunks (the finished ones keep their files: same inode), says so, and
   gives the same results; an outside holder of an entry's lock makes rank 0 wait, not deadlock;
 * a stuck rank does not hang the job: rank 0 leaves the collective after ``MMBENCH_DIST_TIMEOUT_S``
-  with a one-line error.
+  with a one-line error;
+* a cache that is not shared (rank 1 has its own): rank 1's chunks are sent to rank 0 over the group, and
+  the results are the same.
 """
 
 from __future__ import annotations
@@ -191,3 +193,19 @@ def test_a_stuck_rank_ends_in_a_timeout_error_not_a_hang(setup):
     # rank 0 waits for rank 1 at the end of encoding (or, on a loaded machine, at an earlier step)
     errors = [ln for ln in proc.stderr.splitlines() if re.match(r"error \(rank \d\): rank \d of 2: at ", ln)]
     assert errors and "MMBENCH_DIST_TIMEOUT_S" in errors[0], proc.stderr[-3000:]
+
+
+def test_a_cache_that_is_not_shared_gets_the_other_ranks_chunks_over_the_group(setup, single_local):
+    root, model, data = setup
+    work = root / "local"                                # rank 0's paths are the single run's
+    shutil.rmtree(work, ignore_errors=True)
+    env = {**mmbench_env(work / "cache", data), "MMBENCH_TEST_NODE_LOCAL": "1"}
+    proc = torchrun(2, args_of(model, LOCAL, work / "out"), env, launcher=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (encoded,) = counts(proc.stderr)
+    rank1 = int(re.search(r"rank 1: (\d+)", " ".join(proc.stderr.split())).group(1))
+    assert rank1 > 0 and f"embedding cache: {rank1} chunk(s) sent to rank 0" in " ".join(proc.stderr.split())
+    assert set(chunk_files(work / "cache-rank1")) <= set(chunk_files(work / "cache"))
+    assert len(chunk_files(work / "cache-rank1")) == rank1       # rank 1's own copy: its share only
+    assert_same_results(single_local / "out", work / "out")
+    assert_same_chunks(single_local / "cache", work / "cache")

@@ -29,14 +29,18 @@ the failure is complete (atomic writes), so the next run, with any number of ran
 chunks still missing. Rank 0 holds the locks until it leaves, however it leaves (``flock`` dies with
 its process).
 
-The cache must be one file system seen by every rank (a node-local cache would leave rank 0 without
-the other ranks' chunks: rank 0 checks that every chunk is there after the all-gather and says so).
+The cache is best one file system seen by every rank. A cache that is not shared (each node its own
+disk) works too: after the all-gather, rank 0 lists the chunks it does not find complete, and their
+encoders send them to it over the group, one chunk at a time (their bytes travel once more, over the
+network); rank 0 writes them into its cache, and says how many it received. The other ranks' entries
+are then partial copies that rank 0 never reads.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mmbench.distributed.assign import assign, chunk_cost
 from mmbench.distributed.group import DistributedError, RankInfo, all_gather, broadcast
@@ -57,6 +61,7 @@ class SharedEncode:
     chunks_encoded: int = 0
     chunks_reused: int = 0
     per_rank: list[int] = field(default_factory=list)      # chunks encoded by each rank
+    chunks_sent: int = 0         # chunks rank 0 did not see in its cache, sent to it over the group
 
     def take(self, job: EmbedJob) -> EncodeStats | None:
         """The group's stats of ``job``'s table, once (a table embedded again in the run was cached)."""
@@ -82,11 +87,11 @@ def encode_shared(jobs: list[EmbedJob], info: RankInfo, get_encoder, *, cache_di
     message = reporter.message if (reporter is not None and info.lead) else None
     locks = []
     try:
-        plan = _lead_plan(entries, info, overwrite, message, locks) if info.lead else None
+        plan = _lead_plan(entries, info, overwrite, message, locks, cache_dir) if info.lead else None
         plan = broadcast(info, plan, "the list of missing chunks")
         if "failed" in plan:
             raise DistributedError(f"rank {info.rank}: rank 0 failed before encoding ({plan['failed']})")
-        dirs = [str(store.dir) for _, store, _ in entries]
+        dirs = [_entry_name(store, cache_dir) for _, store, _ in entries]
         if plan["dirs"] != dirs:
             raise DistributedError(f"rank {info.rank} sees other cache entries than rank 0 (different data, "
                                    "options or mmbench versions on the ranks?): "
@@ -99,6 +104,8 @@ def encode_shared(jobs: list[EmbedJob], info: RankInfo, get_encoder, *, cache_di
         mine_stats = _encode_share(entries, mine, get_encoder, batch_size, info, reporter)
         gathered = all_gather(info, mine_stats, "the end of encoding (every rank's chunk files written)")
         result = _totals(entries, plan, gathered, shares)
+        if info.world_size > 1:
+            result.chunks_sent = _send_unseen_chunks(entries, units, shares, info)
         if info.lead:
             _finish(entries, plan, message, result)
         return result
@@ -107,7 +114,12 @@ def encode_shared(jobs: list[EmbedJob], info: RankInfo, get_encoder, *, cache_di
             lock.release()
 
 
-def _lead_plan(entries, info: RankInfo, overwrite: bool, message, locks: list) -> dict:
+def _entry_name(store, cache_dir) -> str:
+    """An entry's folder inside the cache (the same on every rank, wherever each rank's cache is)."""
+    return store.dir.relative_to(Path(cache_dir)).as_posix()
+
+
+def _lead_plan(entries, info: RankInfo, overwrite: bool, message, locks: list, cache_dir) -> dict:
     """Rank 0: lock every entry, list its missing chunks and their costs. A failure is broadcast
     (``{"failed": ...}``) so the other ranks stop at once, then raised here."""
     try:
@@ -120,7 +132,7 @@ def _lead_plan(entries, info: RankInfo, overwrite: bool, message, locks: list) -
             t = job.table
             costs.append([chunk_cost(t.texts, t.image_paths, i * store.chunk_size, (i + 1) * store.chunk_size)
                           for i in chunks])
-        return {"dirs": [str(store.dir) for _, store, _ in entries], "missing": missing, "costs": costs,
+        return {"dirs": [_entry_name(store, cache_dir) for _, store, _ in entries], "missing": missing, "costs": costs,
                 "chunks": [store.n_chunks for _, store, _ in entries]}
     except BaseException as exc:
         try:
@@ -144,6 +156,9 @@ def _encode_share(entries, mine: list[tuple[int, int]], get_encoder, batch_size:
     bar = reporter.progress(f"encode: rank {info.rank} of {info.world_size}, {len(mine)} chunks", total) \
         if (reporter is not None and info.lead) else None
     done = 0
+    if not info.lead:            # the entry as rank 0 opened it (a no-op in a shared cache; else this rank's copy)
+        for e in by_entry:
+            entries[e][1].open(overwrite=False)
     encoder = get_encoder()
     with BackgroundWriter() as writer:
         for e, chunks in by_entry.items():
@@ -158,6 +173,27 @@ def _encode_share(entries, mine: list[tuple[int, int]], get_encoder, batch_size:
             out[e] = {"encoded": stats.encoded, "seconds": stats.seconds, "by_modality": stats.by_modality,
                       "chunks": len(chunks)}
     return out
+
+
+def _send_unseen_chunks(entries, units: list[tuple[int, int]], shares: list[list[int]], info: RankInfo) -> int:
+    """Every chunk another rank encoded that rank 0 does not find complete in its own cache (a cache
+    that is not shared: each node its own disk), sent to rank 0 over the group (point to point, one
+    chunk at a time, in the same order on every rank) and written there; returns how many."""
+    from mmbench.distributed.group import receive, send
+
+    owner = {units[u]: r for r, share in enumerate(shares) for u in share}
+    absent = None
+    if info.lead:
+        absent = [units[u] for r, share in enumerate(shares) if r for u in share
+                  if entries[units[u][0]][1].chunk_problem(units[u][1]) is not None]
+    absent = broadcast(info, absent, "the list of chunks rank 0 does not see")
+    for e, i in absent:
+        store, r = entries[e][1], owner[(e, i)]
+        if info.rank == r:
+            send(info, store.load_chunk(i), 0, f"sending chunk {i} of {store.dir.name} to rank 0")
+        elif info.lead:
+            store.write_chunk(i, receive(info, r, f"receiving chunk {i} of {store.dir.name} from rank {r}"))
+    return len(absent)
 
 
 def _totals(entries, plan: dict, gathered: list[dict], shares: list[list[int]]) -> SharedEncode:
@@ -186,16 +222,17 @@ def _finish(entries, plan: dict, message, result: SharedEncode) -> None:
     for e, (job, store, _) in enumerate(entries):
         absent = [i for i in plan["missing"][e] if store.chunk_problem(i) is not None]
         if absent:
-            raise DistributedError(
-                f"rank 0 does not see {len(absent)} chunk file(s) the other ranks wrote, e.g. "
-                f"{store.chunk_path(absent[0])}: the embedding cache must be one file system shared by every "
-                "rank (--cache-dir / MMBENCH_HOME on a shared mount)")
+            raise DistributedError(f"rank 0: {len(absent)} chunk file(s) missing after the group encoded them, "
+                                   f"e.g. {store.chunk_path(absent[0])} (removed by another process?)")
         if plan["missing"][e] and job.images_sha256 is not None:
             write_images_digest(store, job.images_sha256)
     if message is not None:
         per_rank = ", ".join(f"rank {r}: {n}" for r, n in enumerate(result.per_rank))
         message(f"embedding cache: {result.chunks_encoded} chunk(s) encoded by {len(result.per_rank)} rank(s) "
                 f"({per_rank}), {result.chunks_reused} reused")
+        if result.chunks_sent:
+            message(f"embedding cache: {result.chunks_sent} chunk(s) sent to rank 0 over the process group "
+                    f"(rank 0 does not share the other ranks' cache)")
 
 
 def _say_plan(message, info: RankInfo, entries, plan: dict, shares: list[list[int]]) -> None:

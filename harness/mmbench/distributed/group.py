@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from mmbench.errors import MmbenchError
 
 __all__ = ["DEFAULT_TIMEOUT_S", "DistributedError", "RankInfo", "TIMEOUT_ENV", "all_gather", "broadcast",
-           "current", "launched", "process_group"]
+           "current", "launched", "process_group", "receive", "send"]
 
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 TIMEOUT_ENV = "MMBENCH_DIST_TIMEOUT_S"
@@ -193,3 +193,19 @@ def all_gather(info: RankInfo, obj: object, step: str) -> list:
     out: list = [None] * info.world_size
     _collective(info, step, lambda: dist.all_gather_object(out, obj, group=info.control))
     return out
+
+
+def send(info: RankInfo, obj: object, dst: int, step: str) -> None:
+    """Send ``obj`` to rank ``dst`` (which calls :func:`receive`)."""
+    import torch.distributed as dist
+
+    _collective(info, step, lambda: dist.send_object_list([obj], dst=dst, group=info.control))
+
+
+def receive(info: RankInfo, src: int, step: str) -> object:
+    """The object rank ``src`` sends with :func:`send`."""
+    import torch.distributed as dist
+
+    box = [None]
+    _collective(info, step, lambda: dist.recv_object_list(box, src=src, group=info.control))
+    return box[0]
