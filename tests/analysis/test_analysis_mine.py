@@ -59,6 +59,8 @@ def test_negatives_obey_the_rule_whatever_the_query_order(case, rnd):
         pos_content = {content[p] for p in positives[qid]}
         eligible = [c for c in row[recipe.first_rank - 1: recipe.last_rank]
                     if c not in positives[qid] and modality[c] == target and content[c] not in pos_content]
+        if not positives[qid]:
+            eligible = []                               # unjudged: no candidate can be called a negative
         assert len(negs) == min(recipe.per_query, len(eligible)) and set(negs) <= set(eligible)
         for c in negs:
             assert c not in positives[qid] and content[c] not in pos_content and modality[c] == target

@@ -32,7 +32,8 @@ negative, and ``m`` the task's candidate modality (a candidate of another modali
 the negatives teach what to rank below a positive *within* the target modality). The negatives are
 ``min(k, |E_q|)`` elements of ``E_q`` drawn without replacement by a numpy ``Generator`` seeded with
 ``(seed, first 8 bytes of sha256(qid))``, listed in rank order. So a query's negatives depend only on
-its own row, qrels and the recipe: never on the other queries or their order (tested).
+its own row, qrels and the recipe: never on the other queries or their order (tested). A query without
+a positive (no qrels) gets none: nothing it retrieved can be told from an unjudged relevant candidate.
 
 MM-Embed also uses wrong-modality candidates from the top of the ranking as negatives (its first
 kind); those are often relevant in content (the caption of the very image asked for) and are not
@@ -119,11 +120,15 @@ def mine_negatives(qids: Sequence[str], ranked: Sequence[Sequence[str]], positiv
     """``{qid: negatives in rank order}`` by the module docstring's rule: ``ranked[i]`` holds query
     ``qids[i]``'s candidate ids in rank order (rank 1 first); ``modality_of(cid)`` a candidate's
     canonical modality (None: unknown, never taken), ``target`` the task's candidate modality;
-    ``content_of(cid)`` a candidate's content key (None: content not compared)."""
+    ``content_of(cid)`` a candidate's content key (None: content not compared). A query without
+    positives gets no negatives."""
     lo, hi = recipe.first_rank, recipe.last_rank
     out: dict[str, list[str]] = {}
     for qid, row in zip(qids, ranked):
         pos = positives.get(qid, set())
+        if not pos:                           # unjudged: any candidate may be relevant
+            out[qid] = []
+            continue
         pos_content = {content_of(p) for p in pos} - {None} if content_of is not None else set()
         eligible = [cid for cid in row[lo - 1: hi]
                     if cid not in pos and modality_of(cid) == target
@@ -245,6 +250,8 @@ def mine(results: Path, task: str, out: Path, recipe: MiningRecipe, *, data_root
     if problem:
         raise MmbenchError(f"{problem}: mine reads the run file written with {path.name}")
     files = record.get("files") or {}
+    if not isinstance(files.get("run"), str):
+        raise DataError(path, "missing; expected the name of the run file", field="files.run")
     depth = files.get("run_depth")
     if isinstance(depth, int) and recipe.last_rank > depth:
         raise MmbenchError(f"window ends at rank {recipe.last_rank}, but {files.get('run')} holds {depth} hits per "
@@ -327,7 +334,8 @@ def _recipe_file(result: MiningResult, recipe: MiningRecipe, spec, record: dict,
         "recipe": {**recipe.to_dict(), "target_modality": spec.candidate_modality,
                    "rule": "ranks in sampled_ranks; not a positive (qrels relevance > 0) nor a copy of one; "
                            "the task's candidate modality; per_query drawn without replacement by "
-                           "numpy default_rng([seed, sha256(qid)[:8] little-endian]); listed in rank order"},
+                           "numpy default_rng([seed, sha256(qid)[:8] little-endian]); listed in rank order; "
+                           "a query without positives gets none"},
         "output": {"file": result.output.name, "sha256": output_sha256, "queries": result.queries,
                    "queries_with_negatives": result.queries_with_negatives, "negatives": result.negatives,
                    "short_queries": result.short_queries},
