@@ -48,5 +48,5 @@ def mine(
 
 def register(app: typer.Typer) -> None:
     app.command("mine", short_help="Hard negatives from a run, in M-BEIR's training format.",
-                epilog="Example:\n\n\b\n  mmbench mine results/MODEL/REV/mbeir-global --task mscoco_task0 --out negatives/ \\\n"
-                       "      --skip-top 45 --window 1:50 --per-query 3")(mine)
+                epilog="Example:\n\n\b\n  mmbench mine results/MODEL/REV/mbeir-global --task mscoco_task0 \\\n"
+                       "      --out negatives/ --skip-top 45 --window 1:50 --per-query 3")(mine)
