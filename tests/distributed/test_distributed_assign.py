@@ -44,7 +44,8 @@ def test_image_chunks_weigh_more_than_caption_chunks():
     images = chunk_cost([None] * 16, ["x.png"] * 16, 0, 16)
     assert images > 20 * captions
     assert item_cost(None, True) == ITEM_BASE + IMAGE_COST
-    assert chunk_cost(["ab", None, "abcd"], [None, "i.png", None], 1, 3) == item_cost(None, True) + item_cost("abcd", False)
+    mixed = chunk_cost(["ab", None, "abcd"], [None, "i.png", None], 1, 3)
+    assert mixed == item_cost(None, True) + item_cost("abcd", False)
     # the last, shorter chunk counts only its own items
     assert chunk_cost(["x"] * 5, [None] * 5, 4, 8) == item_cost("x", False)
 

@@ -161,10 +161,13 @@ def test_a_killed_rank_fails_the_job_and_three_ranks_resume_only_the_missing_chu
     reader.start()
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and "waiting for the embedding cache entry" not in " ".join("".join(lines).split()):
+        def waiting() -> bool:
+            return "waiting for the embedding cache entry" in " ".join("".join(lines).split())
+
+        while time.monotonic() < deadline and not waiting():
             assert proc.poll() is None, "".join(lines)[-3000:]
             time.sleep(0.1)
-        assert "waiting for the embedding cache entry" in " ".join("".join(lines).split())
+        assert waiting()
     finally:
         os.close(fd)                                     # release: the group goes on
     stdout, _ = proc.communicate(timeout=240)

@@ -132,8 +132,8 @@ def _lead_plan(entries, info: RankInfo, overwrite: bool, message, locks: list, c
             t = job.table
             costs.append([chunk_cost(t.texts, t.image_paths, i * store.chunk_size, (i + 1) * store.chunk_size)
                           for i in chunks])
-        return {"dirs": [_entry_name(store, cache_dir) for _, store, _ in entries], "missing": missing, "costs": costs,
-                "chunks": [store.n_chunks for _, store, _ in entries]}
+        return {"dirs": [_entry_name(store, cache_dir) for _, store, _ in entries], "missing": missing,
+                "costs": costs, "chunks": [store.n_chunks for _, store, _ in entries]}
     except BaseException as exc:
         try:
             broadcast(info, {"failed": str(exc) or type(exc).__name__}, "the list of missing chunks")

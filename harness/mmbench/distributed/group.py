@@ -130,8 +130,9 @@ def process_group(device: str = "auto") -> Iterator[RankInfo | None]:
         dist.init_process_group(backend, timeout=timedelta(seconds=seconds))
         control = dist.new_group(backend="gloo", timeout=timedelta(seconds=seconds)) if backend != "gloo" else None
     except (RuntimeError, ValueError) as exc:
-        raise DistributedError(f"rank {rank}: could not join the process group at "
-                               f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} ({_first_line(exc)})") from None
+        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+        raise DistributedError(f"rank {rank}: could not join the process group at {where} "
+                               f"({_first_line(exc)})") from None
     info = RankInfo(rank, world, local, backend, seconds, control)
     _state["info"] = info
     try:
