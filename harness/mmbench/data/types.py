@@ -227,6 +227,8 @@ class PoolData:
     fingerprints: dict[str, str]             # role -> sha256, as in TaskData.fingerprints ("pool")
     parts: list[PoolPart] = field(default_factory=list)
     source: str = ""                         # what it was read from, for messages
+    # the images fingerprint of each part of part_list() (pipeline.plan.Plan.load), None until computed
+    part_images: list[str | None] | None = None
     _id_set: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def part_list(self) -> list[PoolPart]:

@@ -10,6 +10,7 @@ suite's pools) and the results folder, and checks that the model reads every mod
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from mmbench.catalog import get_model, resolve_tasks, task_family, tasks
 from mmbench.config import RunConfig
 from mmbench.data.specs import SuiteSpec, TaskSpec
 from mmbench.data.types import ItemTable, PoolData, PoolPart, TaskData
+from mmbench.embeddings.images import images_fingerprint
 from mmbench.errors import DataError, MmbenchError
 from mmbench.models.base import ModelMeta
 from mmbench.models.loading import with_model_options
@@ -119,6 +121,12 @@ class Plan:
             self.loaded[spec.name] = load_task_data(spec, self.config, self.global_pool)
             self.data[spec.name] = with_model_instructions(spec, self.loaded[spec.name], self.meta, self.config)
         memo: dict = {}
+        if self.global_pool is not None:      # each part's images once: its cache key's and the record's
+            glob = self.global_pool
+            glob.part_images = [images_fingerprint(glob.table.slice(p.start, p.stop)) for p in glob.part_list()]
+            whole = (hashlib.sha256(json.dumps(glob.part_images).encode()).hexdigest()
+                     if any(glob.part_images) else None)
+            memo[("pool", glob.key, str(glob.table.root))] = whole
         for name, data in self.data.items():
             self.images[name] = image_fingerprints(data, self.config.verify_data, memo)
 

@@ -248,9 +248,9 @@ class Pools:
         if glob is None:
             raise MmbenchError("a global suite's pool was not loaded (pipeline.plan.Plan.load loads it)")
         jobs = []
-        for part in glob.part_list():
+        for i, part in enumerate(glob.part_list()):
             table = glob.table.slice(part.start, part.stop)
-            images = {"pool": images_fingerprint(table)}
+            images = {"pool": glob.part_images[i] if glob.part_images is not None else images_fingerprint(table)}
             content = images_sha256(table) if self.config.verify_data else None
             jobs.append(self._job(table, candidate_key(self.meta, self.config, part.key, images),
                                   f"global pool: encode candidates {part.start + 1:,}-{part.stop:,} of "
