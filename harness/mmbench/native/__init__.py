@@ -44,6 +44,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "mmb_rescore_blocks": (i32, [ptr, i64, ptr, ctypes.c_int32, i64, i64, i64, i64, ptr, ptr, ptr, ptr]),
         "mmb_block_order": (i32, [ptr, i64, i64, i64, ptr]),
         "mmb_rank_rescored": (i32, [i64, ptr, ptr, ptr, ptr, i64, ptr, ptr]),
+        "mmb_half_rows": (None, [ptr, i64, i64, i64, ptr]),
+        "mmb_max_sumsq": (ctypes.c_double, [ptr, ctypes.c_int32, i64, i64, i64]),
     }
     for name, (restype, argtypes) in optional.items():     # absent from a build older than the function
         function = getattr(lib, name, None)

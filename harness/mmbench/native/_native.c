@@ -404,6 +404,64 @@ static inline float half_to_float(uint16_t h) {
     return f;
 }
 
+/* dst[0..d) = the float32 values of the float16 src[0..d) (exact: every half is a float). With
+ * F16C (x86-64 CPUs from 2012 on) eight at a time; signalling NaNs come out quiet there, which no
+ * caller tells apart (every NaN ranks alike, and run files refuse NaN scores). */
+static void halves_scalar(const uint16_t *src, int64_t d, float *dst) {
+    for (int64_t j = 0; j < d; j++) dst[j] = half_to_float(src[j]);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+__attribute__((target("f16c,avx"))) static void halves_f16c(const uint16_t *src, int64_t d, float *dst) {
+    int64_t j = 0;
+    for (; j + 8 <= d; j += 8)
+        _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + j))));
+    for (; j < d; j++) dst[j] = half_to_float(src[j]);
+}
+
+static void (*resolve_halves(void))(const uint16_t *, int64_t, float *) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx") ? halves_f16c : halves_scalar;
+}
+#else
+static void (*resolve_halves(void))(const uint16_t *, int64_t, float *) { return halves_scalar; }
+#endif
+
+static void halves(const uint16_t *src, int64_t d, float *dst) {
+    static void (*impl)(const uint16_t *, int64_t, float *) = NULL;
+    if (!impl) impl = resolve_halves();   /* the same function whichever thread sets it first */
+    impl(src, d, dst);
+}
+
+/* n float16 rows (ld halves apart, d values each) as contiguous float32 rows (n x d) in dst. */
+void mmb_half_rows(const uint16_t *src, int64_t ld, int64_t d, int64_t n, float *dst) {
+    for (int64_t r = 0; r < n; r++) halves(src + r * ld, d, dst + r * d);
+}
+
+/* The largest sum of squares of n rows (float32, or float16 with half = 1; ld values apart, d each),
+ * each summed in double (the squares of floats are exact): rows with NaN are passed over, a row with
+ * an infinity gives inf. 0 when every row has NaN (or n = 0). */
+double mmb_max_sumsq(const void *rows, int32_t half, int64_t ld, int64_t d, int64_t n) {
+    float buf[256];
+    double best = 0.0;
+    for (int64_t r = 0; r < n; r++) {
+        double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t j0 = 0; j0 < d; j0 += 256) {
+            int64_t w = d - j0 < 256 ? d - j0 : 256;
+            const float *x = buf;
+            if (half)
+                halves((const uint16_t *)rows + r * ld + j0, w, buf);
+            else
+                x = (const float *)rows + r * ld + j0;
+            for (int64_t j = 0; j < w; j++) a[j & 7] += (double)x[j] * (double)x[j];
+        }
+        double s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+        if (s > best) best = s;   /* NaN is never > */
+    }
+    return best;
+}
+
 typedef double v4d __attribute__((vector_size(32), aligned(8)));   /* four lanes, unaligned loads */
 #define LANES4(p) (*(const v4d *)(p))
 #define FOLD(lo, hi) (((lo[0] + lo[1]) + (lo[2] + lo[3])) + ((hi[0] + hi[1]) + (hi[2] + hi[3])))
@@ -488,8 +546,9 @@ int mmb_rescore_blocks(const double *q64, int64_t dp, const void *rows, int32_t 
             cast[c - b0] = p;
             double *dst = scratch + (c - b0) * dp;
             if (half) {
-                const uint16_t *src = (const uint16_t *)rows + c * ld;
-                for (int64_t j = 0; j < d; j++) dst[j] = (double)half_to_float(src[j]);
+                float *tmp = (float *)(scratch + (c - b0) * dp + dp) - d;   /* the row's upper half */
+                halves((const uint16_t *)rows + c * ld, d, tmp);
+                for (int64_t j = 0; j < d; j++) dst[j] = (double)tmp[j];   /* ascending: never overwrites */
             } else {
                 const float *src = (const float *)rows + c * ld;
                 for (int64_t j = 0; j < d; j++) dst[j] = (double)src[j];
