@@ -210,3 +210,25 @@ def test_a_task_subset_of_a_global_suite_needs_only_its_own_files(tmp_path, glob
         (root / catalog.tasks().get(name).files.pool).write_bytes(data)
     again = _run(root, tmp_path / "sub3", tiny_model, ("mscoco_task0",), cache)
     assert _run_file(again.tasks[0]) == _run_file(first)
+
+
+def test_the_mini_global_suite_reads_its_union_file_whose_parts_are_the_local_pools():
+    """mbeir-mini-global's pool is the build's union file, and its two parts are byte for byte the two
+    distinct local pool files: same cache entries, same embeddings, same results as the union of the
+    local pools (the golden global test relies on it)."""
+    import os
+
+    from mmbench.config import RunConfig
+    from mmbench.data.families.mbeir import file_fingerprint
+    from mmbench.pipeline.plan import make_plan
+
+    cache = Path(os.environ["MMBENCH_TEST_CACHE"])
+    plan = make_plan(RunConfig(suite="mbeir-mini-global", tasks=("tuxpaint_task1",), cache_dir=cache,
+                               output=cache / "union-test-results"))
+    plan.load()
+    pool = plan.global_pool
+    assert pool.source == UNION_POOL_FILE and len(pool.table) == 578
+    root = Path(pool.table.root)
+    local = {file_fingerprint(root / catalog.tasks().get(n).files.pool) for n in plan.suite.tasks}
+    assert {p.key for p in pool.part_list()} == local and len(pool.part_list()) == 2
+    assert list(plan.loaded) == ["tuxpaint_task1"]        # no other task's data loaded
