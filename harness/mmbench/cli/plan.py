@@ -72,7 +72,7 @@ def _print_plan(console, p) -> None:
     console.print(f"host RAM: about {_gib(p.host_ram_bytes)}")
     console.print(f"cache disk ({p.cache_dtype}): {_gib(p.cache_bytes)}, already cached {_gib(p.cache_bytes_present)}")
     left = ", ".join(f"{n:,} {m}" for m, n in p.items_to_encode.items()) or "nothing (all cached)"
-    rates = ", ".join(f"{m} {r:,.1f}/s" for m, r in p.throughput.items_per_s.items()) or "none"
+    rates = ", ".join(f"{m} {r:,.1f}/s" for m, r in p.throughput.items_per_s.items()) or "unknown"
     console.print(f"to encode: {left}; throughput {rates} ({p.throughput.source})")
     console.print(f"estimated encode time ({p.ranks} rank{'s' if p.ranks > 1 else ''}): {_duration(p.encode_seconds)}")
     for note in p.notes:
