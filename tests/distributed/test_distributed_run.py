@@ -103,15 +103,20 @@ def assert_same_chunks(a: Path, b: Path) -> None:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
-@pytest.mark.parametrize("suite", ["local", "global"])
+@pytest.mark.parametrize("suite", ["global", "local-node-caches"])
 def test_two_ranks_write_what_one_process_writes(setup, single_local, suite):
+    """A global suite with a shared cache; a local suite with a cache per rank (as on nodes without a
+    shared file system: rank 1's chunks reach rank 0 over the group)."""
     root, model, data = setup
-    if suite == "local":
-        reference, args = single_local, LOCAL
+    node_local = suite != "global"
+    if node_local:
+        reference, args, work = single_local, LOCAL, root / "local"
+        shutil.rmtree(work, ignore_errors=True)
     else:
-        reference, args = single_run(setup, "global", GLOBAL), GLOBAL
-    work = root / suite                                  # the same paths as the single run (provenance)
-    proc = torchrun(2, args_of(model, args, work / "out"), mmbench_env(work / "cache", data))
+        reference, args, work = single_run(setup, "global", GLOBAL), GLOBAL, root / "global"
+    # the same paths as the single run (provenance); rank 1's own cache is <cache>-rank1
+    env = {**mmbench_env(work / "cache", data), **({"MMBENCH_TEST_NODE_LOCAL": "1"} if node_local else {})}
+    proc = torchrun(2, args_of(model, args, work / "out"), env, launcher=node_local)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_results(reference / "out", work / "out")
     assert_same_chunks(reference / "cache", work / "cache")
@@ -121,6 +126,14 @@ def test_two_ranks_write_what_one_process_writes(setup, single_local, suite):
     for record in (work / "out").rglob("tuxpaint_task*.json"):       # encoded now, by the group
         timings = json.loads(record.read_text())["timings_s"]
         assert timings["queries_from_cache"] == 0 and timings["candidates_from_cache"] == 0
+    flat = " ".join(proc.stderr.split())
+    rank1 = int(re.search(r"rank 1: (\d+)", flat).group(1))
+    if node_local:
+        assert rank1 > 0 and f"embedding cache: {rank1} chunk(s) sent to rank 0" in flat
+        assert len(chunk_files(work / "cache-rank1")) == rank1      # rank 1's own copy: its share only
+        assert set(chunk_files(work / "cache-rank1")) <= set(chunk_files(work / "cache"))
+    else:
+        assert rank1 > 0 and "sent to rank 0" not in flat
 
 
 def counts(stderr: str) -> list[tuple[str, str, str]]:
@@ -197,18 +210,3 @@ def test_a_stuck_rank_ends_in_a_timeout_error_not_a_hang(setup):
     errors = [ln for ln in proc.stderr.splitlines() if re.match(r"error \(rank \d\): rank \d of 2: at ", ln)]
     assert errors and "MMBENCH_DIST_TIMEOUT_S" in errors[0], proc.stderr[-3000:]
 
-
-def test_a_cache_that_is_not_shared_gets_the_other_ranks_chunks_over_the_group(setup, single_local):
-    root, model, data = setup
-    work = root / "local"                                # rank 0's paths are the single run's
-    shutil.rmtree(work, ignore_errors=True)
-    env = {**mmbench_env(work / "cache", data), "MMBENCH_TEST_NODE_LOCAL": "1"}
-    proc = torchrun(2, args_of(model, LOCAL, work / "out"), env, launcher=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (encoded,) = counts(proc.stderr)
-    rank1 = int(re.search(r"rank 1: (\d+)", " ".join(proc.stderr.split())).group(1))
-    assert rank1 > 0 and f"embedding cache: {rank1} chunk(s) sent to rank 0" in " ".join(proc.stderr.split())
-    assert set(chunk_files(work / "cache-rank1")) <= set(chunk_files(work / "cache"))
-    assert len(chunk_files(work / "cache-rank1")) == rank1       # rank 1's own copy: its share only
-    assert_same_results(single_local / "out", work / "out")
-    assert_same_chunks(single_local / "cache", work / "cache")
