@@ -231,25 +231,9 @@ def test_baseline_matches_real_images_to_their_captions(baseline):
 
 @pytest.fixture(scope="module")
 def tiny_clip_dir(tmp_path_factory):
-    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+    from tiny_clip import build_tiny_clip
 
-    from mmbench.models.minilm import package_model_path
-
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    tokenizer = AutoTokenizer.from_pretrained(package_model_path(), local_files_only=True)  # BERT vocab
-    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-    config = CLIPConfig(
-        text_config=dict(small, vocab_size=tokenizer.vocab_size, max_position_embeddings=77,
-                         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-                         pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(small, image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 def _rgb_images(n: int) -> list:

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from mmbench.errors import DataError, MmbenchError
+from mmbench.util.io import file_sha256
 
 FORMATS = {"mbeir": "mbeir-query-jsonl", "mteb": "beir-hard-negatives-jsonl"}
 """The task families mine writes, and the format of each one's output."""
@@ -312,14 +313,6 @@ def _beir_lines(query_ids: Sequence[str], positives: Mapping[str, set], mined: d
                                "negatives": mined.get(qid, [])}, ensure_ascii=False)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _recipe_file(result: MiningResult, recipe: MiningRecipe, spec, record: dict, record_path: Path,
                  run_path: Path, output_sha256: str) -> dict:
     import mmbench
@@ -341,7 +334,7 @@ def _recipe_file(result: MiningResult, recipe: MiningRecipe, spec, record: dict,
                    "short_queries": result.short_queries},
         "source": {"record": str(record_path), "model": model.get("name"), "revision": model.get("revision"),
                    "suite": record.get("suite"), "pool": record.get("pool"), "config_hash": prov.get("config_hash"),
-                   "run_file": run_path.name, "run_sha256": _sha256(run_path),
+                   "run_file": run_path.name, "run_sha256": file_sha256(run_path),
                    "run_depth": (record.get("files") or {}).get("run_depth"),
                    "data_fingerprints": prov.get("data_fingerprints")},
         "mmbench": {"version": mmbench.__version__,

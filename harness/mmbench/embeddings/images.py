@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 
 from mmbench.data.types import ItemTable
+from mmbench.util.io import file_sha256
 
 __all__ = ["image_files", "images_fingerprint", "images_sha256"]
 
@@ -69,15 +70,6 @@ def images_sha256(table: ItemTable) -> str | None:
 
 def _file_sha256(path: Path) -> str:
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest() if hasattr(hashlib, "file_digest") \
-                else _read_digest(f)
+        return file_sha256(path)
     except OSError:
         return "missing"
-
-
-def _read_digest(f) -> str:
-    h = hashlib.sha256()
-    for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-    return h.hexdigest()

@@ -9,6 +9,7 @@ the embedding cache's chunks (each ``.npy`` header's shape is checked against th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -80,3 +81,12 @@ def npy_header(dtype, shape: tuple[int, ...], data_offset: int) -> bytes:
     if pad < 0 or data_offset - 10 > 0xFFFF:
         raise ValueError(f"a .npy header for shape {shape} cannot end at byte {data_offset}")
     return b"\x93NUMPY\x01\x00" + (data_offset - 10).to_bytes(2, "little") + (text + " " * pad + "\n").encode("latin1")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (hex), read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -51,17 +51,12 @@ from mmbench.data.families.base import BaseFamily
 from mmbench.data.lines import BLOCK_BYTES, BOM, ColumnarDeclined, iter_json_blocks, iter_json_objects, iter_lines
 from mmbench.errors import DataError, MmbenchError
 from mmbench.data.specs import TaskSpec
+from mmbench.util.io import file_sha256
 
 INSTRUCTION_POLICIES = ("first", "random", "none")
 
 
-def file_fingerprint(path: Path) -> str:
-    """sha256 of the file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+file_fingerprint = file_sha256          # a data file's fingerprint: sha256 of its bytes
 
 
 def require_file(root: Path, rel: str, task: str) -> Path:
