@@ -1,6 +1,7 @@
 """Benchmark mmbench.search against the fp32 GEMM ceiling of the same shape, in the same run.
 
-For each (queries Q, candidates N, k) cell on random L2-normalised float32 768-d data:
+For each (queries Q, candidates N, k) cell on random L2-normalised 768-d data (float32 queries;
+the pool float32, or float16 with ``--pool-dtype float16``, as M-BEIR's global pool is stored):
 
 * GEMM: ``torch.mm`` (all threads) of the Q x d queries by d x N candidates, timed on blocks of
   ``--gemm-block`` candidates into a preallocated, pre-touched output; when N needs more than
@@ -15,7 +16,8 @@ For each (queries Q, candidates N, k) cell on random L2-normalised float32 768-d
 * Check: the first ``--verify-queries`` queries are searched with faiss ``IndexFlatIP`` and the
   top-k index lists compared row by row (agreement = fraction of identical rows).
 
-Usage: python bench/bench_search.py [--queries 1000 10000] [--candidates 100000 1000000] [--k 10 100]
+Usage: python bench/bench_search.py [--queries 1000 10000] [--candidates 100000 1000000] [--k 10 100 1000]
+                                   [--pool-dtype float32|float16]
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--queries", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--candidates", type=int, nargs="+", default=[100_000, 1_000_000])
-    p.add_argument("--k", type=int, nargs="+", default=[10, 100])
+    p.add_argument("--k", type=int, nargs="+", default=[10, 100, 1000])
+    p.add_argument("--pool-dtype", choices=["float32", "float16"], default="float32",
+                   help="how the pool is stored (the GEMM and the IndexFlatIP check use its float32 values)")
     p.add_argument("--dim", type=int, default=768)
     p.add_argument("--gemm-block", type=int, default=100_000, help="candidates per timed GEMM block")
     p.add_argument("--gemm-max-blocks", type=int, default=3, help="GEMM blocks timed before scaling")
@@ -91,8 +95,10 @@ def flat_ip_topk(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
         faiss.cvar.distance_compute_blas_threshold = saved
 
 
-def run_cell(queries: np.ndarray, pool: np.ndarray, ks: list[int], args: argparse.Namespace) -> bool:
+def run_cell(queries: np.ndarray, pool: np.ndarray, stored: np.ndarray, ks: list[int],
+             args: argparse.Namespace) -> bool:
     """Alternate GEMM and search timings on one (Q, N) shape; print one table row per k (min times).
+    ``pool``: float32 rows (GEMM, check); ``stored``: the same rows as searched (float32 or float16).
 
     Returns whether the GEMM time was scaled from a few blocks.
     """
@@ -109,10 +115,10 @@ def run_cell(queries: np.ndarray, pool: np.ndarray, ks: list[int], args: argpars
         gemm.append(gemm_s)
         for k in ks:
             t0 = time.perf_counter()
-            idx, _ = search(queries, pool, k, backend=args.backend)
+            idx, _ = search(queries, stored, k, backend=args.backend)
             times[k].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            search(queries, pool, k, backend="faiss-cpu")
+            search(queries, stored, k, backend="faiss-cpu")
             faiss_times[k].append(time.perf_counter() - t0)
             if k not in agree:
                 agree[k] = float(np.mean(np.all(flat_ip_topk(queries[:nv], pool, k) == idx[:nv], axis=1)))
@@ -131,14 +137,17 @@ def main() -> None:
     args = parse_args()
     rng = np.random.default_rng(args.seed)
     pool = normalised(rng, max(args.candidates), args.dim)
+    stored = pool.astype(np.float16) if args.pool_dtype == "float16" else pool
+    if stored is not pool:
+        pool = stored.astype(np.float32)          # the values searched, for the GEMM and the check
     queries = normalised(rng, max(args.queries), args.dim)
     print(f"backend {describe_backend(args.backend)}, torch {torch.__version__} threads {torch.get_num_threads()},"
-          f" d={args.dim}")
+          f" d={args.dim}, pool {args.pool_dtype}")
     print(f"load average at start: {os.getloadavg()}")
     print("| Q | N | k | reps | GEMM s | GEMM GFLOP/s | search s | search GFLOP/s | search/GEMM | faiss path s |"
           " faiss path/search | agreement (rows) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    scaled = [run_cell(queries[:nq], pool[:n], sorted(args.k), args)
+    scaled = [run_cell(queries[:nq], pool[:n], stored[:n], sorted(args.k), args)
               for nq in sorted(args.queries) for n in sorted(args.candidates)]
     if any(scaled):
         print(f"* GEMM time scaled from {args.gemm_max_blocks} blocks of {args.gemm_block} candidates")
