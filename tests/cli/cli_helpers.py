@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 
@@ -22,6 +23,11 @@ def invoke(capsys, monkeypatch, *args: str, columns: int = 80) -> Result:
     monkeypatch.setattr(sys, "argv", ["mmbench", *args])
     monkeypatch.setenv("COLUMNS", str(columns))
     monkeypatch.setenv("MMBENCH_NO_PROGRESS", "1")
+    # `--cache-dir` sets $MMBENCH_HOME for the process: restored (or removed) when the test ends, so the
+    # setting does not leak into later tests and their subprocesses
+    monkeypatch.setenv("MMBENCH_HOME", os.environ.get("MMBENCH_HOME", ""))
+    if not os.environ["MMBENCH_HOME"]:
+        monkeypatch.delenv("MMBENCH_HOME")
     with pytest.raises(SystemExit) as exited:
         main()
     out, err = capsys.readouterr()
