@@ -172,6 +172,9 @@ def test_a_killed_rank_fails_the_job_and_three_ranks_resume_only_the_missing_chu
                             text=True)
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
+    out: list[str] = []                                  # stdout read by a thread of its own: each pipe has one reader
+    out_reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
+    out_reader.start()
     try:
         deadline = time.monotonic() + 180
         def waiting() -> bool:
@@ -183,8 +186,10 @@ def test_a_killed_rank_fails_the_job_and_three_ranks_resume_only_the_missing_chu
         assert waiting()
     finally:
         os.close(fd)                                     # release: the group goes on
-    stdout, _ = proc.communicate(timeout=240)
+    proc.wait(timeout=240)              # not communicate(): it would read stderr beside the reader thread
     reader.join(timeout=10)
+    out_reader.join(timeout=10)
+    stdout = "".join(out)
     stderr = "".join(lines)
     assert proc.returncode == 0, stderr[-3000:]
     after = chunk_files(work / "cache")
