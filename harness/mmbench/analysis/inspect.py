@@ -7,8 +7,10 @@ file it names (``files.run``, read by :func:`mmbench.results.trec.read_run`, pla
 task's queries, candidates, images and qrels are loaded through the task's family
 (:func:`mmbench.pipeline.plan.load_task_data`) with the run's own settings from the record
 (``provenance.config``: data root, instructions and seed, so a query shows the instruction it was
-encoded with); for a global-pool run, the pools of every task of the suite. When the data's
-fingerprints differ from the record's, the page says so.
+encoded with); for a global-pool run, checked against the suite's global pool loaded as the run loaded
+it (:func:`mmbench.pipeline.plan.load_global_pool`: M-BEIR's union file, else the union of the local
+pools, without any other task's queries). When the data's fingerprints differ from the record's, the
+page says so.
 
 **Order.** Queries are ordered by the rank of their first positive in the run file, worst first: a
 query with no positive in the run file (a miss at every depth the file holds) counts as rank infinity,
@@ -142,60 +144,74 @@ def run_config(record: dict, data_root: Path | None = None):
 
 
 class _Candidates:
-    """id -> (table, row) over the pools a run searched (its local pool, or its suite's union)."""
+    """id -> row over the pool a run searched (its local pool, or its suite's global pool)."""
 
-    def __init__(self, tables: list):
-        self.tables = tables
-        self.where: dict[str, tuple[int, int]] = {}
-        for t, table in enumerate(tables):
-            for r, cid in enumerate(table.ids):
-                self.where.setdefault(cid, (t, r))
+    def __init__(self, table):
+        self.table = table
+        self.where: dict[str, int] = {}
+        for r, cid in enumerate(table.ids):
+            self.where.setdefault(cid, r)
+
+    def modality(self, cid: str) -> str:
+        return self.table.modalities[self.where[cid]] if cid in self.where else "?"
 
     def item(self, cid: str) -> Item:
         from mmbench.data.types import ImageRef
 
         if cid not in self.where:
             return Item(cid, "?", text="(not in the task's pool: is the run from other data?)")
-        t, r = self.where[cid]
-        table = self.tables[t]
+        r = self.where[cid]
+        table = self.table
         p = table.image_paths[r]
         return Item(cid, table.modalities[r], table.texts[r], ImageRef(table.root / p) if p else None)
 
 
 class _DataCache:
-    """Each task's data loaded once per gallery build (a global pool needs every task of the suite)."""
+    """Each task's data, each global pool and each pool index loaded once per gallery build."""
 
     def __init__(self, data_root: Path | None):
         self.data_root = data_root
         self.loaded: dict[tuple, object] = {}
+        self.pools: dict[tuple, object] = {}
+        self.indexes: dict[tuple, _Candidates] = {}
+
+    def _global_pool(self, name: str, record: dict, config):
+        """The pool of a global-pool record's suite, as the run loaded it; None for a local-pool record."""
+        from mmbench.catalog import suites, tasks
+        from mmbench.pipeline.plan import load_global_pool
+
+        if record.get("pool") != "global":
+            return None
+        suite = record.get("suite")
+        try:
+            spec = suites().get(suite)
+        except Exception:                           # noqa: BLE001 - an unknown suite
+            raise MmbenchError(f"task {name}: the record's global pool is the pool of suite {suite!r}, "
+                               f"and this mmbench does not know that suite") from None
+        key = (spec.name, str(config.data_root), str(config.mini_root))
+        if key not in self.pools:
+            self.pools[key] = load_global_pool(spec, [tasks().get(n) for n in spec.tasks], config)
+        return self.pools[key]
 
     def task(self, name: str, record: dict):
+        """``name``'s data with the record's settings, against the pool the run searched."""
         from mmbench.catalog import tasks
         from mmbench.pipeline.plan import load_task_data
 
         config = run_config(record, self.data_root)
-        key = (name, str(config.data_root), str(config.mini_root), config.instructions, config.seed)
+        pool = self._global_pool(name, record, config)
+        key = (name, str(config.data_root), str(config.mini_root), config.instructions, config.seed,
+               pool.key if pool is not None else None)
         if key not in self.loaded:
-            self.loaded[key] = load_task_data(tasks().get(name), config)
+            self.loaded[key] = load_task_data(tasks().get(name), config, pool)
         return self.loaded[key]
 
     def pool(self, name: str, record: dict) -> _Candidates:
-        from mmbench.catalog import suites
-
-        if record.get("pool") == "global":
-            suite = record.get("suite")
-            try:
-                names = list(suites().get(suite).tasks)
-            except Exception:                       # noqa: BLE001 - an unknown suite: the task's own pool
-                raise MmbenchError(f"task {name}: the record's global pool is the union of suite {suite!r}'s "
-                                   f"pools, and this mmbench does not know that suite") from None
-        else:
-            names = [name]
-        distinct: dict[str, object] = {}
-        for n in names:
-            data = self.task(n, record)
-            distinct.setdefault(data.pool_key, data.pool)
-        return _Candidates(list(distinct.values()))
+        data = self.task(name, record)
+        key = (data.pool_key, str(data.pool.root))
+        if key not in self.indexes:
+            self.indexes[key] = _Candidates(data.pool)
+        return self.indexes[key]
 
 
 def _outcome(cids: list[str], scores: list[float], positives: set[str], modality: Callable[[str], str]) -> Outcome:
@@ -259,8 +275,6 @@ def build_gallery(results: Path, task: str, *, against: Path | None = None, limi
     k = main_cutoff(main_metric)
     warnings = []
     recorded = (record.get("provenance") or {}).get("data_fingerprints")
-    if isinstance(recorded, dict) and record.get("pool") == "global":     # its "pool" is the union's key
-        recorded = {r: v for r, v in recorded.items() if r != "pool"}
     if isinstance(recorded, dict) and recorded and any(data.fingerprints.get(r) != v for r, v in recorded.items()):
         warnings.append(f"{task}: the task data loaded now differs from the data the run read (data fingerprints "
                         f"differ): queries, positives and candidates are shown as they are now")
@@ -271,10 +285,6 @@ def build_gallery(results: Path, task: str, *, against: Path | None = None, limi
         other_pool = pool if other_record.get("pool") == record.get("pool") else cache.pool(task, other_record)
         other_label, other_folder = other.name, other.path
 
-    def modality_of(source: _Candidates) -> Callable[[str], str]:
-        return lambda cid: source.tables[source.where[cid][0]].modalities[source.where[cid][1]] \
-            if cid in source.where else "?"
-
     q = data.queries
     views: list[QueryView] = []
     for i, qid in enumerate(q.ids):
@@ -283,12 +293,12 @@ def build_gallery(results: Path, task: str, *, against: Path | None = None, limi
             continue                                 # not evaluated (as in the metrics)
         pos = set(positives)
         cids, scores = hits.get(qid, ([], []))
-        outcome = _outcome(cids, scores, pos, modality_of(pool))
+        outcome = _outcome(cids, scores, pos, pool.modality)
         view = QueryView(Item(qid, q.modalities[i], (q.raw_texts[i] if q.raw_texts else None) or q.texts[i],
                               _image(q, i), q.instructions[i] if q.instructions else None), positives, outcome)
         if other_hits is not None:
             ocids, oscores = other_hits.get(qid, ([], []))
-            view.other = _outcome(ocids, oscores, pos, modality_of(other_pool))
+            view.other = _outcome(ocids, oscores, pos, other_pool.modality)
             view.change = _change(view.outcome, view.other, k)
         views.append(view)
     ordered = sorted(views, key=_order_key)           # stable: the run's query order within a rank

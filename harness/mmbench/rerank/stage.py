@@ -17,6 +17,10 @@ of the same configuration exists, reuses) the first stage, then :func:`rerank_su
    ``.per_query.tsv``, ``summary.json``) under ``<suite>/experiments/rerank=<reranker>__top<K>/``, with the
    first stage's config hash and the sha256 of its run file, and the reranker's metadata and settings.
 
+The candidates are read from the pool the first stage searched, loaded as it loads it: a task's own
+pool, or for a global-pool run the suite's global pool (:func:`mmbench.pipeline.plan.load_global_pool`),
+so a ``--tasks`` subset of a global suite reads no other task's queries.
+
 Tasks whose query or candidate modality the reranker cannot read are skipped (listed in the summary). A
 finished experiment result with the same experiment hash and first-stage run file is reused.
 """
@@ -33,10 +37,10 @@ import numpy as np
 
 from mmbench.catalog import get_model, resolve_tasks, tasks
 from mmbench.config import RunConfig
-from mmbench.data.types import ItemTable, TaskData
+from mmbench.data.types import ItemTable, PoolData, TaskData
 from mmbench.embeddings import ids_digest
 from mmbench.errors import IncompatibleModelError, MmbenchError
-from mmbench.pipeline.plan import load_task_data
+from mmbench.pipeline.plan import load_global_pool, load_task_data
 from mmbench.pipeline.score import provenance, score_run, task_record
 from mmbench.pipeline.types import Reporter, SuiteOutcome, TaskOutcome
 from mmbench.pipeline.write import Immediate, finish_task, start_run_file
@@ -87,7 +91,7 @@ def read_first_stage(path: Path, config: RunConfig) -> tuple[list[str], list[lis
 
 
 class _Pools:
-    """id -> (table, row) over the pool a task searched (its local pool, or the suite's union)."""
+    """id -> (table, row) over the pool a task searched (its local pool, or the suite's global pool)."""
 
     def __init__(self, tables: list[ItemTable], fingerprints: list[str]):
         self.tables, self.fingerprints = tables, fingerprints
@@ -151,10 +155,16 @@ def rerank_suite(outcome: SuiteOutcome, config: RunConfig, reporter: Reporter | 
     k = config.rerank_top_k
     suite, _ = resolve_tasks(config.suite, list(config.tasks) or None)
     data = dict(data or {})
+    global_pool: list[PoolData] = []
 
     def task_data(name: str) -> TaskData:
+        """``data``'s (the first stage's, whose pool is the one it searched), else loaded as the first
+        stage loads it: against the suite's global pool (:func:`load_global_pool`, no other task's
+        queries read), or against its own pool."""
         if name not in data:
-            data[name] = load_task_data(tasks().get(name), config)
+            if outcome.pool == "global" and not global_pool:
+                global_pool.append(load_global_pool(suite, [tasks().get(n) for n in suite.tasks], config))
+            data[name] = load_task_data(tasks().get(name), config, global_pool[0] if global_pool else None)
         return data[name]
 
     first_hash = config.config_hash()
@@ -183,16 +193,11 @@ def rerank_suite(outcome: SuiteOutcome, config: RunConfig, reporter: Reporter | 
             exp.tasks.append(TaskOutcome.from_record(spec.name, previous, path, reused=True))
             continue
 
-        td = task_data(spec.name)
-        pool_names = suite.tasks if outcome.pool == "global" else (spec.name,)
-        pool_id = "global" if outcome.pool == "global" else td.pool_key
-        if pool_id not in pools_cache:
-            distinct: dict[str, TaskData] = {}
-            for n in pool_names:
-                distinct.setdefault(task_data(n).pool_key, task_data(n))
-            pools_cache[pool_id] = _Pools([d.pool for d in distinct.values()],
-                                          [d.pool_key for d in distinct.values()])
-        record = state.rerank_task(spec, td, first, pools_cache[pool_id], trec_path, trec_sha, qids, cids, fscores)
+        td = task_data(spec.name)             # its pool: the task's own, or the suite's global pool
+        if td.pool_key not in pools_cache:
+            pools_cache[td.pool_key] = _Pools([td.pool], [td.pool_key])
+        record = state.rerank_task(spec, td, first, pools_cache[td.pool_key], trec_path, trec_sha, qids, cids,
+                                   fscores)
         exp.tasks.append(TaskOutcome.from_record(spec.name, record, path, reused=False))
 
     headlines = {t.task: {"main_metric": t.main_metric, "main_score": t.main_score,
