@@ -6,6 +6,8 @@ format of a real run (task record, per-query TSV, summary.json), and a regress b
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -57,3 +59,14 @@ def make_tree(root: Path) -> dict:
     baseline = Path(root) / "baseline.json"
     rg.update(load_run(a), baseline)
     return {"results": results, "a": a, "b": b, "baseline": baseline}
+
+
+def mmbench(*args) -> tuple[int, str, str]:
+    """The real command in-process (:func:`mmbench.cli._invoke`, what the entry point calls):
+    (exit status, stdout, stderr)."""
+    from mmbench.cli import _invoke
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = _invoke([str(a) for a in args])
+    return rc, out.getvalue(), err.getvalue()

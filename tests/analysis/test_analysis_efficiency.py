@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import math
 
 import pytest
 
 from mmbench.analysis.efficiency import EFFICIENCY_COLUMNS, MIB, efficiency_columns
-from mmbench.cli import _invoke
-from result_files import TASKS, make_tree
+from result_files import TASKS, make_tree, mmbench
 
 
 def report(*, pool: str, q: tuple[int, float], c: tuple[int, float], search: tuple[int, float],
@@ -40,13 +37,6 @@ def test_columns_count_a_shared_pool_once_and_skip_what_is_missing():
     assert all(math.isnan(v) for v in efficiency_columns({}, ["t1"]).values())
     broken = {"t1": {"encode": "?", "search": {"queries": "many", "seconds": float("nan")}, "memory": [1]}}
     assert all(math.isnan(v) for v in efficiency_columns(broken, ["t1"]).values())
-
-
-def mmbench(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = _invoke([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
 
 
 def test_leaderboard_shows_the_cost_columns_only_when_asked(tmp_path):

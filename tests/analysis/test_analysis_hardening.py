@@ -6,26 +6,16 @@ Every case goes through the real command (in-process, :func:`mmbench.cli._invoke
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 from pathlib import Path
 
 import pytest
 
 from mmbench.analysis.escape import csv_cell, md, safe_url
-from mmbench.cli import _invoke
 from mmbench.errors import DataError
 from mmbench.results.records import UnsafeNameError, check_name, read_json_object
-from result_files import SUITE, make_tree
-
-
-def mmbench(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = _invoke([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
+from result_files import SUITE, make_tree, mmbench
 
 
 @pytest.fixture

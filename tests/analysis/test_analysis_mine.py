@@ -10,8 +10,6 @@ queries. Then real runs through the CLI: an M-BEIR task whose local pool mixes i
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 
@@ -19,8 +17,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mmbench.analysis.mine import MiningRecipe, mine_negatives, parse_window, query_rng
-from mmbench.cli import _invoke
 from mmbench.errors import MmbenchError
+from result_files import mmbench
 
 MODALITIES = ("text", "image", "image,text")
 
@@ -108,14 +106,6 @@ def test_window_parsing():
 
 
 # ------------------------------------------------------------------------------ real runs through the CLI
-def mmbench(*args) -> tuple[int, str, str]:
-    """The real command, in-process (:func:`mmbench.cli._invoke`, what the entry point calls)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = _invoke([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
-
-
 def ok(*args) -> str:
     rc, out, err = mmbench(*args)
     assert rc == 0, f"{' '.join(map(str, args))} failed ({rc}):\n{out}\n{err}"

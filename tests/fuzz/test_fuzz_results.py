@@ -13,8 +13,6 @@ the entry point's own error handling (:func:`mmbench.cli._invoke`). The property
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import sys
@@ -25,9 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
-from result_files import SUITE, TASKS, make_tree  # noqa: E402
+from result_files import SUITE, TASKS, make_tree, mmbench as _run  # noqa: E402
 
-from mmbench.cli import _invoke  # noqa: E402
 
 NAMES_UNSAFE = ["../../x", "/tmp/abs-x", "a/b", "..", "", "x" * 300, "a\\b", "C:\\x", "a\nb"]
 NAMES_HOSTILE = ["<script>alert(1)</script>", "=1+1", "@SUM(A1)", "-2+3", "[/]", "a|b", "[red]x", "&amp;", "\u202e"]
@@ -163,11 +160,6 @@ def test_mutation_kinds_counted():
 
 
 # ------------------------------------------------------------------------------ the property
-def _run(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = _invoke([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
 
 
 def _numbers(root: Path) -> dict:
