@@ -2,7 +2,9 @@
 random-weight CLIP on mbeir-mini (small chunks, so every table has several).
 
 * a group's results equal one process's byte for byte (run files; records without their timing
-  fields), for a local and a global suite, and so do the cache's chunk files;
+  fields and the record's ``search.ranks``), for a local and a global suite, and so do the cache's
+  chunk files; with a shared cache the search is sharded over the ranks (the record says so), with a
+  cache per rank rank 0 searches alone (and says why);
 * a rank killed mid-encode fails the whole job, with torchrun's report, in seconds; a rerun with 3
   ranks encodes only the missing chunks (the finished ones keep their files: same inode), says so, and
   gives the same results; an outside holder of an entry's lock makes rank 0 wait, not deadlock;
@@ -71,12 +73,15 @@ def single_local(setup):
 
 
 def comparable(path: Path) -> bytes:
-    """A result file's bytes; a JSON record without its timing fields and the run's date and commit."""
+    """A result file's bytes; a JSON record without its timing fields, the run's date and commit, and
+    how the search was shared over the ranks."""
     if path.suffix != ".json":
         return path.read_bytes()
     record = json.loads(path.read_text())
     for key in TIMING:
         record.pop(key, None)
+    if isinstance(record.get("search"), dict):
+        record["search"].pop("ranks", None)
     for key in ("date", "commit", "dirty"):
         record.get("provenance", {}).pop(key, None)
     record.pop("date", None)
@@ -128,12 +133,16 @@ def test_two_ranks_write_what_one_process_writes(setup, single_local, suite):
         assert timings["queries_from_cache"] == 0 and timings["candidates_from_cache"] == 0
     flat = " ".join(proc.stderr.split())
     rank1 = int(re.search(r"rank 1: (\d+)", flat).group(1))
+    searched = {json.loads(r.read_text())["search"].get("ranks", {}).get("world_size")
+                for r in (work / "out").rglob("tuxpaint_task*.json")}
     if node_local:
         assert rank1 > 0 and f"embedding cache: {rank1} chunk(s) sent to rank 0" in flat
         assert len(chunk_files(work / "cache-rank1")) == rank1      # rank 1's own copy: its share only
         assert set(chunk_files(work / "cache-rank1")) <= set(chunk_files(work / "cache"))
+        assert searched == {None} and "rank 0 searches the whole pool alone (rank 1 does not see the cache" in flat
     else:
         assert rank1 > 0 and "sent to rank 0" not in flat
+        assert searched == {2} and "the pool is shared over 2 ranks" in flat
 
 
 def counts(stderr: str) -> list[tuple[str, str, str]]:

@@ -62,6 +62,7 @@ class SharedEncode:
     chunks_reused: int = 0
     per_rank: list[int] = field(default_factory=list)      # chunks encoded by each rank
     chunks_sent: int = 0         # chunks rank 0 did not see in its cache, sent to it over the group
+    sees_cache: bool = True      # this rank finds every chunk of the jobs complete in its own cache
 
     def take(self, job: EmbedJob) -> EncodeStats | None:
         """The group's stats of ``job``'s table, once (a table embedded again in the run was cached)."""
@@ -106,6 +107,8 @@ def encode_shared(jobs: list[EmbedJob], info: RankInfo, get_encoder, *, cache_di
         result = _totals(entries, plan, gathered, shares)
         if info.world_size > 1:
             result.chunks_sent = _send_unseen_chunks(entries, units, shares, info)
+            result.sees_cache = info.lead or all(store.chunk_problem(i) is None for _, store, _ in entries
+                                                 for i in range(store.n_chunks))
         if info.lead:
             _finish(entries, plan, message, result)
         return result

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from mmbench.errors import MmbenchError
 
-__all__ = ["DEFAULT_TIMEOUT_S", "DistributedError", "RankInfo", "TIMEOUT_ENV", "all_gather", "broadcast",
+__all__ = ["DEFAULT_TIMEOUT_S", "DistributedError", "RankInfo", "TIMEOUT_ENV", "all_gather", "broadcast", "collective",
            "current", "launched", "process_group", "receive", "send"]
 
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -169,7 +169,9 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def _collective(info: RankInfo, step: str, fn) -> None:
+def collective(info: RankInfo, step: str, fn) -> None:
+    """Run ``fn`` (a torch.distributed call), turning a timeout or a closed peer into
+    :class:`DistributedError` naming this rank and ``step``."""
     try:
         fn()
     except RuntimeError as exc:                   # gloo's timeouts and closed connections, DistBackendError
@@ -183,7 +185,7 @@ def broadcast(info: RankInfo, obj: object, step: str) -> object:
     import torch.distributed as dist
 
     box = [obj if info.lead else None]
-    _collective(info, step, lambda: dist.broadcast_object_list(box, src=0, group=info.control))
+    collective(info, step, lambda: dist.broadcast_object_list(box, src=0, group=info.control))
     return box[0]
 
 
@@ -192,7 +194,7 @@ def all_gather(info: RankInfo, obj: object, step: str) -> list:
     import torch.distributed as dist
 
     out: list = [None] * info.world_size
-    _collective(info, step, lambda: dist.all_gather_object(out, obj, group=info.control))
+    collective(info, step, lambda: dist.all_gather_object(out, obj, group=info.control))
     return out
 
 
@@ -200,7 +202,7 @@ def send(info: RankInfo, obj: object, dst: int, step: str) -> None:
     """Send ``obj`` to rank ``dst`` (which calls :func:`receive`)."""
     import torch.distributed as dist
 
-    _collective(info, step, lambda: dist.send_object_list([obj], dst=dst, group=info.control))
+    collective(info, step, lambda: dist.send_object_list([obj], dst=dst, group=info.control))
 
 
 def receive(info: RankInfo, src: int, step: str) -> object:
@@ -208,5 +210,5 @@ def receive(info: RankInfo, src: int, step: str) -> object:
     import torch.distributed as dist
 
     box = [None]
-    _collective(info, step, lambda: dist.recv_object_list(box, src=src, group=info.control))
+    collective(info, step, lambda: dist.recv_object_list(box, src=src, group=info.control))
     return box[0]

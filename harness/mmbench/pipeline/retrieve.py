@@ -22,12 +22,14 @@ from mmbench.pipeline.types import Reporter
 TIE_BREAK = "score descending, then candidate id descending (trec_eval's rule)"
 
 
-def describe_search(config: RunConfig) -> dict:
+def describe_search(config: RunConfig, ranks=None) -> dict:
     """The record's ``search``: the backend the run's search uses (its name, whether it is exact and
-    its own keys; :func:`mmbench.search.describe_backend`) and the tie rule."""
+    its own keys; :func:`mmbench.search.describe_backend`), the tie rule, and with ``ranks`` (a
+    :class:`~mmbench.distributed.search.LeadShards`) how the pool is shared over the ranks."""
     from mmbench.search import describe_backend
 
-    return {**describe_backend(config.search_backend, config.device, config.devices), "tie_break": TIE_BREAK}
+    described = {**describe_backend(config.search_backend, config.device, config.devices), "tie_break": TIE_BREAK}
+    return described if ranks is None else {**described, "ranks": ranks.describe()}
 
 
 @dataclass
@@ -39,18 +41,22 @@ class Retrieved:
 
 
 def retrieve(family, data: TaskData, pool: Pool, queries: np.ndarray, top_k: int, config: RunConfig,
-             reporter: Reporter, label: str) -> Retrieved:
+             reporter: Reporter, label: str, ranks=None) -> Retrieved:
     """The top ``top_k`` of each query of ``data`` in ``pool``, after ``family``'s rule; then a few
     queries searched alone, timed for the efficiency report (:func:`~mmbench.pipeline.efficiency.sample_latency`;
-    their answers are not used)."""
+    their answers are not used). ``ranks``: rank 0's :class:`~mmbench.distributed.search.LeadShards`
+    when the search is sharded over a group's ranks (``label`` is then the task's name)."""
     from mmbench.metrics.scoring import Run
     from mmbench.pipeline.efficiency import sample_latency
     from mmbench.search import search
 
+    prepare = None if ranks is None else ranks.preparer(label, pool.label)
+
     def run_search(q: np.ndarray, progress=None):
         return search(q, pool.blocks, top_k, tiebreak=pool.candidate_ids.ranks, backend=config.search_backend,
                       device=config.device, devices=config.devices,
-                      memory_budget_bytes=int(config.memory_budget_gb * 1024**3), progress=progress)
+                      memory_budget_bytes=int(config.memory_budget_gb * 1024**3), progress=progress,
+                      prepare=prepare)
 
     t0 = time.perf_counter()
     indices, scores = run_search(queries, reporter.progress(f"{label}: search {len(pool.table):,} candidates",

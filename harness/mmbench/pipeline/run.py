@@ -50,32 +50,38 @@ def run(config: RunConfig, reporter: Reporter | None = None, *, encoders: dict |
         check_rerank(config)
     plan.load()
     outcome = plan.outcome()
-    shared = None
+    shared = ranks = None
     group = group if group is not None else current_group()
     if group is not None:
-        shared = encode_over_group(plan, group, shared_encoder(encoders, plan.meta, config, reporter), reporter)
+        encoder = shared_encoder(encoders, plan.meta, config, reporter)
+        shared = encode_over_group(plan, group, encoder, reporter)
+        ranks = search_over_ranks(plan, group, shared, encoder, reporter)
         if not group.lead:
-            return outcome                # every chunk is written; rank 0 evaluates
+            return outcome                # every chunk is written and every search answered; rank 0 evaluates
     search = {}
-    # one run per results folder (a second one waits; the lock also makes a killed run's temporary
-    # files safe to remove); cache chunks and result files are written in the background, in
-    # submission order; leaving the block waits for them (also on failure)
-    with FolderLock(plan.directory, "the results folder", reporter.message):
-        if config.variant():
-            write_config(plan.directory, config)
-        with BackgroundWriter() as writer:
-            pools = make_pools(plan, shared_encoder(encoders, plan.meta, config, reporter), reporter, writer,
-                               shared=shared)
-            for spec in plan.specs:
-                previous = reusable(plan, spec, reporter)
-                if previous is not None:
-                    outcome.tasks.append(TaskOutcome.from_record(spec.name, previous,
-                                                                 plan.directory / record_file(spec.name), reused=True))
-                    continue
-                search = search or describe_search(config)
-                outcome.tasks.append(evaluate_task(plan, spec, pools, writer, reporter, search))
-        outcome.average, outcome.summary_path = write_suite_summary(
-            outcome, plan.suite_tasks, plan.config_hash, groups=plan.suite.groups if plan.suite else None)
+    try:
+        # one run per results folder (a second one waits; the lock also makes a killed run's temporary
+        # files safe to remove); cache chunks and result files are written in the background, in
+        # submission order; leaving the block waits for them (also on failure)
+        with FolderLock(plan.directory, "the results folder", reporter.message):
+            if config.variant():
+                write_config(plan.directory, config)
+            with BackgroundWriter() as writer:
+                pools = make_pools(plan, shared_encoder(encoders, plan.meta, config, reporter), reporter, writer,
+                                   shared=shared)
+                for spec in plan.specs:
+                    previous = reusable(plan, spec, reporter)
+                    if previous is not None:
+                        outcome.tasks.append(TaskOutcome.from_record(
+                            spec.name, previous, plan.directory / record_file(spec.name), reused=True))
+                        continue
+                    search = search or describe_search(config, ranks)
+                    outcome.tasks.append(evaluate_task(plan, spec, pools, writer, reporter, search, ranks))
+            outcome.average, outcome.summary_path = write_suite_summary(
+                outcome, plan.suite_tasks, plan.config_hash, groups=plan.suite.groups if plan.suite else None)
+    finally:
+        if ranks is not None:
+            ranks.close()                 # the serving ranks return (also when rank 0 failed)
     if config.rerank:                     # second stage: reads the run files just written or reused
         from mmbench.rerank.stage import rerank_suite
 
@@ -105,6 +111,35 @@ def encode_over_group(plan: Plan, group, encoder: LazyEncoder, reporter: Reporte
                          batch_size=cfg.batch_size, overwrite=cfg.overwrite, reporter=reporter)
 
 
+def search_over_ranks(plan: Plan, group, shared, encoder: LazyEncoder, reporter: Reporter):
+    """Every rank, after the group encoded: whether the search is sharded over the ranks
+    (:func:`mmbench.distributed.search.agree`). Rank 0 gets its
+    :class:`~mmbench.distributed.search.LeadShards` (or None: it searches alone, and says why when
+    the group has several ranks); every other rank serves rank 0's searches
+    (:func:`mmbench.distributed.search.serve`) from the pools it opens from the cache, then gets None."""
+    from mmbench.distributed.search import LeadShards, agree, serve
+
+    config = plan.config
+    agreed, why = agree(group, config.search_backend, sees_cache=shared.sees_cache,
+                        single_process_shards=bool(config.devices) or config.search_backend.startswith("sharded"))
+    if agreed is None:
+        if group.lead and group.world_size > 1:
+            reporter.message(f"search: rank 0 searches the whole pool alone ({why})")
+        return None
+    if group.lead:
+        reporter.message(f"search: the pool is shared over {group.world_size} ranks, each searching its share")
+        return LeadShards(group, agreed)
+    pools = make_pools(plan, encoder, Reporter(), None, shared=shared)
+    specs = {s.name: s for s in plan.specs}
+
+    def open_pool(task: str):
+        pool = pools.for_task(specs[task])
+        return pool.blocks, pool.candidate_ids.ranks
+
+    serve(group, open_pool, agreed)
+    return None
+
+
 def shared_encoder(encoders: dict | None, meta, config: RunConfig, reporter: Reporter) -> LazyEncoder:
     """The run's :class:`LazyEncoder`: a new one, or with ``encoders`` the one already made for the same
     model (name, revision, options) and device, given this run's reporter."""
@@ -119,13 +154,15 @@ def shared_encoder(encoders: dict | None, meta, config: RunConfig, reporter: Rep
     return encoder
 
 
-def evaluate_task(plan: Plan, spec: TaskSpec, pools: Pools, writer, reporter: Reporter, search: dict) -> TaskOutcome:
-    """One task of the first stage: its pool and queries, search, run file, scores, record."""
+def evaluate_task(plan: Plan, spec: TaskSpec, pools: Pools, writer, reporter: Reporter, search: dict,
+                  ranks=None) -> TaskOutcome:
+    """One task of the first stage: its pool and queries, search, run file, scores, record. ``ranks``:
+    rank 0's :class:`~mmbench.distributed.search.LeadShards` (the search sharded over the ranks)."""
     family, data = task_family(spec), plan.data[spec.name]
     pool = pools.for_task(spec)
     queries = pools.queries(spec)
     top_k = plan.top_k(spec)
-    retrieved = retrieve(family, data, pool, queries.embeddings, top_k, plan.config, reporter, spec.name)
+    retrieved = retrieve(family, data, pool, queries.embeddings, top_k, plan.config, reporter, spec.name, ranks)
     t0 = time.perf_counter()
     run_bytes = start_run_file(writer, plan.directory, spec.name, retrieved.ranked, trec_tag(plan.meta.name),
                                depth=plan.run_depth(spec), run_format=plan.config.run_format)

@@ -34,12 +34,14 @@ blocks (or memory maps) are cast to float32 a block (or, in the kernel, a tile) 
 
 Several devices in one process: ``search(..., devices=["cuda:0", "cuda:1"])`` (``--devices``) shards
 the pool over them (:mod:`mmbench.search.backends.sharded`: ``sharded`` with torch, ``sharded-faiss``
-with faiss-gpu); ``backend="auto"`` is then ``sharded``.
+with faiss-gpu); ``backend="auto"`` is then ``sharded``. Several ranks of a torchrun group: each
+searches a share of the pool with the run's backend on its own device
+(:mod:`mmbench.distributed.search`, through ``search(..., prepare=...)``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 
 import numpy as np
@@ -153,7 +155,8 @@ def describe_backend(backend: str = "auto", device: str = "auto", devices: Seque
 def search(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int, *,
            tiebreak: np.ndarray | None = None, backend: str = "auto", device: str = "auto",
            memory_budget_bytes: int = 2 * 1024**3, devices: Sequence[str] = (),
-           progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+           progress: Progress | None = None,
+           prepare: Callable[[SearchBackend, Pool], SearchIndex] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k by maximum inner product. Returns (indices int64 (Q, min(k, N)), scores float32 (Q, min(k, N))).
 
     ``pool`` is one (N, d) float array (possibly a memmap) or a sequence of blocks whose rows are
@@ -165,6 +168,9 @@ def search(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int,
     Where every inner product is exact in float32 it is :func:`exact_search_numpy`'s answer.
     ``progress(done_rows, total_rows)`` is called as blocks are searched. ``devices``: shard the pool
     over these devices in this process (``sharded``, ``sharded-faiss``; :func:`resolve`).
+    ``prepare(backend, pool)``: how the backend's index is made (default ``backend.prepare``); a
+    run sharded over the ranks of a torchrun group passes
+    :meth:`mmbench.distributed.search.LeadShards.preparer`'s.
     """
     k = check_k(k)
     chosen, dev = resolve(backend, device, devices)
@@ -176,4 +182,5 @@ def search(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int,
     if n == 0 or queries.shape[0] == 0:
         return np.empty((queries.shape[0], n), np.int64), np.empty((queries.shape[0], n), np.float32)
     prepared_pool = Pool(tuple(parts), total, queries.shape[1], tiebreak, dev, memory_budget_bytes, tuple(devices))
-    return gather_and_rescore(chosen.prepare(prepared_pool), queries, prepared_pool, n, progress=progress)
+    index = chosen.prepare(prepared_pool) if prepare is None else prepare(chosen, prepared_pool)
+    return gather_and_rescore(index, queries, prepared_pool, n, progress=progress)

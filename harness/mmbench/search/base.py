@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 __all__ = ["MAX_K", "Block", "Pool", "SearchBackend", "SearchIndex", "Progress", "check_k", "as_queries",
-           "pool_parts", "check_tiebreak", "parse_device", "as_f32", "iter_blocks", "every_nth_row"]
+           "pool_parts", "check_tiebreak", "parse_device", "as_f32", "iter_blocks", "every_nth_row", "slice_parts"]
 
 MAX_K = 1000
 
@@ -168,6 +168,17 @@ def iter_blocks(parts: list[np.ndarray], max_rows: int) -> Iterator[Block]:
         for start in range(0, part.shape[0], max_rows):
             yield Block(offset + start, part[start:start + max_rows])
         offset += part.shape[0]
+
+
+def slice_parts(parts: Sequence[np.ndarray], lo: int, hi: int) -> list[np.ndarray]:
+    """Rows ``[lo, hi)`` of the parts' logical concatenation, as views of the parts (none empty)."""
+    views, start = [], 0
+    for part in parts:
+        a, b = max(lo, start), min(hi, start + part.shape[0])
+        if a < b:
+            views.append(part[a - start:b - start])
+        start += part.shape[0]
+    return views
 
 
 def every_nth_row(parts: Sequence[np.ndarray], stride: int) -> np.ndarray:

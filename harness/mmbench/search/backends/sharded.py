@@ -52,7 +52,7 @@ import numpy as np
 
 from mmbench.search import ties
 from mmbench.search.backends import faiss_gpus, faiss_version, gpu_number, torch_cuda_count
-from mmbench.search.base import Block, Pool, Progress, iter_blocks, parse_device
+from mmbench.search.base import Block, Pool, Progress, iter_blocks, parse_device, slice_parts
 from mmbench.search.blocks import Tuning, exact_block_topk, full_rows
 
 __all__ = ["STORAGES", "Shard", "ShardSettings", "ShardedBackend", "finish", "plan_shards", "shard_devices",
@@ -102,15 +102,10 @@ def plan_shards(pool: Pool, devices: Sequence[str]) -> list[Shard]:
     count = len(devices)
     sizes = [pool.total // count + (1 if i < pool.total % count else 0) for i in range(count)]
     block_rows = max(1, pool.max_rows // 2)            # two streamed blocks in flight: one budget
-    starts = np.cumsum([0] + [p.shape[0] for p in pool.parts])
     shards, offset = [], 0
     for device, size in zip(devices, sizes):
-        views, dtypes = [], set()
-        for part, a in zip(pool.parts, starts[:-1]):
-            lo, hi = max(offset, int(a)), min(offset + size, int(a) + part.shape[0])
-            if lo < hi:
-                views.append(part[lo - int(a):hi - int(a)])
-                dtypes.add(np.dtype(part.dtype))
+        views = slice_parts(pool.parts, offset, offset + size)
+        dtypes = {np.dtype(v.dtype) for v in views}
         blocks = tuple(Block(b.offset + offset, b.rows) for b in iter_blocks(views, block_rows))
         cells = size * pool.dim
         if cells * 4 <= pool.memory_budget_bytes:

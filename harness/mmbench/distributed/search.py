@@ -1,0 +1,268 @@
+"""Search sharded over the ranks of a torchrun group: each rank searches a share of the pool for every
+query on its own device; rank 0 merges the shares' lists (issue #26).
+
+Who does what
+-------------
+After the group has encoded (:mod:`mmbench.distributed.encode`), the ranks agree whether the search
+is sharded over them (:func:`agree`). It is when the group has more than one rank, the run does not
+shard over ``--devices`` inside one process, every rank sees every chunk of the cache (a shared file
+system: with a cache per node, rank 0 searches alone, as before) and the run's search backend can run
+on every rank's device (``cuda:LOCAL_RANK`` in an NCCL group, else the CPU). Rank 0 then evaluates as
+one process does, its searches going through :class:`LeadShards`; the other ranks run :func:`serve`,
+answering rank 0's requests until it says it is done.
+
+The requests (mmbench's gloo channel; arrays as CPU tensors)
+-----------------------------------------------------------
+* ``("pool", task, label, total, dim, budget)``: every rank opens ``task``'s pool from the cache (the rows rank 0
+  searches), checks its size and width, and prepares its share: rows ``[lo_r, hi_r)`` of near-equal
+  contiguous shares (:func:`shares`), with the run's backend on its device and rank 0's memory
+  budget (``--memory-budget-gb``). A pool prepared under the
+  same label is kept (a global suite's pool is prepared once for all its tasks), and rank 0 sends the
+  request only when the label changes.
+* ``("search", Q, d, m)`` and then the (Q, d) float32 queries broadcast from rank 0: every rank answers
+  with its share's first ``min(m, hi_r - lo_r)`` by the rule (global row ids int64, float32 scores),
+  sent to rank 0 point to point.
+* ``("done",)``: the serving ranks return from :func:`serve`.
+
+Why the merge is exact
+----------------------
+A share is prepared with the pool's tie-break keys of its rows (the global row number where the pool
+has none), so its backend's answer is, by the backend contract (:mod:`mmbench.search.base`), its
+share's first m by the rule over its float32 scores. A candidate among the pool's first m by the rule
+is among its own share's first m (fewer candidates of its share precede it than of the whole pool),
+so the rule's first m of the union of the shares' lists (:func:`mmbench.search.ties.select`) is the
+pool's first m: the merged index is as exact as the shares' backend. Different shares' scores come
+from different devices; each obeys the error bound of :mod:`mmbench.search.rescore`'s margin proof,
+so the gathered candidates cover every query's top k and the run file is the same bytes as one
+process's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmbench.distributed.group import DistributedError, RankInfo, all_gather, broadcast, collective
+from mmbench.search.base import Pool, Progress, SearchBackend, SearchIndex, check_tiebreak, pool_parts, slice_parts
+
+__all__ = ["LeadShards", "RankSearch", "agree", "rank_device", "serve", "share_pool", "shares"]
+
+
+@dataclass(frozen=True)
+class RankSearch:
+    """What the ranks agreed (:func:`agree`): the backend (``--search-backend``) every rank prepares its
+    share with, on its own device (:func:`rank_device`)."""
+
+    backend: str
+
+
+def rank_device(info: RankInfo) -> str:
+    """The device a rank searches its share on: its own GPU in an NCCL group, else the CPU."""
+    return f"cuda:{info.local_rank}" if info.backend == "nccl" else "cpu"
+
+
+def shares(total: int, world: int) -> list[tuple[int, int]]:
+    """Rows ``[lo, hi)`` of each rank: contiguous, near-equal (the first ``total % world`` one row
+    longer), covering ``0..total`` in rank order; empty for the last ranks when ``total < world``."""
+    sizes = [total // world + (1 if r < total % world else 0) for r in range(world)]
+    bounds = np.cumsum([0, *sizes])
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def share_pool(pool: Pool, lo: int, hi: int, device: str) -> Pool:
+    """Rows ``[lo, hi)`` of ``pool`` as a pool of their own on ``device``, with the pool's tie-break keys
+    of those rows (their global row numbers where it has none), so that its first m by the rule are
+    the rows the whole pool's rule puts first among them."""
+    keys = pool.tiebreak[lo:hi] if pool.tiebreak is not None else np.arange(lo, hi, dtype=np.int64)
+    return Pool(tuple(slice_parts(pool.parts, lo, hi)), hi - lo, pool.dim, keys, device, pool.memory_budget_bytes)
+
+
+def agree(info: RankInfo, backend: str, *, sees_cache: bool,
+          single_process_shards: bool) -> tuple[RankSearch | None, str]:
+    """Every rank (a collective): whether the search is sharded over the ranks, and if not, why.
+
+    ``sees_cache``: this rank finds every chunk of the run's tables in its cache;
+    ``single_process_shards``: the run shards over ``--devices`` (or a ``sharded`` backend) in rank 0."""
+    from mmbench.search import resolve
+
+    device = rank_device(info)
+    reason = ""
+    if not sees_cache:
+        reason = f"rank {info.rank} does not see the cache rank 0 reads (not a shared file system)"
+    else:
+        try:
+            resolve(backend, device)
+        except Exception as exc:          # the backend's own one-line reason on this rank
+            reason = f"rank {info.rank}: {exc}"
+    reasons = all_gather(info, reason, "whether every rank can search a share of the pool")
+    if info.world_size == 1:
+        return None, "one rank"
+    if single_process_shards:
+        return None, "the run shards the pool over --devices in rank 0"
+    why = next((r for r in reasons if r), "")
+    return (None, why) if why else (RankSearch(backend), "")
+
+
+@dataclass
+class _Prepared:
+    label: str
+    total: int
+    dim: int
+    lo: int
+    hi: int
+    index: SearchIndex | None          # None for an empty share
+
+    def search(self, queries: np.ndarray, m: int, progress: Progress | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        if self.index is None:
+            return np.empty((queries.shape[0], 0), np.int64), np.empty((queries.shape[0], 0), np.float32)
+        ids, scores = self.index.search(queries, min(m, self.hi - self.lo), progress)
+        return np.ascontiguousarray(ids + self.lo, np.int64), np.ascontiguousarray(scores, np.float32)
+
+
+def _prepare(chosen: SearchBackend, pool: Pool, label: str, lo: int, hi: int, device: str) -> _Prepared:
+    index = chosen.prepare(share_pool(pool, lo, hi, device)) if hi > lo else None
+    return _Prepared(label, pool.total, pool.dim, lo, hi, index)
+
+
+class LeadShards:
+    """Rank 0's side of the protocol (module docstring): one per run, closed with :meth:`close`."""
+
+    def __init__(self, info: RankInfo, agreed: RankSearch):
+        self.info, self.agreed = info, agreed
+        self._prepared: _Prepared | None = None
+        self._closed = False
+
+    def describe(self) -> dict:
+        """The record's ``search.ranks``."""
+        return {"world_size": self.info.world_size, "group_backend": self.info.backend,
+                "shares": "contiguous near-equal row ranges of the pool, one per rank, each searched on "
+                          "the rank's own device (cuda:LOCAL_RANK, or the CPU) and merged by the rule"}
+
+    def preparer(self, task: str, label: str) -> Callable[[SearchBackend, Pool], SearchIndex]:
+        """``prepare(backend, pool)`` for :func:`mmbench.search.search`: the index of ``task``'s pool
+        (labelled ``label``) sharded over the ranks."""
+        def prepare(chosen: SearchBackend, pool: Pool) -> SearchIndex:
+            return self._index(task, label, chosen, pool)
+        return prepare
+
+    def _index(self, task: str, label: str, chosen: SearchBackend, pool: Pool) -> _RankIndex:
+        cut = shares(pool.total, self.info.world_size)
+        mine = self._prepared
+        if mine is None or (mine.label, mine.total, mine.dim) != (label, pool.total, pool.dim):
+            broadcast(self.info, ("pool", task, label, pool.total, pool.dim, pool.memory_budget_bytes),
+                      "rank 0's next search request")
+            self._prepared = mine = _prepare(chosen, pool, label, *cut[0], rank_device(self.info))
+        return _RankIndex(self.info, mine, cut, pool.tiebreak)
+
+    def close(self) -> None:
+        """Tell the serving ranks the search is over (once; a group already broken is left as it is)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            broadcast(self.info, ("done",), "rank 0's next search request")
+        except DistributedError:
+            pass
+
+
+@dataclass
+class _RankIndex:
+    """The pool sharded over the ranks, for rank 0's :func:`mmbench.search.rescore.gather_and_rescore`."""
+
+    info: RankInfo
+    own: _Prepared
+    cut: list[tuple[int, int]]
+    tiebreak: np.ndarray | None
+
+    def __post_init__(self) -> None:
+        inner = getattr(self.own.index, "max_gather", None)     # the widest gather the shares answer
+        if inner is not None:
+            self.max_gather = inner
+
+    def search(self, queries: np.ndarray, k: int, progress: Progress | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        from mmbench.search import ties
+
+        info, total = self.info, self.own.total
+        queries = np.ascontiguousarray(queries, np.float32)
+        n_q, d = queries.shape
+        broadcast(info, ("search", n_q, d, k), "rank 0's next search request")
+        _broadcast_tensor(info, torch.from_numpy(queries), "sending the queries to every rank")
+        share = self.own.hi - self.own.lo
+        local = None if progress is None or share == 0 else (
+            lambda done, _rows: progress(min(total, done * total // share), total))
+        found = [self.own.search(queries, k, local)]
+        for r, (lo, hi) in enumerate(self.cut[1:], start=1):
+            width = min(k, hi - lo)
+            ids, scores = torch.empty((n_q, width), dtype=torch.int64), torch.empty((n_q, width), dtype=torch.float32)
+            if width:
+                _receive(info, ids, r, f"receiving rank {r}'s hits")
+                _receive(info, scores, r, f"receiving rank {r}'s scores")
+            found.append((ids.numpy(), scores.numpy()))
+        if progress is not None:
+            progress(total, total)
+        return ties.select(np.hstack([f[1] for f in found]), np.hstack([f[0] for f in found]), self.tiebreak,
+                           min(k, total))
+
+
+def serve(info: RankInfo, open_pool: Callable[[str], tuple[Sequence[np.ndarray], np.ndarray | None]],
+          agreed: RankSearch) -> int:
+    """A rank other than 0: answer rank 0's requests (module docstring) until it is done; returns the
+    number of searches answered. ``open_pool(task)``: the task's pool as rank 0 searches it, (blocks,
+    tie-break keys or None), its blocks read from the cache."""
+    import torch
+
+    from mmbench.search import resolve
+
+    chosen, device = resolve(agreed.backend, rank_device(info))
+    prepared: _Prepared | None = None
+    answered = 0
+    while True:
+        request = broadcast(info, None, "rank 0's next search request")
+        if request[0] == "done":
+            return answered
+        if request[0] == "pool":
+            task, label, total, dim, budget = request[1:]
+            parts, keys = open_pool(task)
+            parts = pool_parts(parts, dim)
+            rows = sum(p.shape[0] for p in parts)
+            pool = Pool(tuple(parts), rows, dim, check_tiebreak(keys, rows), device, budget)
+            if (pool.total, pool.dim) != (total, dim):
+                raise DistributedError(f"rank {info.rank}: the pool of {task} has {pool.total:,} x {pool.dim} rows "
+                                       f"here, {total:,} x {dim} on rank 0 (different data or cache?)")
+            lo, hi = shares(total, info.world_size)[info.rank]
+            prepared = _prepare(chosen, pool, label, lo, hi, device)
+            continue
+        n_q, d, k = request[1:]
+        queries = torch.empty((n_q, d), dtype=torch.float32)
+        _broadcast_tensor(info, queries, "receiving the queries from rank 0")
+        if prepared is None:
+            raise DistributedError(f"rank {info.rank}: a search request came before its pool")
+        ids, scores = prepared.search(queries.numpy(), k)
+        if ids.shape[1]:
+            _send(info, torch.from_numpy(ids), f"sending rank {info.rank}'s hits")
+            _send(info, torch.from_numpy(scores), f"sending rank {info.rank}'s scores")
+        answered += 1
+
+
+def _broadcast_tensor(info: RankInfo, tensor, step: str) -> None:
+    import torch.distributed as dist
+
+    collective(info, step, lambda: dist.broadcast(tensor, src=0, group=info.control))
+
+
+def _send(info: RankInfo, tensor, step: str) -> None:
+    import torch.distributed as dist
+
+    collective(info, step, lambda: dist.send(tensor, dst=0, group=info.control))
+
+
+def _receive(info: RankInfo, tensor, src: int, step: str) -> None:
+    import torch.distributed as dist
+
+    collective(info, step, lambda: dist.recv(tensor, src=src, group=info.control))
