@@ -15,7 +15,7 @@ from mmbench.distributed.group import process_group
 from mmbench.distributed.search import LeadShards, RankSearch, serve
 from mmbench.search import MAX_K, search
 
-BACKENDS = ("auto", "faiss-cpu", "torch")
+BACKENDS = ("auto", "faiss-cpu", "torch", "sharded")
 
 
 def case(seed: int) -> dict:

@@ -19,7 +19,7 @@ from mmbench.distributed.search import share_pool, shares
 from mmbench.search.base import Pool
 
 SCRIPT = Path(__file__).with_name("dist_search_cases.py")
-BACKENDS = ("auto", "faiss-cpu", "torch")
+BACKENDS = ("auto", "faiss-cpu", "torch", "sharded")
 
 
 @given(st.integers(0, 5000), st.integers(1, 9))

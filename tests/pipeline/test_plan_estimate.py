@@ -82,6 +82,10 @@ def test_pool_rows_shard_over_devices_and_image_tokens_follow_the_model(mbeir_ro
     assert pool0.image_tokens == 6 * 10 and pool0.images_checked == 6
     q = plan.query_rows
     assert plan.gpu_bytes_per_device == 2 * DIM * 4 + q * DIM * 4 + 12 * q * plan.top_k   # ceil(6/3) rows each
+    # without --devices, each of the ranks searches a share of the pool on its own device
+    ranked = estimate(dataclasses.replace(config, devices=()), ranks=4)
+    assert ranked.devices == 4 and ranked.gpu_bytes_per_device == 2 * DIM * 4 + q * DIM * 4 + 12 * q * plan.top_k
+    assert estimate(dataclasses.replace(config, devices=()), ranks=1).devices == 1
 
 
 def test_cached_chunks_are_counted_after_a_run_and_time_follows_the_declared_rate(mbeir_root, counting_model, tmp_path):

@@ -84,7 +84,9 @@ def agree(info: RankInfo, backend: str, *, sees_cache: bool,
     """Every rank (a collective): whether the search is sharded over the ranks, and if not, why.
 
     ``sees_cache``: this rank finds every chunk of the run's tables in its cache;
-    ``single_process_shards``: the run shards over ``--devices`` (or a ``sharded`` backend) in rank 0."""
+    ``single_process_shards``: the run shards over ``--devices`` in rank 0. (A ``sharded`` backend
+    without ``--devices`` shards over the ranks like any other: each rank keeps its share resident on
+    its one device.)"""
     from mmbench.search import resolve
 
     device = rank_device(info)

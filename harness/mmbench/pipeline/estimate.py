@@ -16,7 +16,9 @@ Its cache entry is the run's own (:meth:`~mmbench.pipeline.pools.Pools.jobs`,
 
 **Memory and disk** (:math:`d` the model's embedding dimension, :math:`s` the bytes of the cached
 dtype, 4 for float32 and 2 for float16; :math:`N` the pool rows searched, :math:`Q` the largest query
-table, :math:`k` the largest top k, :math:`G` the devices the search is sharded over):
+table, :math:`k` the largest top k, :math:`G` the devices the search is sharded over: ``--devices``
+in one process, else the ranks, each searching its share on its own device, as a run under torchrun
+with a shared cache does, :mod:`mmbench.distributed.search`):
 
 * pool bytes per dtype: :math:`N d \\cdot \\{4, 2, 2\\}` (float32, float16, bfloat16);
 * GPU memory per device: the pool's shard :math:`\\lceil N/G \\rceil d s`, plus the queries
@@ -100,7 +102,7 @@ class RunEstimate:
     query_rows: int                    # the largest query table
     top_k: int
     pool_bytes: dict[str, int | None]  # dtype -> bytes of the largest pool
-    devices: int                       # devices the search is sharded over
+    devices: int                       # devices the search is sharded over (--devices, else the ranks)
     ranks: int                         # processes encoding together
     gpu_bytes_per_device: int | None
     host_ram_bytes: int | None
@@ -193,7 +195,7 @@ def _totals(plan: Plan, tables: list[TableWork], ranks: int) -> RunEstimate:
         pool_rows = max((t.items for t in pools), default=0)
     query_rows = max((t.items for t in tables if t.role == "query"), default=0)
     top_k = max((plan.top_k(s) for s in plan.specs), default=0)
-    devices = max(1, len(config.devices))
+    devices = len(config.devices) or max(1, ranks)     # --devices in rank 0, else a share per rank
     notes = []
     if dim is None:
         notes.append(f"model {meta.name} declares no embedding dimension: bytes are not estimated")

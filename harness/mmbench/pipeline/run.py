@@ -121,7 +121,7 @@ def search_over_ranks(plan: Plan, group, shared, encoder: LazyEncoder, reporter:
 
     config = plan.config
     agreed, why = agree(group, config.search_backend, sees_cache=shared.sees_cache,
-                        single_process_shards=bool(config.devices) or config.search_backend.startswith("sharded"))
+                        single_process_shards=bool(config.devices))
     if agreed is None:
         if group.lead and group.world_size > 1:
             reporter.message(f"search: rank 0 searches the whole pool alone ({why})")
