@@ -137,6 +137,11 @@ class LeadShards:
         self._prepared: _Prepared | None = None
         self._closed = False
 
+    @property
+    def device(self) -> str:
+        """The device rank 0 searches its share on (:func:`rank_device`)."""
+        return rank_device(self.info)
+
     def describe(self) -> dict:
         """The record's ``search.ranks``."""
         return {"world_size": self.info.world_size, "group_backend": self.info.backend,

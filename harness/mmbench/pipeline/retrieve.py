@@ -28,8 +28,10 @@ def describe_search(config: RunConfig, ranks=None) -> dict:
     :class:`~mmbench.distributed.search.LeadShards`) how the pool is shared over the ranks."""
     from mmbench.search import describe_backend
 
-    described = {**describe_backend(config.search_backend, config.device, config.devices), "tie_break": TIE_BREAK}
-    return described if ranks is None else {**described, "ranks": ranks.describe()}
+    if ranks is not None:             # rank 0's own share: its backend on its device, as every rank's
+        return {**describe_backend(config.search_backend, ranks.device), "tie_break": TIE_BREAK,
+                "ranks": ranks.describe()}
+    return {**describe_backend(config.search_backend, config.device, config.devices), "tie_break": TIE_BREAK}
 
 
 @dataclass
