@@ -3,6 +3,7 @@ over the ranks (:mod:`mmbench.distributed.search`) against one process's :func:`
 on seeded tie-heavy cases, for the CPU backends. Every rank builds the same cases from their seeds;
 rank 0 searches each twice (alone, and over the ranks) and writes one line per case and backend to OUT:
 ``backend seed same|DIFFERENT``; the other ranks serve, and write how many searches they answered.
+``auto+sent``: the last rank does not open the pools; rank 0 sends it its shares' rows.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from mmbench.distributed.group import process_group
 from mmbench.distributed.search import LeadShards, RankSearch, serve
 from mmbench.search import MAX_K, search
 
-BACKENDS = ("auto", "faiss-cpu", "torch", "sharded")
+BACKENDS = ("auto", "faiss-cpu", "torch", "sharded", "auto+sent")   # +sent: the last rank is sent its shares
 
 
 def case(seed: int) -> dict:
@@ -46,11 +47,18 @@ def main(out: str, count: int) -> None:
     cases = {f"case{s}": case(s) for s in range(count)}
     with process_group("cpu") as info:
         lines = []
-        for backend in BACKENDS:
-            agreed = RankSearch(backend)
+        for variant in BACKENDS:
+            backend, _, sent = variant.partition("+")
+            agreed = RankSearch(backend, (info.world_size - 1,) if sent else ())
+
+            def open_pool(task: str):
+                if info.rank in agreed.sent:
+                    raise AssertionError(f"rank {info.rank} opened a pool it should have been sent")
+                return cases[task]["parts"], cases[task]["keys"]
+
             if not info.lead:
-                answered = serve(info, lambda task: (cases[task]["parts"], cases[task]["keys"]), agreed)
-                lines.append(f"{backend} answered {answered}")
+                answered = serve(info, open_pool, agreed)
+                lines.append(f"{variant} answered {answered}")
                 continue
             lead = LeadShards(info, agreed)
             try:
@@ -58,10 +66,10 @@ def main(out: str, count: int) -> None:
                     args = (c["queries"], c["parts"], c["k"])
                     kw = {"tiebreak": c["keys"], "backend": backend, "device": "cpu", "memory_budget_bytes": c["budget"]}
                     alone = search(*args, **kw)
-                    shared = search(*args, **kw, prepare=lead.preparer(task, f"{backend}:{task}"))
+                    shared = search(*args, **kw, prepare=lead.preparer(task, f"{variant}:{task}"))
                     same = all(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
                                for a, b in zip(alone, shared))
-                    lines.append(f"{backend} {task} {'same' if same else 'DIFFERENT'}")
+                    lines.append(f"{variant} {task} {'same' if same else 'DIFFERENT'}")
             finally:
                 lead.close()
         with open(f"{out}.rank{info.rank}", "w") as f:

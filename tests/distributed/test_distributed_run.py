@@ -3,8 +3,8 @@ random-weight CLIP on mbeir-mini (small chunks, so every table has several).
 
 * a group's results equal one process's byte for byte (run files; records without their timing
   fields and the record's ``search.ranks``), for a local and a global suite, and so do the cache's
-  chunk files; with a shared cache the search is sharded over the ranks (the record says so), with a
-  cache per rank rank 0 searches alone (and says why);
+  chunk files; the search is sharded over the ranks (the record says so), each rank opening its pools
+  from a shared cache, or, with a cache per rank, sent its shares by rank 0 (it says so);
 * a rank killed mid-encode fails the whole job, with torchrun's report, in seconds; a rerun with 3
   ranks encodes only the missing chunks (the finished ones keep their files: same inode), says so, and
   gives the same results; an outside holder of an entry's lock makes rank 0 wait, not deadlock;
@@ -139,7 +139,7 @@ def test_two_ranks_write_what_one_process_writes(setup, single_local, suite):
         assert rank1 > 0 and f"embedding cache: {rank1} chunk(s) sent to rank 0" in flat
         assert len(chunk_files(work / "cache-rank1")) == rank1      # rank 1's own copy: its share only
         assert set(chunk_files(work / "cache-rank1")) <= set(chunk_files(work / "cache"))
-        assert searched == {None} and "rank 0 searches the whole pool alone (rank 1 does not see the cache" in flat
+        assert searched == {2} and "rank 0 sends their shares to rank(s) 1, which do not see its cache" in flat
     else:
         assert rank1 > 0 and "sent to rank 0" not in flat
         assert searched == {2} and "the pool is shared over 2 ranks" in flat

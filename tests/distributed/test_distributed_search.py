@@ -1,6 +1,7 @@
 """The search sharded over a torchrun group's ranks (:mod:`mmbench.distributed.search`): real torchrun,
 2 and 3 gloo ranks, every CPU backend, seeded tie-heavy cases (duplicate rows, near-ties, NaN rows, k
-past the pool, pools smaller than the group): the same bytes as one process's search. The shares'
+past the pool, pools smaller than the group), and a rank that is sent its shares instead of opening
+the pool: the same bytes as one process's search. The shares'
 plan is checked by properties."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from mmbench.distributed.search import share_pool, shares
 from mmbench.search.base import Pool
 
 SCRIPT = Path(__file__).with_name("dist_search_cases.py")
-BACKENDS = ("auto", "faiss-cpu", "torch", "sharded")
+BACKENDS = ("auto", "faiss-cpu", "torch", "sharded", "auto+sent")
 
 
 @given(st.integers(0, 5000), st.integers(1, 9))

@@ -5,16 +5,18 @@ Who does what
 -------------
 After the group has encoded (:mod:`mmbench.distributed.encode`), the ranks agree whether the search
 is sharded over them (:func:`agree`). It is when the group has more than one rank, the run does not
-shard over ``--devices`` inside one process, every rank sees every chunk of the cache (a shared file
-system: with a cache per node, rank 0 searches alone, as before) and the run's search backend can run
-on every rank's device (``cuda:LOCAL_RANK`` in an NCCL group, else the CPU). Rank 0 then evaluates as
+shard over ``--devices`` inside one process, and the run's search backend can run on every rank's
+device (``cuda:LOCAL_RANK`` in an NCCL group, else the CPU). A rank that sees every chunk of the cache
+(a shared file system) opens its pools from it; one that does not (a cache per node) is sent its
+shares' rows by rank 0 (:attr:`RankSearch.sent`). Rank 0 then evaluates as
 one process does, its searches going through :class:`LeadShards`; the other ranks run :func:`serve`,
 answering rank 0's requests until it says it is done.
 
 The requests (mmbench's gloo channel; arrays as CPU tensors)
 -----------------------------------------------------------
 * ``("pool", task, label, total, dim, budget)``: every rank opens ``task``'s pool from the cache (the rows rank 0
-  searches), checks its size and width, and prepares its share: rows ``[lo_r, hi_r)`` of near-equal
+  searches), or receives its share's rows and keys from rank 0 (point to point, after the request),
+  checks its size and width, and prepares its share: rows ``[lo_r, hi_r)`` of near-equal
   contiguous shares (:func:`shares`), with the run's backend on its device and rank 0's memory
   budget (``--memory-budget-gb``). A pool prepared under the
   same label is kept (a global suite's pool is prepared once for all its tasks), and rank 0 sends the
@@ -53,9 +55,11 @@ __all__ = ["LeadShards", "RankSearch", "agree", "rank_device", "serve", "share_p
 @dataclass(frozen=True)
 class RankSearch:
     """What the ranks agreed (:func:`agree`): the backend (``--search-backend``) every rank prepares its
-    share with, on its own device (:func:`rank_device`)."""
+    share with, on its own device (:func:`rank_device`); ``sent``: the ranks that do not see rank 0's
+    cache, which rank 0 sends their shares' rows to."""
 
     backend: str
+    sent: tuple[int, ...] = ()
 
 
 def rank_device(info: RankInfo) -> str:
@@ -83,28 +87,26 @@ def agree(info: RankInfo, backend: str, *, sees_cache: bool,
           single_process_shards: bool) -> tuple[RankSearch | None, str]:
     """Every rank (a collective): whether the search is sharded over the ranks, and if not, why.
 
-    ``sees_cache``: this rank finds every chunk of the run's tables in its cache;
+    ``sees_cache``: this rank finds every chunk of the run's tables in its cache (a rank that does not
+    gets its shares' rows from rank 0: :attr:`RankSearch.sent`);
     ``single_process_shards``: the run shards over ``--devices`` in rank 0. (A ``sharded`` backend
     without ``--devices`` shards over the ranks like any other: each rank keeps its share resident on
     its one device.)"""
     from mmbench.search import resolve
 
-    device = rank_device(info)
     reason = ""
-    if not sees_cache:
-        reason = f"rank {info.rank} does not see the cache rank 0 reads (not a shared file system)"
-    else:
-        try:
-            resolve(backend, device)
-        except Exception as exc:          # the backend's own one-line reason on this rank
-            reason = f"rank {info.rank}: {exc}"
-    reasons = all_gather(info, reason, "whether every rank can search a share of the pool")
+    try:
+        resolve(backend, rank_device(info))
+    except Exception as exc:              # the backend's own one-line reason on this rank
+        reason = f"rank {info.rank}: {exc}"
+    answers = all_gather(info, (reason, bool(sees_cache)), "whether every rank can search a share of the pool")
     if info.world_size == 1:
         return None, "one rank"
     if single_process_shards:
         return None, "the run shards the pool over --devices in rank 0"
-    why = next((r for r in reasons if r), "")
-    return (None, why) if why else (RankSearch(backend), "")
+    why = next((r for r, _ in answers if r), "")
+    sent = tuple(r for r, (_, sees) in enumerate(answers) if not sees)
+    return (None, why) if why else (RankSearch(backend, sent), "")
 
 
 @dataclass
@@ -161,6 +163,8 @@ class LeadShards:
         if mine is None or (mine.label, mine.total, mine.dim) != (label, pool.total, pool.dim):
             broadcast(self.info, ("pool", task, label, pool.total, pool.dim, pool.memory_budget_bytes),
                       "rank 0's next search request")
+            for r in self.agreed.sent:
+                _send_share(self.info, share_pool(pool, *cut[r], "cpu"), r)
             self._prepared = mine = _prepare(chosen, pool, label, *cut[0], rank_device(self.info))
         return _RankIndex(self.info, mine, cut, pool.tiebreak)
 
@@ -235,15 +239,18 @@ def serve(info: RankInfo, open_pool: Callable[[str], tuple[Sequence[np.ndarray],
             return answered
         if request[0] == "pool":
             task, label, total, dim, budget = request[1:]
-            parts, keys = open_pool(task)
-            parts = pool_parts(parts, dim)
-            rows = sum(p.shape[0] for p in parts)
-            pool = Pool(tuple(parts), rows, dim, check_tiebreak(keys, rows), device, budget)
-            if (pool.total, pool.dim) != (total, dim):
-                raise DistributedError(f"rank {info.rank}: the pool of {task} has {pool.total:,} x {pool.dim} rows "
-                                       f"here, {total:,} x {dim} on rank 0 (different data or cache?)")
             lo, hi = shares(total, info.world_size)[info.rank]
-            prepared = _prepare(chosen, pool, label, lo, hi, device)
+            if info.rank in agreed.sent:      # the share alone: its rows 0..hi-lo, the pool's keys of them
+                pool = _as_pool(*_receive_share(info), dim, device, budget)
+                expected = (hi - lo, dim)
+                prepared = _Prepared(label, total, dim, lo, hi, chosen.prepare(pool) if hi > lo else None)
+            else:
+                pool = _as_pool(*open_pool(task), dim, device, budget)
+                expected = (total, dim)
+                prepared = _prepare(chosen, pool, label, lo, hi, device)
+            if (pool.total, pool.dim) != expected:
+                raise DistributedError(f"rank {info.rank}: the pool of {task} has {pool.total:,} x {pool.dim} rows "
+                                       f"here, {expected[0]:,} x {expected[1]} expected (different data or cache?)")
             continue
         n_q, d, k = request[1:]
         queries = torch.empty((n_q, d), dtype=torch.float32)
@@ -257,16 +264,53 @@ def serve(info: RankInfo, open_pool: Callable[[str], tuple[Sequence[np.ndarray],
         answered += 1
 
 
+def _as_pool(parts: Sequence[np.ndarray], keys: np.ndarray | None, dim: int, device: str, budget: int) -> Pool:
+    parts = pool_parts(parts, dim)
+    rows = sum(p.shape[0] for p in parts)
+    return Pool(tuple(parts), rows, dim, check_tiebreak(keys, rows), device, budget)
+
+
+def _send_share(info: RankInfo, share: Pool, dst: int) -> None:
+    """Rank 0: a share's rows (as stored, part by part) and tie-break keys to rank ``dst``."""
+    import torch
+
+    from mmbench.distributed.group import send
+
+    send(info, [(p.shape[0], p.dtype.str) for p in share.parts], dst, f"sending rank {dst} its share's layout")
+    send(info, share.dim, dst, f"sending rank {dst} the pool's width")
+    for part in share.parts:
+        _send(info, torch.from_numpy(np.ascontiguousarray(part)), f"sending rank {dst} its share's rows", dst)
+    _send(info, torch.from_numpy(np.ascontiguousarray(share.tiebreak)), f"sending rank {dst} its share's keys", dst)
+
+
+def _receive_share(info: RankInfo) -> tuple[list[np.ndarray], np.ndarray]:
+    """A rank that does not see rank 0's cache: its share's rows and keys, from rank 0."""
+    import torch
+
+    from mmbench.distributed.group import receive
+
+    layout = receive(info, 0, "receiving this rank's share's layout")
+    dim = receive(info, 0, "receiving the pool's width")
+    parts = []
+    for rows, dtype in layout:
+        part = torch.from_numpy(np.empty((rows, dim), np.dtype(dtype)))
+        _receive(info, part, 0, "receiving this rank's share's rows")
+        parts.append(part.numpy())
+    keys = torch.empty(sum(rows for rows, _ in layout), dtype=torch.int64)
+    _receive(info, keys, 0, "receiving this rank's share's keys")
+    return parts, keys.numpy()
+
+
 def _broadcast_tensor(info: RankInfo, tensor, step: str) -> None:
     import torch.distributed as dist
 
     collective(info, step, lambda: dist.broadcast(tensor, src=0, group=info.control))
 
 
-def _send(info: RankInfo, tensor, step: str) -> None:
+def _send(info: RankInfo, tensor, step: str, dst: int = 0) -> None:
     import torch.distributed as dist
 
-    collective(info, step, lambda: dist.send(tensor, dst=0, group=info.control))
+    collective(info, step, lambda: dist.send(tensor, dst=dst, group=info.control))
 
 
 def _receive(info: RankInfo, tensor, src: int, step: str) -> None:

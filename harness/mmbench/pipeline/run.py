@@ -127,7 +127,9 @@ def search_over_ranks(plan: Plan, group, shared, encoder: LazyEncoder, reporter:
             reporter.message(f"search: rank 0 searches the whole pool alone ({why})")
         return None
     if group.lead:
-        reporter.message(f"search: the pool is shared over {group.world_size} ranks, each searching its share")
+        sent = f" (rank 0 sends their shares to rank(s) {', '.join(map(str, agreed.sent))}, which do not see its " \
+               "cache)" if agreed.sent else ""
+        reporter.message(f"search: the pool is shared over {group.world_size} ranks, each searching its share{sent}")
         return LeadShards(group, agreed)
     pools = make_pools(plan, encoder, Reporter(), None, shared=shared)
     specs = {s.name: s for s in plan.specs}
