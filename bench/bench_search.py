@@ -18,12 +18,26 @@ the pool float32, or float16 with ``--pool-dtype float16``, as M-BEIR's global p
 
 Usage: python bench/bench_search.py [--queries 1000 10000] [--candidates 100000 1000000] [--k 10 100 1000]
                                    [--pool-dtype float32|float16]
+
+Old tree against this one (``--ab OLD``, issue #23's speed target): the CPU time (process_time: every
+thread's user + system) and wall time of ``search(queries, pool, k, tiebreak=...)`` on 1000 unit-norm
+random queries and pools (numpy seed 0; float16 pools: the float32 rows cast), each (pool, k, dtype) cell
+in a fresh process per tree, the two trees alternating, ``--rounds`` rounds; each process does one
+warm-up search and keeps the best of ``--repeats``; the table gives the median over the rounds. OLD is a
+checkout whose ``harness/`` holds either ``mmbench/`` or the flat package of fac06b0 (``harness.search``),
+with its C helpers built in place. Run it under ``flock /tmp/mmbench-bench.lock`` on a shared host.
+
+    python bench/bench_search.py --ab /tmp/old [--ab-pools 10000x768 100000x768 118000x384] [--k 100 1000]
+                                 [--ab-dtypes float32 float16] [--rounds 3] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,7 +65,61 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-cell-seconds", type=float, default=120.0, help="no new repeat after this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="auto", help="search backend (mmbench.search.backend_names())")
+    p.add_argument("--ab", metavar="OLD_TREE", help="CPU time against an old checkout instead (module docstring)")
+    p.add_argument("--ab-pools", nargs="+", default=["10000x768", "100000x768", "118000x384"], help="NxD pools")
+    p.add_argument("--ab-dtypes", nargs="+", default=["float32", "float16"], choices=["float32", "float16"])
+    p.add_argument("--rounds", type=int, default=3, help="--ab: rounds of alternating processes (median kept)")
+    p.add_argument("--ab-child", nargs=5, metavar=("TREE", "N", "D", "K", "DTYPE"), help=argparse.SUPPRESS)
     return p.parse_args()
+
+
+def ab_child(tree: str, n: int, d: int, k: int, dtype: str, repeats: int) -> dict:
+    """One cell in this fresh process with ``tree``'s search: best wall and CPU seconds of the repeats."""
+    root = Path(tree).resolve()
+    if (root / "harness" / "mmbench").is_dir():
+        sys.path.insert(0, str(root / "harness"))
+        from mmbench.search import search as tree_search
+    else:                                                   # fac06b0's flat layout
+        sys.path.insert(0, str(root))
+        from harness.search import search as tree_search
+    rng = np.random.default_rng(0)
+    pool = normalised(rng, n, d)
+    stored = pool.astype(np.float16) if dtype == "float16" else pool
+    queries = normalised(rng, 1000, d)
+    tiebreak = rng.permutation(n).astype(np.int64)
+    tree_search(queries, stored, k, tiebreak=tiebreak)      # warm-up
+    walls, cpus = [], []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        tree_search(queries, stored, k, tiebreak=tiebreak)
+        cpus.append(time.process_time() - c)
+        walls.append(time.perf_counter() - w)
+    return {"wall": min(walls), "cpu": min(cpus), "load": os.getloadavg()[0]}
+
+
+def run_ab(args: argparse.Namespace) -> None:
+    """The old tree against this one, alternating fresh processes (module docstring)."""
+    here = str(Path(__file__).resolve().parent.parent)
+    cells = [(int(p.split("x")[0]), int(p.split("x")[1]), k, dt)
+             for p in args.ab_pools for k in sorted(args.k) for dt in args.ab_dtypes]
+    got: dict[tuple, dict[str, list[dict]]] = {c: {"old": [], "new": []} for c in cells}
+    loads = [os.getloadavg()[0]]
+    for r in range(args.rounds):
+        for cell in cells:
+            for side, tree in (("old", args.ab), ("new", here)) if r % 2 == 0 else (("new", here), ("old", args.ab)):
+                out = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--ab-child", tree,
+                                      *map(str, cell)], check=True, capture_output=True, text=True).stdout
+                got[cell][side].append(json.loads(out.strip().splitlines()[-1]))
+                loads.append(got[cell][side][-1]["load"])
+    print(f"old {args.ab} against {here}; 1000 queries; {args.rounds} rounds x best of {args.repeats};"
+          f" load average {min(loads):.1f}-{max(loads):.1f}")
+    print("| pool | k | pool dtype | old wall s | new wall s | ratio | old CPU s | new CPU s | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (n, d, k, dt), sides in got.items():
+        med = {s: {f: statistics.median(x[f] for x in v) for f in ("wall", "cpu")} for s, v in sides.items()}
+        print(f"| {n // 1000}k x {d} | {k} | {dt} | {med['old']['wall']:.3f} | {med['new']['wall']:.3f} |"
+              f" {med['new']['wall'] / med['old']['wall']:.2f} | {med['old']['cpu']:.3f} | {med['new']['cpu']:.3f} |"
+              f" {med['new']['cpu'] / med['old']['cpu']:.2f} |", flush=True)
 
 
 def normalised(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
@@ -135,6 +203,13 @@ def main() -> None:
     import torch
 
     args = parse_args()
+    if args.ab_child:
+        tree, n, d, k, dtype = args.ab_child
+        print(json.dumps(ab_child(tree, int(n), int(d), int(k), dtype, args.repeats)))
+        return
+    if args.ab:
+        run_ab(args)
+        return
     rng = np.random.default_rng(args.seed)
     pool = normalised(rng, max(args.candidates), args.dim)
     stored = pool.astype(np.float16) if args.pool_dtype == "float16" else pool

@@ -21,7 +21,7 @@ from mmbench.search import MAX_K, Pool, backend_names, get_backend, search
 from mmbench.search.base import as_queries, check_tiebreak, pool_parts
 from mmbench.search.rescore import gather_and_rescore, rescore_pairs
 
-BUILT = native.library() is not None and hasattr(native.library(), "mmb_rescore_blocks")
+BUILT = native.library() is not None and hasattr(native.library(), "mmb_rescore_grouped")
 
 
 def _runnable() -> list[str]:

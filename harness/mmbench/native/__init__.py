@@ -41,11 +41,15 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "mmb_trec_lines": (i64, [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_char_p, i64, ptr, i64]),
     }
     optional = {
-        "mmb_rescore_blocks": (i32, [ptr, i64, ptr, ctypes.c_int32, i64, i64, i64, i64, ptr, ptr, ptr, ptr]),
+        "mmb_rescore_grouped": (i32, [ptr, ptr, ctypes.c_int32, i64, i64, i64, i64, ptr, ptr, ptr, ptr]),
+        "mmb_set_simd": (i32, [i32]),
         "mmb_block_order": (i32, [ptr, i64, i64, i64, ptr]),
         "mmb_rank_rescored": (i32, [i64, ptr, ptr, ptr, ptr, i64, ptr, ptr]),
         "mmb_half_rows": (None, [ptr, i64, i64, i64, ptr]),
         "mmb_max_sumsq": (ctypes.c_double, [ptr, ctypes.c_int32, i64, i64, i64]),
+        "mmb_topk_slack": (i32, [ptr, i64, i64, ptr]),
+        "mmb_topk_floor": (i32, [ptr, i64, i64, i64, ptr, ptr]),
+        "mmb_topk_ids": (None, [ptr, i64, i64, ptr, ptr]),
     }
     for name, (restype, argtypes) in optional.items():     # absent from a build older than the function
         function = getattr(lib, name, None)

@@ -45,6 +45,8 @@ typedef struct {
     float *threshold;   /* per row: every candidate scoring >= it is kept */
     int64_t *count, *cap;
     hit **kept;
+    double *slack;      /* per row, or NULL (0): a compaction keeps down to the k-th kept score - slack */
+    float *start;       /* per row, with slack: the threshold the row started from */
 } state;
 
 void mmb_topk_free(void *p) {
@@ -56,6 +58,8 @@ void mmb_topk_free(void *p) {
     free(st->threshold);
     free(st->count);
     free(st->cap);
+    free(st->slack);
+    free(st->start);
     free(st);
 }
 
@@ -124,8 +128,15 @@ static int scratch_fit(scratch *s, int64_t n) {
     return 0;
 }
 
-/* Keep only row r's candidates at or above its `k`-th largest kept score (ties stay), and raise
-   the row's threshold to that score. */
+/* The largest float <= x (x a double; -inf for NaN). */
+static float float_at_or_below(double x) {
+    if (x != x) return -INFINITY;
+    float f = (float)x;
+    return (double)f > x ? nextafterf(f, -INFINITY) : f;
+}
+
+/* Keep only row r's candidates at or above its `k`-th largest kept score (ties stay), less the
+   row's slack where the state has one, and raise the row's threshold to that. */
 static int compact(state *st, int64_t r, int64_t k, scratch *s) {
     int64_t n = st->count[r];
     hit *kept = st->kept[r];
@@ -133,6 +144,7 @@ static int compact(state *st, int64_t r, int64_t k, scratch *s) {
     if (scratch_fit(s, n)) return -1;
     for (int64_t i = 0; i < n; i++) s->values[i] = kept[i].score;
     float t = kth_largest(s->values, n, k);
+    if (st->slack) t = float_at_or_below((double)t - st->slack[r]);
     int64_t w = 0;
     for (int64_t i = 0; i < n; i++)
         if (kept[i].score >= t) kept[w++] = kept[i];
@@ -209,8 +221,82 @@ int mmb_topk_scan(void *p, int64_t r0, int64_t nr, const float *tile, int64_t ld
    row's k-th largest score, possibly too high: mmb_topk_finish reports the rows where it was. */
 void mmb_topk_seed(void *p, int64_t r0, int64_t nr, const float *thresholds) {
     state *st = p;
-    for (int64_t i = 0; i < nr; i++)
-        if (thresholds[i] > st->threshold[r0 + i]) st->threshold[r0 + i] = thresholds[i];
+    for (int64_t i = 0; i < nr; i++) {
+        int64_t r = r0 + i;
+        float t = st->slack ? float_at_or_below((double)thresholds[i] - st->slack[r]) : thresholds[i];
+        if (t > st->threshold[r]) st->threshold[r] = t;
+        if (st->start) st->start[r] = st->threshold[r];
+    }
+}
+
+/* The gather mode of the kernel (mmbench/search/rescore.py's margin proof says what it is for).
+ *
+ * mmb_topk_slack, before any seed or scan: rows r0..r0+nr get slack[i] >= 0 (finite): from then on
+ * a compaction keeps the candidates at or above float_at_or_below(k-th kept score - slack), and a
+ * seed starts the row there too. Returns 0, or -1 when memory ran out.
+ *
+ * mmb_topk_floor, after the scan: for each row, T = its n-th largest kept score and floor =
+ * (double)T - slack (as double arithmetic); keeps exactly the candidates with (double)score >=
+ * floor, writes their number to counts[i] and complete[i] = 1; or counts[i] = 0 and complete[i]
+ * = 0 where the row cannot vouch for that set: fewer than n kept, a NaN floor, or a floor below
+ * the threshold the row started from (a seed that was too high).
+ *
+ * Why a complete row holds every candidate with a score >= floor(T*), T* the true n-th largest
+ * score: every threshold the row ever had is either where it started (t0) or float_at_or_below(t
+ * - slack) with t the k-th largest of a subset of the scores, t <= T*; so every candidate scoring
+ * >= max(t0, T* - slack) was kept. T (over the kept) <= T*; when floor(T) >= t0, T* >= T > t0
+ * (slack >= 0), so every candidate >= T* was kept, T = T*, and every candidate >= T* - slack
+ * >= t0 was kept. NaN scores are never kept.
+ *
+ * mmb_topk_ids: the kept ids of rows r0..r0+nr, complete rows only (after mmb_topk_floor), one
+ * row after the other, in no particular order within a row, into out. */
+int mmb_topk_slack(void *p, int64_t r0, int64_t nr, const double *slack) {
+    state *st = p;
+    if (!st->slack) {
+        st->slack = calloc(st->rows ? st->rows : 1, sizeof(double));
+        st->start = malloc((st->rows ? st->rows : 1) * sizeof(float));
+        if (!st->slack || !st->start) return -1;
+        for (int64_t r = 0; r < st->rows; r++) st->start[r] = st->threshold[r];
+    }
+    for (int64_t i = 0; i < nr; i++) st->slack[r0 + i] = slack[i];
+    return 0;
+}
+
+int mmb_topk_floor(void *p, int64_t r0, int64_t nr, int64_t n, int64_t *counts, uint8_t *complete) {
+    state *st = p;
+    scratch s = {NULL, 0};
+    for (int64_t i = 0; i < nr; i++) {
+        int64_t r = r0 + i, c = st->count[r];
+        hit *kept = st->kept[r];
+        counts[i] = 0;
+        complete[i] = 0;
+        if (c < n || n < 1) continue;
+        if (scratch_fit(&s, c)) {
+            free(s.values);
+            return -1;
+        }
+        for (int64_t j = 0; j < c; j++) s.values[j] = kept[j].score;
+        double floor = (double)kth_largest(s.values, c, n) - (st->slack ? st->slack[r] : 0.0);
+        double t0 = st->start ? (double)st->start[r] : -INFINITY;
+        if (!(floor >= t0)) continue;   /* NaN, or a seed above the true n-th score */
+        int64_t w = 0;
+        for (int64_t j = 0; j < c; j++)
+            if ((double)kept[j].score >= floor) kept[w++] = kept[j];
+        st->count[r] = w;
+        counts[i] = w;
+        complete[i] = 1;
+    }
+    free(s.values);
+    return 0;
+}
+
+void mmb_topk_ids(void *p, int64_t r0, int64_t nr, const uint8_t *complete, int64_t *out) {
+    state *st = p;
+    for (int64_t i = 0; i < nr; i++) {
+        if (!complete[i]) continue;
+        const hit *kept = st->kept[r0 + i];
+        for (int64_t j = 0; j < st->count[r0 + i]; j++) *out++ = (int64_t)kept[j].id;
+    }
 }
 
 typedef struct {
@@ -264,6 +350,36 @@ static void sort_ranked(ranked *a, int64_t n) {
         }
         a[j + 1] = t;
     }
+}
+
+/* a[0..n) in ascending key order, as sort_ranked, with tmp (n entries) as scratch: a
+ * least-significant-digit radix sort on the key's bytes, skipping the bytes that every key shares
+ * (the high bytes of small tie-break keys, the sign and exponent of close scores). Stable, so equal
+ * keys keep their order (sort_ranked would not; keys of distinct candidates differ unless two share
+ * a tie-break key, which the rule leaves undecided). Cost only: fewer steps than sort_ranked on the
+ * few thousand keys of a query. */
+static void radix_ranked(ranked *a, ranked *tmp, int64_t n) {
+    if (n < 256) {
+        sort_ranked(a, n);
+        return;
+    }
+    uint64_t any = 0, all = ~(uint64_t)0;
+    for (int64_t i = 0; i < n; i++) {
+        any |= a[i].key;
+        all &= a[i].key;
+    }
+    ranked *src = a, *dst = tmp;
+    for (int shift = 0; shift < 64; shift += 8) {
+        if ((((any ^ all) >> shift) & 0xff) == 0) continue;   /* every key has this byte */
+        int64_t start[257] = {0};
+        for (int64_t i = 0; i < n; i++) start[((src[i].key >> shift) & 0xff) + 1]++;
+        for (int b = 0; b < 256; b++) start[b + 1] += start[b];
+        for (int64_t i = 0; i < n; i++) dst[start[(src[i].key >> shift) & 0xff]++] = src[i];
+        ranked *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a) memcpy(a, src, (size_t)n * sizeof(ranked));
 }
 
 /* The first n hits of rows r0..r0+nr by score descending, then keys[id] descending (the id itself
@@ -369,22 +485,19 @@ int64_t mmb_trec_lines(int64_t nq, int64_t width, const int64_t *indices, const 
 /* The search's re-score (mmbench/search/rescore.py, whose docstring defines it and proves the gather
  * margin), in three helpers.
  *
- * mmb_rescore_blocks: out[t] = the float64 inner product of query row qrow[t] of q64 and candidate
- * row crow[t] of rows, for t = order[p], p < n (t = p where order is NULL). q64 holds the float32
- * queries cast to double, nq x dp, each row padded with zeros to dp (a multiple of 8); rows holds
- * the candidates as stored, float32 (half = 0) or IEEE float16 (half = 1), d values each, ld values
- * apart. The d exact float64 products are added in a fixed order: lane j (j < 8) accumulates
- * products j, j+8, j+16, ... left to right (the row padded with zeros to dp: a padded product is
- * 0 * 0 = +0, and adding +0 to a lane changes no bit, as a lane that starts at +0 is never -0),
- * then ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). The products of two floats (or a float and a half)
- * are exact in double, so a fused multiply-add gives the same bits as a multiply then an add: the
- * compiler may contract or vectorise the lanes, never reorder them. numpy's elementwise version in
- * rescore.py gives the same bits (tests check it).
- * Cost only: the pairs should come grouped by blocks of `block` candidate rows (mmb_block_order):
- * each block's rows are cast to double once into a scratch buffer that stays in the cache, and
- * four pairs are summed at once (four independent chains of additions), four pairs of one query
- * (consecutive in the order) sharing each load of the query's values. Returns 0, or -1 when
- * memory ran out. */
+ * mmb_rescore_grouped: out[t] = the float64 inner product of query row qrow[t] of queries (float32,
+ * nq x d, row-major) and candidate row crow[t] of rows, for t = order[p], p < n (t = p where order
+ * is NULL); rows holds the candidates as stored, float32 (half = 0) or IEEE float16 (half = 1), d
+ * values each, ld values apart. The d exact float64 products are added in a fixed order: lane j
+ * (j < 8) accumulates products j, j+8, j+16, ... left to right, then
+ * ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)) (the sums below say why every SIMD path gives those bits).
+ * numpy's elementwise version in rescore.py gives the same bits (tests check it).
+ * Cost only: the pairs should come grouped by blocks of `block` candidate rows (mmb_block_order),
+ * so that a block's rows are read from memory about once and reused from the cache by every
+ * query that gathered them (a float16 block's rows are cast to float32 once, into a scratch
+ * buffer); four pairs are summed at once (four independent chains of additions), four pairs of
+ * one query (consecutive in the order) sharing each load of the query's values. Returns 0, or -1
+ * when memory ran out. */
 
 static inline float half_to_float(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
@@ -462,118 +575,219 @@ double mmb_max_sumsq(const void *rows, int32_t half, int64_t ld, int64_t d, int6
     return best;
 }
 
-typedef double v4d __attribute__((vector_size(32), aligned(8)));   /* four lanes, unaligned loads */
-#define LANES4(p) (*(const v4d *)(p))
-#define FOLD(lo, hi) (((lo[0] + lo[1]) + (lo[2] + lo[3])) + ((hi[0] + hi[1]) + (hi[2] + hi[3])))
-#define INLINE static inline __attribute__((always_inline))
+/* The re-score's sums. Each takes pairs (x, y) of a query row and a candidate row (float32, d
+ * values each), computes the lanes l0..l7 (lane j adds the products (double)x[i] * (double)y[i]
+ * for i = j, j+8, j+16, ... < d in that order, starting from +0.0) and returns
+ * ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). Rows are never read past d: a SIMD step over the last,
+ * partial group of 8 reads zeros there instead, and its products 0 * 0 = +0 change no lane (a
+ * lane is never -0.0: it starts at +0.0, and a sum is -0.0 only when both terms are). The
+ * product of two floats is exact in float64 (24 + 24 significand bits <= 53), so a fused
+ * multiply-add gives the bits of a multiply then an add, and both paths below give the same bits:
+ * AVX2 + FMA (lanes 0-3 and 4-7 in two registers, the floats cast to double in registers), and
+ * the portable C loop (any CPU, aarch64 too; -O3 may vectorise its lanes, never reorder them).
+ * The AVX2 path runs where the CPU has AVX2 and FMA (__builtin_cpu_supports, checked at each
+ * call; no -march flag, so the library runs on any x86-64); mmb_set_simd can force the portable
+ * one (tests check that both agree with numpy). Cost only: four pairs at once (four independent
+ * chains), the four pairs of one query sharing each load and cast of the query's values. */
 
-/* Four pairs (x0, y0) .. (x3, y3) at once: four independent chains of additions. */
-INLINE void dot4(const double *x0, const double *x1, const double *x2, const double *x3, const double *y0,
-                 const double *y1, const double *y2, const double *y3, int64_t dp, double *o0, double *o1,
-                 double *o2, double *o3) {
-    v4d a0 = {0, 0, 0, 0}, a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0, e1 = a0;
-    for (int64_t j = 0; j < dp; j += 8) {
-        a0 += LANES4(x0 + j) * LANES4(y0 + j);
-        a1 += LANES4(x0 + j + 4) * LANES4(y0 + j + 4);
-        b0 += LANES4(x1 + j) * LANES4(y1 + j);
-        b1 += LANES4(x1 + j + 4) * LANES4(y1 + j + 4);
-        c0 += LANES4(x2 + j) * LANES4(y2 + j);
-        c1 += LANES4(x2 + j + 4) * LANES4(y2 + j + 4);
-        e0 += LANES4(x3 + j) * LANES4(y3 + j);
-        e1 += LANES4(x3 + j + 4) * LANES4(y3 + j + 4);
-    }
-    *o0 = FOLD(a0, a1);
-    *o1 = FOLD(b0, b1);
-    *o2 = FOLD(c0, c1);
-    *o3 = FOLD(e0, e1);
+typedef struct {
+    void (*shared4)(const float *x, const float *const *y, int64_t d, double *out);
+    void (*pairs4)(const float *const *x, const float *const *y, int64_t d, double *out);
+} rescore_kernels;
+
+static inline double fold8(const double *l) {
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
-/* Four pairs of one query x: each x value is loaded once for four products. */
-INLINE void dot4_shared(const double *x, const double *y0, const double *y1, const double *y2, const double *y3,
-                        int64_t dp, double *o0, double *o1, double *o2, double *o3) {
-    v4d a0 = {0, 0, 0, 0}, a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0, e1 = a0;
-    for (int64_t j = 0; j < dp; j += 8) {
-        v4d lo = LANES4(x + j), hi = LANES4(x + j + 4);
-        a0 += lo * LANES4(y0 + j);
-        a1 += hi * LANES4(y0 + j + 4);
-        b0 += lo * LANES4(y1 + j);
-        b1 += hi * LANES4(y1 + j + 4);
-        c0 += lo * LANES4(y2 + j);
-        c1 += hi * LANES4(y2 + j + 4);
-        e0 += lo * LANES4(y3 + j);
-        e1 += hi * LANES4(y3 + j + 4);
-    }
-    *o0 = FOLD(a0, a1);
-    *o1 = FOLD(b0, b1);
-    *o2 = FOLD(c0, c1);
-    *o3 = FOLD(e0, e1);
+/* y[j0 .. j0+8) as doubles, zeros past d (the portable path's tail and the AVX2 path's). */
+static inline void tail8(const float *y, int64_t j0, int64_t d, double *t) {
+    for (int64_t j = 0; j < 8; j++) t[j] = j0 + j < d ? (double)y[j0 + j] : 0.0;
 }
 
-INLINE double dot1(const double *x, const double *y, int64_t dp) {
-    v4d a0 = {0, 0, 0, 0}, a1 = a0;
-    for (int64_t j = 0; j < dp; j += 8) {
-        a0 += LANES4(x + j) * LANES4(y + j);
-        a1 += LANES4(x + j + 4) * LANES4(y + j + 4);
+static void dot_portable(const float *x, const float *y, int64_t d, double *out) {
+    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t[8], u[8];
+    int64_t full = d - d % 8;
+    for (int64_t j = 0; j < full; j += 8)
+        for (int64_t l = 0; l < 8; l++) a[l] += (double)x[j + l] * (double)y[j + l];
+    if (full < d) {
+        tail8(x, full, d, u);
+        tail8(y, full, d, t);
+        for (int64_t l = 0; l < 8; l++) a[l] += u[l] * t[l];
     }
-    return FOLD(a0, a1);
+    *out = fold8(a);
 }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-__attribute__((target_clones("arch=x86-64-v3", "default")))   /* AVX2 + FMA where the CPU has them: same bits */
+static void shared4_portable(const float *x, const float *const *y, int64_t d, double *out) {
+    for (int i = 0; i < 4; i++) dot_portable(x, y[i], d, out + i);
+}
+
+static void pairs4_portable(const float *const *x, const float *const *y, int64_t d, double *out) {
+    for (int i = 0; i < 4; i++) dot_portable(x[i], y[i], d, out + i);
+}
+
+static const rescore_kernels kernels_portable = {shared4_portable, pairs4_portable};
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+TARGET_AVX2 static inline void fold_avx2(__m256d lo, __m256d hi, double *out) {
+    double l[8];
+    _mm256_storeu_pd(l, lo);
+    _mm256_storeu_pd(l + 4, hi);
+    *out = fold8(l);
+}
+
+/* One step of 8 values at j for pair i: its two accumulators (lanes 0-3, 4-7) += x * y. */
+#define AVX2_STEP(XLO, XHI, Y, LO, HI)                                                             \
+    LO = _mm256_fmadd_pd(XLO, _mm256_cvtps_pd(_mm_loadu_ps((Y) + j)), LO);                         \
+    HI = _mm256_fmadd_pd(XHI, _mm256_cvtps_pd(_mm_loadu_ps((Y) + j + 4)), HI);
+
+/* The last, partial group of 8 (d % 8 values), read into zero-padded buffers. */
+TARGET_AVX2 static inline void avx2_tail(const float *x, const float *y, int64_t j, int64_t d, __m256d *lo,
+                                         __m256d *hi) {
+    double u[8], t[8];
+    tail8(x, j, d, u);
+    tail8(y, j, d, t);
+    *lo = _mm256_fmadd_pd(_mm256_loadu_pd(u), _mm256_loadu_pd(t), *lo);
+    *hi = _mm256_fmadd_pd(_mm256_loadu_pd(u + 4), _mm256_loadu_pd(t + 4), *hi);
+}
+
+TARGET_AVX2 static void shared4_avx2(const float *x, const float *const *y, int64_t d, double *out) {
+    const float *y0 = y[0], *y1 = y[1], *y2 = y[2], *y3 = y[3];
+    __m256d a0 = _mm256_setzero_pd(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0, e1 = a0;
+    int64_t full = d - d % 8, j = 0;
+    for (; j < full; j += 8) {
+        __m256d xlo = _mm256_cvtps_pd(_mm_loadu_ps(x + j)), xhi = _mm256_cvtps_pd(_mm_loadu_ps(x + j + 4));
+        AVX2_STEP(xlo, xhi, y0, a0, a1)
+        AVX2_STEP(xlo, xhi, y1, b0, b1)
+        AVX2_STEP(xlo, xhi, y2, c0, c1)
+        AVX2_STEP(xlo, xhi, y3, e0, e1)
+    }
+    if (j < d) {
+        avx2_tail(x, y0, j, d, &a0, &a1);
+        avx2_tail(x, y1, j, d, &b0, &b1);
+        avx2_tail(x, y2, j, d, &c0, &c1);
+        avx2_tail(x, y3, j, d, &e0, &e1);
+    }
+    fold_avx2(a0, a1, out);
+    fold_avx2(b0, b1, out + 1);
+    fold_avx2(c0, c1, out + 2);
+    fold_avx2(e0, e1, out + 3);
+}
+
+TARGET_AVX2 static void pairs4_avx2(const float *const *x, const float *const *y, int64_t d, double *out) {
+    const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3], *y0 = y[0], *y1 = y[1], *y2 = y[2], *y3 = y[3];
+    __m256d a0 = _mm256_setzero_pd(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0, e1 = a0;
+    int64_t full = d - d % 8, j = 0;
+    for (; j < full; j += 8) {
+        AVX2_STEP(_mm256_cvtps_pd(_mm_loadu_ps(x0 + j)), _mm256_cvtps_pd(_mm_loadu_ps(x0 + j + 4)), y0, a0, a1)
+        AVX2_STEP(_mm256_cvtps_pd(_mm_loadu_ps(x1 + j)), _mm256_cvtps_pd(_mm_loadu_ps(x1 + j + 4)), y1, b0, b1)
+        AVX2_STEP(_mm256_cvtps_pd(_mm_loadu_ps(x2 + j)), _mm256_cvtps_pd(_mm_loadu_ps(x2 + j + 4)), y2, c0, c1)
+        AVX2_STEP(_mm256_cvtps_pd(_mm_loadu_ps(x3 + j)), _mm256_cvtps_pd(_mm_loadu_ps(x3 + j + 4)), y3, e0, e1)
+    }
+    if (j < d) {
+        avx2_tail(x0, y0, j, d, &a0, &a1);
+        avx2_tail(x1, y1, j, d, &b0, &b1);
+        avx2_tail(x2, y2, j, d, &c0, &c1);
+        avx2_tail(x3, y3, j, d, &e0, &e1);
+    }
+    fold_avx2(a0, a1, out);
+    fold_avx2(b0, b1, out + 1);
+    fold_avx2(c0, c1, out + 2);
+    fold_avx2(e0, e1, out + 3);
+}
+
+static const rescore_kernels kernels_avx2 = {shared4_avx2, pairs4_avx2};
+
+static int cpu_simd_level(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+    return 0;
+}
+#else
+static int cpu_simd_level(void) { return 0; }
 #endif
-int mmb_rescore_blocks(const double *q64, int64_t dp, const void *rows, int32_t half, int64_t ld, int64_t d,
+
+static int simd_cap = 1;   /* mmb_set_simd */
+
+/* Caps the re-score's SIMD path: 0 the portable C loop, 1 AVX2 + FMA where the CPU has them;
+ * returns the level that then runs. Every level gives the same bits (for tests). */
+int mmb_set_simd(int level) {
+    simd_cap = level < 0 ? 0 : level;
+    int have = cpu_simd_level();
+    return have < simd_cap ? have : simd_cap;
+}
+
+static const rescore_kernels *pick_kernels(void) {
+    int level = cpu_simd_level();
+    if (level > simd_cap) level = simd_cap;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (level == 1) return &kernels_avx2;
+#endif
+    return &kernels_portable;
+}
+
+int mmb_rescore_grouped(const float *queries, const void *rows, int32_t half, int64_t ld, int64_t d,
                        int64_t block, int64_t n, const int64_t *order, const int64_t *qrow,
                        const int64_t *crow, double *out) {
     if (block < 1) block = 1;
-    double *scratch = malloc((size_t)block * (size_t)dp * sizeof(double));
-    int64_t *cast = malloc((size_t)block * sizeof(int64_t));   /* per block row: the run that cast it */
-    if (!scratch || !cast) {
+    const rescore_kernels *k = pick_kernels();
+    float *scratch = half ? malloc((size_t)block * (size_t)(d ? d : 1) * sizeof(float)) : NULL;
+    int64_t *cast = half ? malloc((size_t)block * sizeof(int64_t)) : NULL;   /* per block row: the run that cast it */
+    if (half && (!scratch || !cast)) {
         free(scratch);
         free(cast);
         return -1;
     }
-    for (int64_t r = 0; r < block; r++) cast[r] = -1;
+    for (int64_t r = 0; half && r < block; r++) cast[r] = -1;
 #define T(i) (order ? order[i] : (i))
-#define X(t) (q64 + qrow[t] * dp)
-#define Y(t) (scratch + (crow[t] - b0) * dp)
+#define X(t) (queries + qrow[t] * d)
+#define Y(t) (half ? scratch + (crow[t] - b0) * d : (const float *)rows + crow[t] * ld)
     int64_t p = 0;
     while (p < n) {
         int64_t first = crow[T(p)], b0 = first - first % block, end = p;
-        for (; end < n; end++) {   /* the run of pairs in this block; each of its rows cast once */
+        for (; end < n; end++) {   /* the run of pairs in this block; a float16 block's rows cast once */
             int64_t c = crow[T(end)];
             if (c < b0 || c - b0 >= block) break;
-            if (cast[c - b0] == p) continue;
+            if (!half || cast[c - b0] == p) continue;
             cast[c - b0] = p;
-            double *dst = scratch + (c - b0) * dp;
-            if (half) {
-                float *tmp = (float *)(scratch + (c - b0) * dp + dp) - d;   /* the row's upper half */
-                halves((const uint16_t *)rows + c * ld, d, tmp);
-                for (int64_t j = 0; j < d; j++) dst[j] = (double)tmp[j];   /* ascending: never overwrites */
-            } else {
-                const float *src = (const float *)rows + c * ld;
-                for (int64_t j = 0; j < d; j++) dst[j] = (double)src[j];
-            }
-            for (int64_t j = d; j < dp; j++) dst[j] = 0.0;
+            halves((const uint16_t *)rows + c * ld, d, scratch + (c - b0) * d);
         }
         int64_t pend[4], waiting = 0;   /* pairs of different queries, summed four at a time */
         for (int64_t i = p; i < end;) {
             int64_t g = i + 1, t0 = T(i);
             while (g < end && qrow[T(g)] == qrow[t0]) g++;   /* i .. g: pairs of one query */
             for (; i + 4 <= g; i += 4) {
-                int64_t t1 = T(i + 1), t2 = T(i + 2), t3 = T(i + 3);
-                t0 = T(i);
-                dot4_shared(X(t0), Y(t0), Y(t1), Y(t2), Y(t3), dp, out + t0, out + t1, out + t2, out + t3);
+                int64_t t[4] = {T(i), T(i + 1), T(i + 2), T(i + 3)};
+                const float *y[4] = {Y(t[0]), Y(t[1]), Y(t[2]), Y(t[3])};
+                double o[4];
+                k->shared4(X(t[0]), y, d, o);
+                for (int j = 0; j < 4; j++) out[t[j]] = o[j];
             }
             for (; i < g; i++) {
                 pend[waiting++] = T(i);
                 if (waiting == 4) {
-                    dot4(X(pend[0]), X(pend[1]), X(pend[2]), X(pend[3]), Y(pend[0]), Y(pend[1]), Y(pend[2]),
-                         Y(pend[3]), dp, out + pend[0], out + pend[1], out + pend[2], out + pend[3]);
+                    const float *x[4] = {X(pend[0]), X(pend[1]), X(pend[2]), X(pend[3])};
+                    const float *y[4] = {Y(pend[0]), Y(pend[1]), Y(pend[2]), Y(pend[3])};
+                    double o[4];
+                    k->pairs4(x, y, d, o);
+                    for (int j = 0; j < 4; j++) out[pend[j]] = o[j];
                     waiting = 0;
                 }
             }
         }
-        for (int64_t j = 0; j < waiting; j++) out[pend[j]] = dot1(X(pend[j]), Y(pend[j]), dp);
+        if (waiting) {   /* the last 1-3: padded with copies of the first, whose sums are dropped */
+            const float *x[4];
+            const float *y[4];
+            double o[4];
+            for (int j = 0; j < 4; j++) {
+                int64_t t = pend[j < waiting ? j : 0];
+                x[j] = X(t);
+                y[j] = Y(t);
+            }
+            k->pairs4(x, y, d, o);
+            for (int j = 0; j < waiting; j++) out[pend[j]] = o[j];
+        }
         p = end;
     }
 #undef T
@@ -610,7 +824,7 @@ int mmb_rank_rescored(int64_t nq, const int64_t *offsets, const int64_t *ids, co
     for (int64_t i = 0; i < nq; i++) {
         int64_t a = offsets[i], c = offsets[i + 1] - a;
         if (c > size) {
-            ranked *grown = realloc(order, (size_t)c * sizeof(ranked));
+            ranked *grown = realloc(order, 2 * (size_t)c * sizeof(ranked));   /* the entries, then scratch */
             if (!grown) {
                 free(order);
                 return -1;
@@ -626,7 +840,7 @@ int mmb_rank_rescored(int64_t nq, const int64_t *offsets, const int64_t *ids, co
             order[j].id = id;
             order[j].score = score;
         }
-        sort_ranked(order, c);
+        radix_ranked(order, order + size, c);
         for (int64_t j = 0; j < n; j++) {
             out_ids[i * n + j] = j < c ? order[j].id : -1;
             out_scores[i * n + j] = j < c ? order[j].score : -INFINITY;

@@ -48,7 +48,10 @@ its exact top m (m > n, rule order) has returned all of them when its m-th score
 ``T - delta`` (anything it left out scores at most that); a row where it is not (a tie group wider
 than the margin, or NaN scores) asks again for more, and past a cap, streams the pool in float32
 tiles keeping every pair at or above the floor (any float32 evaluation obeys the same bound). The
-bound uses a safety factor of 2 on delta. For unit rows and d = 768, delta is about 2e-4 of |q|.
+scan kernel (backend ``scan-cpu``) gathers that set directly instead: it keeps, while it scans, every
+candidate at or above its running k-th score less delta, and returns exactly the candidates with
+``a >= T - delta`` (``mmb_topk_floor`` in ``mmbench/native/_native.c`` proves it), unordered: no
+top m, no order, no retry. The bound uses a safety factor of 2 on delta. For unit rows and d = 768, delta is about 2e-4 of |q|.
 
 A backend that cannot promise ``|a - s| <= beta`` (reduced precision such as TF32, bf16, or an
 approximate index) must say ``exact = False``; its gather is then best effort.
@@ -66,7 +69,7 @@ __all__ = ["LANES", "rescore_pairs", "rank_rescored", "row_norm_bound", "margin_
 
 LANES = 8                 # accumulation lanes of the re-score (part of its definition: never change it)
 _PAIR_CHUNK = 2048        # pairs per re-score step (their float64 products stay in cache)
-_BUCKET_ROWS = 64         # pairs are re-scored grouped by blocks of this many candidate rows (cost only)
+_BUCKET_ROWS = 256        # pairs are re-scored grouped by blocks of this many candidate rows (cost only)
 _RETRY_CAP = 8192         # widest gather asked of a backend before the pool is streamed instead
 
 
@@ -126,16 +129,15 @@ def rescore_pairs(queries: np.ndarray, pool: Pool, rows: np.ndarray, ids: np.nda
     """float64 ``r(queries[rows[i]], pool row ids[i])`` for every pair, in the fixed order of the
     module docstring (the same value whatever the pair's position, chunk or thread).
 
-    ``native``: the C loop ``mmb_rescore_blocks`` of ``mmbench/native/_native.c`` (float32 and
-    float16 parts, where it is built: None takes it where it can) or numpy's elementwise
-    operations (False); both give the same bits.
+    ``native``: the C loop ``mmb_rescore_grouped`` of ``mmbench/native/_native.c`` (float32 and
+    float16 parts, where it is built: None takes it where it can; AVX2 + FMA where the CPU has
+    them, else portable C) or numpy's elementwise operations (False); all give the same bits.
     """
     lib = _rescore_library(native)
     queries = np.ascontiguousarray(queries, np.float32)
     rows = np.ascontiguousarray(rows, np.int64)
     ids = np.ascontiguousarray(ids, np.int64)
     out = np.empty(rows.size, np.float64)
-    q64 = None
     offset = 0
     for part in pool.parts:
         if len(pool.parts) == 1:
@@ -148,10 +150,7 @@ def rescore_pairs(queries: np.ndarray, pool: Pool, rows: np.ndarray, ids: np.nda
             continue
         res = out if sel is None else np.empty(local.size, np.float64)
         if lib is not None and _c_layout(part):
-            if q64 is None:
-                q64 = np.zeros((queries.shape[0], _padded(queries.shape[1])), np.float64)
-                q64[:, :queries.shape[1]] = queries
-            _rescore_c(lib, q64, part, q_rows, local, res)
+            _rescore_c(lib, queries, part, q_rows, local, res)
         else:
             _rescore_numpy(queries, part, q_rows, local, res)
         if sel is not None:
@@ -164,15 +163,11 @@ def _rescore_library(native: bool | None):
     from mmbench import native as native_helpers
 
     lib = None if native is False else native_helpers.library()
-    if lib is not None and not hasattr(lib, "mmb_rescore_blocks"):
+    if lib is not None and not hasattr(lib, "mmb_rescore_grouped"):
         lib = None
     if native and lib is None:
         raise RuntimeError("the C re-score is not built: reinstall mmbench with a C compiler")
     return lib
-
-
-def _padded(d: int) -> int:
-    return -(-d // LANES) * LANES
 
 
 def _c_layout(part: np.ndarray) -> bool:
@@ -184,7 +179,7 @@ def _c_layout(part: np.ndarray) -> bool:
             and part.strides[0] % size == 0)
 
 
-def _rescore_c(lib, q64: np.ndarray, part: np.ndarray, q_rows: np.ndarray, local: np.ndarray,
+def _rescore_c(lib, queries: np.ndarray, part: np.ndarray, q_rows: np.ndarray, local: np.ndarray,
                out: np.ndarray) -> None:
     """:func:`rescore_pairs` of one part with the C loop: the pairs grouped by blocks of
     ``_BUCKET_ROWS`` candidate rows (:func:`_by_candidate_block`), in ranges of about equal size,
@@ -194,9 +189,9 @@ def _rescore_c(lib, q64: np.ndarray, part: np.ndarray, q_rows: np.ndarray, local
     half = int(part.dtype == np.float16)
 
     def run(span: slice) -> None:
-        if lib.mmb_rescore_blocks(q64.ctypes.data, q64.shape[1], part.ctypes.data, half, ld, part.shape[1],
-                                  _BUCKET_ROWS, span.stop - span.start, order[span].ctypes.data,
-                                  q_rows.ctypes.data, local.ctypes.data, out.ctypes.data) < 0:
+        if lib.mmb_rescore_grouped(queries.ctypes.data, part.ctypes.data, half, ld, part.shape[1],
+                                   _BUCKET_ROWS, span.stop - span.start, order[span].ctypes.data,
+                                   q_rows.ctypes.data, local.ctypes.data, out.ctypes.data) < 0:
             raise MemoryError("the C re-score: out of memory")
 
     run_parts(run, row_parts(local.size, min_rows=4096))
@@ -246,6 +241,12 @@ def gather_and_rescore(index: SearchIndex, queries: np.ndarray, pool: Pool, n: i
     short are asked again (4m, up to the index's ``max_gather`` attribute where it has one, else
     8192), then streamed (module docstring). ``native``: :func:`rescore_pairs`.
 
+    An index with a method ``gather_above(queries, n, delta, progress)`` (the scan kernel's,
+    :func:`mmbench.search.scan_topk.scan_above`) is asked for the floor's set directly when no
+    ``margin`` is given and every delta is finite: it returns (counts, ids, complete), every
+    candidate with ``a >= a_n - delta`` of each complete row, unordered; no top m, no order, no
+    retry. Its rows that are not complete (or None: it cannot answer) take the path above.
+
     A backend whose index evaluates a candidate more than once (a block's kernel, then its cut-off
     tie fix) fits the proof too: every evaluation obeys the same bound, and a candidate it leaves out
     was left out on an evaluation at or below its m-th score.
@@ -258,6 +259,16 @@ def gather_and_rescore(index: SearchIndex, queries: np.ndarray, pool: Pool, n: i
     out_s = np.empty((n_q, n), np.float32)
     todo = np.arange(n_q)
     first = True
+    gather = getattr(index, "gather_above", None)
+    got = None if gather is None or margin is not None or not np.isfinite(delta).all() else (
+        gather(queries, n, delta, progress))
+    if got is not None:
+        counts, ids, complete = got
+        rows = np.flatnonzero(complete)
+        if rows.size:
+            values = rescore_pairs(queries, pool, np.repeat(rows, counts[rows]), ids, native=native)
+            out_i[rows], out_s[rows] = rank_rescored(counts[rows], ids, values, pool.tiebreak, n, native=native)
+        todo, first = np.flatnonzero(~complete), False
     while todo.size:
         a_i, a_s = index.search(queries[todo], m, progress if first else None)
         first = False

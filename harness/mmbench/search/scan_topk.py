@@ -34,7 +34,7 @@ import numpy as np
 from mmbench import native
 from mmbench.util.parallel import cores, row_parts, run_parts
 
-__all__ = ["KERNEL_VERSION", "ScanSettings", "kernel", "scan_topk", "usable_keys"]
+__all__ = ["KERNEL_VERSION", "ScanSettings", "kernel", "scan_topk", "scan_above", "can_scan_above", "usable_keys"]
 
 KERNEL_VERSION = "1"      # recorded with results (search.describe_backend)
 
@@ -57,6 +57,13 @@ DEFAULT_SETTINGS = ScanSettings()
 def kernel() -> ctypes.CDLL | None:
     """The compiled helpers holding the kernel (:func:`mmbench.native.library`), or None where not built."""
     return native.library()
+
+
+def can_scan_above(total: int) -> bool:
+    """Whether :func:`scan_above` can run here on a pool of ``total`` rows (kernel built with its
+    gather mode, ids in 32 bits)."""
+    lib = kernel()
+    return lib is not None and hasattr(lib, "mmb_topk_floor") and total <= 1 << 32
 
 
 def usable_keys(tiebreak: np.ndarray | None, total: int) -> bool:
@@ -196,6 +203,87 @@ def _search_queries(lib: ctypes.CDLL, q: np.ndarray, blocks: Blocks, n: int, key
     with_nan = np.flatnonzero(~complete)
     if with_nan.size:
         out_i[with_nan], out_s[with_nan] = _full_rows(q[with_nan], blocks, n, keys)
+
+
+def scan_above(queries: np.ndarray, blocks: Blocks, total: int, n: int, slack: np.ndarray, *,
+               sample: Callable[[int], np.ndarray] | None = None,
+               progress: Callable[[int, int], None] | None = None,
+               settings: ScanSettings = DEFAULT_SETTINGS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The gather of :mod:`mmbench.search.rescore` done in the kernel: for each query, every
+    candidate whose float32 score ``a`` (these score tiles' products) has ``float64(a) >= a_n -
+    slack[q]`` (``a_n`` the query's n-th largest score, the subtraction in float64), in no order.
+
+    ``slack``: float64 (Q,), finite and >= 0. Returns (counts int64 (Q,), ids int64
+    (counts.sum(),): query after query, complete bool (Q,)). Same arguments and threads as
+    :func:`scan_topk`, without tie-break keys (nothing is ordered here). The kernel (``_native.c``,
+    ``mmb_topk_floor``) proves a complete row holds that whole set; a row that is not complete
+    (fewer than n scores that are numbers: NaN; count 0 and no ids) must be gathered another way.
+    A range whose threshold estimate was too high for some rows scans those rows again from -inf,
+    so every row's set comes from one pass.
+    """
+    lib = kernel()
+    if lib is None or not hasattr(lib, "mmb_topk_floor"):
+        raise RuntimeError("the top-k kernel's gather mode (mmbench/native/_native.c) is not built: reinstall mmbench")
+    slack = np.ascontiguousarray(slack, np.float64)
+    if slack.shape != (queries.shape[0],) or not (np.isfinite(slack).all() and (slack >= 0).all()):
+        raise ValueError("scan_above: slack must be finite, >= 0, one value per query")
+    plan = _seed_plan(total, n, queries.shape[1], settings)
+    seed = None if plan is None or sample is None else (np.ascontiguousarray(sample(plan[0]), np.float32), plan[1])
+    counter = _Progress(progress, total, queries.shape[0])
+    ranges = _query_ranges(queries.shape[0], settings.query_chunk)
+    results: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def search_range(rows: slice) -> None:
+        results[rows.start] = _gather_queries(lib, queries[rows], blocks, n, slack[rows], seed, counter,
+                                              settings.tile_bytes)
+
+    with _single_threaded_blas():
+        run_parts(search_range, ranges)
+    got = [results[r.start] for r in ranges]
+    return (np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got]),
+            np.concatenate([g[2] for g in got]))
+
+
+def _gather_queries(lib: ctypes.CDLL, q: np.ndarray, blocks: Blocks, n: int, slack: np.ndarray,
+                    seed: tuple[np.ndarray, int] | None, counter: _Progress, tile_bytes: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`scan_above` of one range of queries: estimate, scan, and the rows that the estimate
+    left incomplete scanned again from -inf."""
+    start = None if seed is None else _estimate(lib, q, *seed, tile_bytes)
+    counts, ids, complete = _pass_above(lib, q, blocks, n, slack, start, counter, tile_bytes)
+    redo = np.flatnonzero(~complete)
+    if start is None or redo.size == 0:
+        return counts, ids, complete
+    counts2, ids2, complete2 = _pass_above(lib, np.ascontiguousarray(q[redo]), blocks, n, slack[redo], None, None,
+                                           tile_bytes)
+    owner = np.concatenate([np.repeat(np.arange(q.shape[0]), counts), np.repeat(redo, counts2)])
+    ids = np.concatenate([ids, ids2])[np.argsort(owner, kind="stable")]
+    counts[redo], complete[redo] = counts2, complete2
+    return counts, ids, complete
+
+
+def _pass_above(lib: ctypes.CDLL, q: np.ndarray, blocks: Blocks, n: int, slack: np.ndarray,
+                start: np.ndarray | None, counter: _Progress | None, tile_bytes: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One scan of the whole pool in the kernel's gather mode: (counts, ids, complete) of ``q``."""
+    width = _tile_width(q.shape[0], tile_bytes)
+    tile = np.empty((q.shape[0], width), np.float32)
+    counts = np.zeros(q.shape[0], np.int64)
+    complete = np.zeros(q.shape[0], np.uint8)
+    with _State(lib, q.shape[0], n) as state:
+        if lib.mmb_topk_slack(state.handle, 0, q.shape[0], slack.ctypes.data) < 0:
+            raise MemoryError("top-k kernel: out of memory")
+        if start is not None:
+            state.seed(start)
+        for offset, rows in blocks():
+            _scan_rows(state, q, offset, rows, width, tile)
+            if counter is not None:
+                counter.add(rows.shape[0], q.shape[0])
+        if lib.mmb_topk_floor(state.handle, 0, q.shape[0], n, counts.ctypes.data, complete.ctypes.data) < 0:
+            raise MemoryError("top-k kernel: out of memory while gathering")
+        ids = np.empty(int(counts.sum()), np.int64)
+        lib.mmb_topk_ids(state.handle, 0, q.shape[0], complete.ctypes.data, ids.ctypes.data)
+    return counts, ids, complete.astype(bool)
 
 
 def _seed_plan(total: int, n: int, dim: int, settings: ScanSettings = DEFAULT_SETTINGS) -> tuple[int, int] | None:

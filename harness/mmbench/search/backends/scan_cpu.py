@@ -59,5 +59,16 @@ class _Index:
             sample=lambda stride: every_nth_row(pool.parts, stride), progress=progress,
             settings=self.backend.settings)
 
+    def gather_above(self, queries: np.ndarray, n: int, delta: np.ndarray, progress: Progress | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The re-score's gather in the kernel (mmbench.search.rescore.gather_and_rescore), or None where it cannot."""
+        pool = self.pool
+        if not scan_topk.can_scan_above(pool.total):
+            return None
+        return scan_topk.scan_above(
+            queries, lambda: ((b.offset, b.rows) for b in pool.blocks()), pool.total, n, delta,
+            sample=lambda stride: every_nth_row(pool.parts, stride), progress=progress,
+            settings=self.backend.settings)
+
 
 BACKEND = ScanCpuBackend()
