@@ -17,8 +17,11 @@ Both arms get the same environment: ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` 
 (torchrun sets ``OMP_NUM_THREADS=1`` when it is unset, which would make the comparison measure threading),
 ``MMBENCH_NO_PROGRESS=1``, Hugging Face offline, and ``MMBENCH_DATA`` pointing at one built copy of the
 datasets (``--data``; default: the data folder of the current ``$MMBENCH_HOME``), so the runs encode but do
-not build data. ``--warmup`` untimed plain runs first (they build the data when it is missing, and bring the
-model files and libraries into the page cache). A third, cheaper arm, ``launcher``, times torchrun alone
+not build data. On a checkout that others edit while it runs, point ``PYTHONPATH`` at a frozen copy of
+the sources (``git archive HEAD harness | tar -x -C DIR``, its C helpers compiled there): both arms then
+run one commit's code (the folder mmbench is imported from is printed). ``--warmup`` untimed plain runs
+first (they build the data when it is missing, and bring the model files and libraries into the page
+cache). A third, cheaper arm, ``launcher``, times torchrun alone
 with a trivial worker (``--no-python true``): the agent's interpreter, its torch import and its
 rendezvous, the part of the torchrun arm that is paid once per launch and not per item.
 
@@ -28,10 +31,17 @@ machine's load does not favour either; each round also times one launcher-alone 
 What is printed, per run: wall seconds (``time.perf_counter`` around the subprocess), the children's CPU
 seconds (user + system, ``resource.getrusage(RUSAGE_CHILDREN)`` before and after: torchrun's worker is
 reaped by the agent, so its CPU is included), the seconds the run itself spent encoding (the records'
-``timings_s``: ``encode_queries + encode_candidates``, summed over the tasks) and the 1-minute load average
-before the run. Then per arm the median of wall and CPU, and the ratios torchrun / plain: of the medians
-and the median of the per-round ratios, each once as measured (launcher included) and once with the
-launcher-alone median subtracted from the torchrun figure (the distributed path inside mmbench alone).
+``timings_s``: every task's ``encode_queries``, and ``encode_candidates`` once per pool), the rest of the
+wall time (start-up, model load, search, scoring, writing, and the launcher and the group's path) and the
+1-minute load average before the run. Then per arm the median of wall and CPU, and the ratios
+torchrun / plain: of the medians and the median of the per-round ratios, each once as measured (launcher
+included) and once with the launcher-alone median subtracted from the torchrun figure (the distributed
+path inside mmbench alone).
+Last, the same difference split by the records' own timings, which a loaded machine disturbs less: the
+extra seconds outside encoding (medians of the rest, torchrun minus plain), of which the launcher alone
+and the group's path in mmbench, each as a share of the plain run's wall; and the encoding seconds'
+ratio (the same chunks encoded by the same calls: a ratio off 1 is noise, or a cost of the group's path
+inside the encode phase).
 
 Equality: every output file of every run is compared with the first plain run's: run files
 (``*.trec.gz``/``*.trec``) and per-query files byte for byte, the JSON records and summary without their
@@ -77,6 +87,12 @@ class Run:
     encode_s: float | None = None  # the records' encode seconds (encode_seconds)
     output: Path | None = field(default=None, repr=False)
     cache: Path | None = field(default=None, repr=False)
+
+    @property
+    def rest_s(self) -> float:
+        """Wall seconds outside encoding: start-up, model load, data, search, scoring, writing, and for
+        torchrun the launcher and the group's path."""
+        return self.wall_s - (self.encode_s or 0.0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -223,8 +239,10 @@ def summarise(runs: list[Run]) -> dict:
     by = {arm: [r for r in runs if r.arm == arm] for arm in ("plain", "torchrun", "launcher")}
     out: dict = {"arms": {}}
     for arm, rs in by.items():
+        encoded = [r.encode_s for r in rs if r.encode_s is not None]
         out["arms"][arm] = {"wall_s": med([r.wall_s for r in rs]), "cpu_s": med([r.cpu_s for r in rs]),
-                            "encode_s": med([r.encode_s for r in rs if r.encode_s is not None])}
+                            "encode_s": med(encoded) if encoded else None,
+                            "rest_s": med([r.rest_s for r in rs])}
     rounds = sorted({r.round for r in runs})
     pair = {k: {r.round: r for r in by[k]} for k in by}
     launch = out["arms"]["launcher"]
@@ -236,6 +254,12 @@ def summarise(runs: list[Run]) -> dict:
         out[what] = {"ratio_of_medians": t / p, "median_of_ratios": med(paired),
                      "ratio_of_medians_without_launcher": (t - lz) / p,
                      "median_of_ratios_without_launcher": med(paired_bare)}
+    arms = out["arms"]
+    extra = arms["torchrun"]["rest_s"] - arms["plain"]["rest_s"]
+    out["split"] = {"extra_outside_encoding_s": extra, "launcher_s": launch["wall_s"],
+                    "group_path_outside_encoding_s": extra - launch["wall_s"],
+                    "plain_wall_s": arms["plain"]["wall_s"],
+                    "encode_ratio": arms["torchrun"]["encode_s"] / arms["plain"]["encode_s"]}
     return out
 
 
@@ -250,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     loads = [os.getloadavg()]
     print(f"suite {args.suite}, model {args.model or '(default)'}, tasks {args.tasks or 'all'}; "
           f"OMP_NUM_THREADS=MKL_NUM_THREADS={args.threads} in both arms; data {data}")
+    where = subprocess.run([sys.executable, "-c", "import mmbench; print(mmbench.__file__)"], text=True,
+                           capture_output=True, env=arm_env(scratch / "probe", data, args.threads)).stdout.strip()
+    print(f"mmbench imported from {where or '?'} (PYTHONPATH={os.environ.get('PYTHONPATH', '')!r})")
     print("load average at start: " + " ".join(f"{v:.2f}" for v in loads[0]))
     plain_cmd = [sys.executable, "-m", "mmbench"]
     torch_cmd = [*TORCHRUN, "-m", "mmbench"]
@@ -262,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                     args.threads), args.timeout)
             print(f"warm-up {k + 1}: plain {wall:.1f} s wall, {cpu:.1f} s CPU (not counted)", flush=True)
             shutil.rmtree(folder, ignore_errors=True)
-        print("\n| round | arm | wall s | CPU s | encode s | load before |\n|---|---|---|---|---|---|")
+        print("\n| round | arm | wall s | CPU s | encode s | rest s | load before |\n|---|---|---|---|---|---|---|")
         for i in range(1, args.repeats + 1):
             order = ("plain", "torchrun") if i % 2 else ("torchrun", "plain")
             for arm in (*order, "launcher"):
@@ -279,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                               folder / "home")
                 runs.append(run)
                 enc = "-" if run.encode_s is None else f"{run.encode_s:.1f}"
-                print(f"| {i} | {arm} | {wall:.2f} | {cpu:.2f} | {enc} | {load:.2f} |", flush=True)
+                print(f"| {i} | {arm} | {wall:.2f} | {cpu:.2f} | {enc} | {run.rest_s:.2f} | {load:.2f} |",
+                      flush=True)
         loads.append(os.getloadavg())
 
         ref = next(r for r in runs if r.arm == "plain")
@@ -291,16 +319,24 @@ def main(argv: list[str] | None = None) -> int:
             all_diffs += [f"{run.arm} round {run.round}: {d}" for d in diffs]
         summary = summarise(runs)
         arms = summary["arms"]
-        print(f"\nmedians of {args.repeats} round(s):\n\n| arm | wall s | CPU s | encode s |\n|---|---|---|---|")
+        print(f"\nmedians of {args.repeats} round(s):\n\n| arm | wall s | CPU s | encode s | rest s |"
+              "\n|---|---|---|---|---|")
         for arm, m in arms.items():
-            enc = "-" if m["encode_s"] != m["encode_s"] else f"{m['encode_s']:.1f}"     # NaN: no records
-            print(f"| {arm} | {m['wall_s']:.2f} | {m['cpu_s']:.2f} | {enc} |")
+            enc = "-" if m["encode_s"] is None else f"{m['encode_s']:.1f}"
+            print(f"| {arm} | {m['wall_s']:.2f} | {m['cpu_s']:.2f} | {enc} | {m['rest_s']:.2f} |")
         print("\n| torchrun / plain | wall | CPU |\n|---|---|---|")
         for label, key in (("ratio of medians, launcher included", "ratio_of_medians"),
                            ("median of per-round ratios, launcher included", "median_of_ratios"),
                            ("ratio of medians, launcher alone subtracted", "ratio_of_medians_without_launcher"),
                            ("median of per-round ratios, launcher subtracted", "median_of_ratios_without_launcher")):
             print(f"| {label} | {pct(summary['wall_s'][key])} | {pct(summary['cpu_s'][key])} |")
+        split, base = summary["split"], summary["split"]["plain_wall_s"]
+        print("\n| the torchrun arm's extra wall time, split (medians) | seconds | of plain's wall |\n|---|---|---|")
+        for label, key in (("outside encoding (rest s: torchrun - plain)", "extra_outside_encoding_s"),
+                           ("of which the launcher alone", "launcher_s"),
+                           ("of which the group's path in mmbench (the difference)", "group_path_outside_encoding_s")):
+            print(f"| {label} | {split[key]:+.2f} | {split[key] / base * 100:+.1f} % |")
+        print(f"| encoding (encode s), torchrun / plain | | {pct(split['encode_ratio'])} |")
         compared = ", ".join(f"{n} {kind}" for kind, n in counts.items())
         n_other = sum(1 for r in runs if r.output is not None) - 1
         if all_diffs:
