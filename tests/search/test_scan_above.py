@@ -59,11 +59,36 @@ def test_scan_above_gathers_exactly_the_floor_set(case: dict, data: st.DataObjec
     assert counts.dtype == np.int64 and ids.dtype == np.int64 and complete.dtype == bool
     assert counts.shape == complete.shape == (queries.shape[0],) and ids.size == counts.sum()
     got = np.split(ids, np.cumsum(counts)[:-1])
+    numbers = (~np.isnan(queries @ pool.T)).sum(axis=1)
     for i, want in enumerate(_expected(queries, pool, n, slack)):
         if want is None:
             assert not complete[i] and counts[i] == 0
-        else:
-            assert complete[i] and set(got[i].tolist()) == want and got[i].size == len(want)
+        elif complete[i]:
+            assert set(got[i].tolist()) == want and got[i].size == len(want)
+        else:           # only a row that held more than 8n + 1024 candidates within its slack gives up
+            assert counts[i] == 0 and numbers[i] > 8 * n + 1024
+
+
+def test_rows_whose_slack_covers_the_pool_give_up_and_are_gathered_the_other_way() -> None:
+    """One row of huge norm makes the margin wider than every other score's spread: the kernel's
+    rows give up rather than keep the whole pool, and the search's other path answers them, with
+    the same bytes as the numpy backend."""
+    from mmbench.search import search
+
+    rng = np.random.default_rng(3)
+    pool = rng.standard_normal((3000, 16)).astype(np.float32)
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    pool[7] *= 1e6                       # the margin, about 1e-3 of |q| * 1e6, covers every other score
+    queries = rng.standard_normal((5, 16)).astype(np.float32)
+    from mmbench.search.rescore import margin_delta, row_norm_bound
+
+    index = ScanCpuBackend().prepare(Pool((pool,), 3000, 16, None, "cpu", 1 << 30))
+    delta = margin_delta(queries, row_norm_bound(index.pool))
+    counts, ids, complete = index.gather_above(queries, 10, delta)
+    assert not complete.any() and counts.sum() == 0 and ids.size == 0
+    got = search(queries, pool, 10, backend="scan-cpu")
+    want = search(queries, pool, 10, backend="numpy")
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1].view(np.int32), want[1].view(np.int32))
 
 
 def test_scan_above_refuses_a_bad_slack() -> None:

@@ -153,9 +153,20 @@ static int compact(state *st, int64_t r, int64_t k, scratch *s) {
     return 0;
 }
 
-/* Row r's buffer is full: compact it, and grow it while it stays over half full (ties). */
+/* Row r's buffer is full: compact it, and grow it while it stays over half full (ties). With a
+   slack, a row that still holds more than 8k + 1024 candidates after the compaction gives up (its
+   slack is wide against its scores' spread): it keeps nothing more (a NaN threshold) and
+   mmb_topk_floor reports it incomplete (a NaN start), so that no row's buffer grows past that. */
 static int make_room(state *st, int64_t r, scratch *s) {
     if (compact(st, r, st->k, s)) return -1;
+    if (st->slack && st->count[r] > 8 * st->k + 1024) {
+        free(st->kept[r]);
+        st->kept[r] = NULL;
+        st->count[r] = st->cap[r] = 0;
+        st->threshold[r] = NAN;
+        st->start[r] = NAN;
+        return 0;
+    }
     if (st->cap[r] && st->count[r] * 2 <= st->cap[r]) return 0;
     int64_t cap = st->cap[r] ? st->cap[r] * 2 : 2 * st->k + 64;
     hit *grown = realloc(st->kept[r], cap * sizeof(hit));
@@ -176,7 +187,7 @@ static int keep_marked(state *st, int64_t r, const float *row, int64_t j0, uint6
         if (!(score >= st->threshold[r])) continue;
         if (st->count[r] == st->cap[r]) {
             if (make_room(st, r, s)) return -1;
-            if (!(score >= st->threshold[r])) continue;
+            if (!(score >= st->threshold[r])) continue;   /* also a row that gave up (NaN) */
         }
         hit *h = &st->kept[r][st->count[r]++];
         h->score = score;
@@ -238,15 +249,17 @@ void mmb_topk_seed(void *p, int64_t r0, int64_t nr, const float *thresholds) {
  * mmb_topk_floor, after the scan: for each row, T = its n-th largest kept score and floor =
  * (double)T - slack (as double arithmetic); keeps exactly the candidates with (double)score >=
  * floor, writes their number to counts[i] and complete[i] = 1; or counts[i] = 0 and complete[i]
- * = 0 where the row cannot vouch for that set: fewer than n kept, a NaN floor, or a floor below
- * the threshold the row started from (a seed that was too high).
+ * = 0 where the row cannot vouch for that set: fewer than n kept, a NaN floor, a floor below
+ * the threshold the row started from (a seed that was too high), or a row that gave up
+ * (make_room: more than 8k + 1024 candidates within its slack).
  *
- * Why a complete row holds every candidate with a score >= floor(T*), T* the true n-th largest
- * score: every threshold the row ever had is either where it started (t0) or float_at_or_below(t
- * - slack) with t the k-th largest of a subset of the scores, t <= T*; so every candidate scoring
- * >= max(t0, T* - slack) was kept. T (over the kept) <= T*; when floor(T) >= t0, T* >= T > t0
- * (slack >= 0), so every candidate >= T* was kept, T = T*, and every candidate >= T* - slack
- * >= t0 was kept. NaN scores are never kept.
+ * Why a complete row holds every candidate scoring >= F* = fl(T* - slack), T* the true n-th
+ * largest score (fl: the double subtraction, which is monotone in T*): every threshold the row
+ * ever had is where it started (t0) or float_at_or_below(fl(t - slack)) <= fl(t - slack) <= F*,
+ * t being the k-th largest of a subset of the scores, so t <= T*; hence every candidate scoring
+ * >= max(t0, F*) was kept. T, the n-th largest kept, is <= T*. When floor = fl(T - slack) >= t0,
+ * then T >= floor >= t0 (slack >= 0), so T* >= T >= t0 and every candidate >= T* (>= F*) was
+ * kept: T = T*, floor = F* >= t0, and every candidate >= F* was kept. NaN scores are never kept.
  *
  * mmb_topk_ids: the kept ids of rows r0..r0+nr, complete rows only (after mmb_topk_floor), one
  * row after the other, in no particular order within a row, into out. */
