@@ -273,12 +273,7 @@ def _pass_above(lib: ctypes.CDLL, q: np.ndarray, blocks: Blocks, n: int, slack: 
     with _State(lib, q.shape[0], n) as state:
         if lib.mmb_topk_slack(state.handle, 0, q.shape[0], slack.ctypes.data) < 0:
             raise MemoryError("top-k kernel: out of memory")
-        if start is not None:
-            state.seed(start)
-        for offset, rows in blocks():
-            _scan_rows(state, q, offset, rows, width, tile)
-            if counter is not None:
-                counter.add(rows.shape[0], q.shape[0])
+        _scan_pool(state, q, blocks, start, counter, width, tile)
         if lib.mmb_topk_floor(state.handle, 0, q.shape[0], n, counts.ctypes.data, complete.ctypes.data) < 0:
             raise MemoryError("top-k kernel: out of memory while gathering")
         ids = np.empty(int(counts.sum()), np.int64)
@@ -358,13 +353,19 @@ def _pass(lib: ctypes.CDLL, q: np.ndarray, blocks: Blocks, n: int, keys: np.ndar
     width = _tile_width(q.shape[0], tile_bytes)
     tile = np.empty((q.shape[0], width), np.float32)
     with _State(lib, q.shape[0], n) as state:
-        if start is not None:
-            state.seed(start)
-        for offset, rows in blocks():
-            _scan_rows(state, q, offset, rows, width, tile)
-            if counter is not None:
-                counter.add(rows.shape[0], q.shape[0])
+        _scan_pool(state, q, blocks, start, counter, width, tile)
         return state.finish(keys, n, out_i, out_s)
+
+
+def _scan_pool(state: _State, q: np.ndarray, blocks: Blocks, start: np.ndarray | None, counter: _Progress | None,
+               width: int, tile: np.ndarray) -> None:
+    """Every block of the pool through the kernel's state (seeded with ``start`` where given)."""
+    if start is not None:
+        state.seed(start)
+    for offset, rows in blocks():
+        _scan_rows(state, q, offset, rows, width, tile)
+        if counter is not None:
+            counter.add(rows.shape[0], q.shape[0])
 
 
 def _full_rows(q: np.ndarray, blocks: Blocks, n: int, keys: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
