@@ -147,6 +147,7 @@ class Pool:
     from_cache: int = 0                # candidates whose embeddings came from the cache
     candidate_ids: object = None       # metrics.CandidateIds: id -> index and tie-break ranks, built once
     encode_stats: tuple = ()           # the EncodeStats of each local pool in it (the efficiency report)
+    norm_bound: float | None = None    # search.pool_norm_bound of the blocks, computed once (retrieve)
 
     @property
     def modalities(self) -> np.ndarray:

@@ -50,17 +50,19 @@ def retrieve(family, data: TaskData, pool: Pool, queries: np.ndarray, top_k: int
     when the search is sharded over a group's ranks (``label`` is then the task's name)."""
     from mmbench.metrics.scoring import Run
     from mmbench.pipeline.efficiency import sample_latency
-    from mmbench.search import search
+    from mmbench.search import pool_norm_bound, search
 
     prepare = None if ranks is None else ranks.preparer(label, pool.label)
+    budget = int(config.memory_budget_gb * 1024**3)
+    t0 = time.perf_counter()
+    if pool.norm_bound is None:         # one pass over the pool (timed with the first search), whatever
+        pool.norm_bound = pool_norm_bound(pool.blocks, budget)     # searches it later: tasks, latency samples
 
     def run_search(q: np.ndarray, progress=None):
         return search(q, pool.blocks, top_k, tiebreak=pool.candidate_ids.ranks, backend=config.search_backend,
                       device=config.device, devices=config.devices,
-                      memory_budget_bytes=int(config.memory_budget_gb * 1024**3), progress=progress,
-                      prepare=prepare)
+                      memory_budget_bytes=budget, progress=progress, prepare=prepare, norm_bound=pool.norm_bound)
 
-    t0 = time.perf_counter()
     indices, scores = run_search(queries, reporter.progress(f"{label}: search {len(pool.table):,} candidates",
                                                             len(pool.table)))
     search_seconds = time.perf_counter() - t0

@@ -51,11 +51,11 @@ from mmbench.registry import Registry
 from mmbench.search.base import (MAX_K, Pool, Progress, SearchBackend, SearchIndex, as_queries, check_k,
                                  check_tiebreak, parse_device, pool_parts)
 from mmbench.search.reference import exact_search_numpy
-from mmbench.search.rescore import gather_and_rescore
+from mmbench.search.rescore import gather_and_rescore, row_norm_bound
 from mmbench.search.ties import RULE
 
 __all__ = ["MAX_K", "RULE", "Pool", "SearchBackend", "SearchIndex", "backend_names", "backends_registry",
-           "describe_backend", "exact_search_numpy", "get_backend", "resolve", "search"]
+           "describe_backend", "exact_search_numpy", "get_backend", "pool_norm_bound", "resolve", "search"]
 
 
 def _populate(reg: Registry) -> None:
@@ -156,7 +156,8 @@ def search(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int,
            tiebreak: np.ndarray | None = None, backend: str = "auto", device: str = "auto",
            memory_budget_bytes: int = 2 * 1024**3, devices: Sequence[str] = (),
            progress: Progress | None = None,
-           prepare: Callable[[SearchBackend, Pool], SearchIndex] | None = None) -> tuple[np.ndarray, np.ndarray]:
+           prepare: Callable[[SearchBackend, Pool], SearchIndex] | None = None,
+           norm_bound: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k by maximum inner product. Returns (indices int64 (Q, min(k, N)), scores float32 (Q, min(k, N))).
 
     ``pool`` is one (N, d) float array (possibly a memmap) or a sequence of blocks whose rows are
@@ -170,7 +171,9 @@ def search(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int,
     over these devices in this process (``sharded``, ``sharded-faiss``; :func:`resolve`).
     ``prepare(backend, pool)``: how the backend's index is made (default ``backend.prepare``); a
     run sharded over the ranks of a torchrun group passes
-    :meth:`mmbench.distributed.search.LeadShards.preparer`'s.
+    :meth:`mmbench.distributed.search.LeadShards.preparer`'s. ``norm_bound``: the pool's
+    :func:`pool_norm_bound`, when the caller searches the same pool many times (the re-score's
+    margin needs it, and computing it reads every row); None computes it for this call.
     """
     k = check_k(k)
     chosen, dev = resolve(backend, device, devices)
@@ -183,4 +186,16 @@ def search(queries: np.ndarray, pool: np.ndarray | Sequence[np.ndarray], k: int,
         return np.empty((queries.shape[0], n), np.int64), np.empty((queries.shape[0], n), np.float32)
     prepared_pool = Pool(tuple(parts), total, queries.shape[1], tiebreak, dev, memory_budget_bytes, tuple(devices))
     index = chosen.prepare(prepared_pool) if prepare is None else prepare(chosen, prepared_pool)
-    return gather_and_rescore(index, queries, prepared_pool, n, progress=progress)
+    return gather_and_rescore(index, queries, prepared_pool, n, progress=progress, norm_bound=norm_bound)
+
+
+def pool_norm_bound(pool: np.ndarray | Sequence[np.ndarray], memory_budget_bytes: int = 2 * 1024**3) -> float:
+    """An upper bound on the norm of every row of ``pool`` (one array or blocks, as :func:`search`
+    takes it): :func:`mmbench.search.rescore.row_norm_bound`, for ``search(..., norm_bound=...)``.
+    It reads every row once."""
+    parts = [pool] if isinstance(pool, np.ndarray) else list(pool)
+    if not parts:
+        return 0.0
+    dim = parts[0].shape[1]
+    parts = pool_parts(parts, dim)
+    return row_norm_bound(Pool(tuple(parts), sum(p.shape[0] for p in parts), dim, None, "cpu", memory_budget_bytes))

@@ -234,12 +234,14 @@ def _rescore_numpy(queries: np.ndarray, part: np.ndarray, rows: np.ndarray, ids:
 
 def gather_and_rescore(index: SearchIndex, queries: np.ndarray, pool: Pool, n: int,
                        margin: int | None = None, progress: Progress | None = None, *,
-                       native: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       native: bool | None = None, norm_bound: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The first n of every query by the rule over re-scored values: (ids int64 (Q, n), float32 (Q, n)).
 
     ``index`` gathers (its exact top m, m = n + margin, default max(16, n/8)); rows it may have cut
     short are asked again (4m, up to the index's ``max_gather`` attribute where it has one, else
-    8192), then streamed (module docstring). ``native``: :func:`rescore_pairs`.
+    8192), then streamed (module docstring). ``native``: :func:`rescore_pairs`. ``norm_bound``:
+    :func:`row_norm_bound` of this pool, when the caller computed it before (it reads every row:
+    a caller searching one pool many times computes it once); None computes it here.
 
     An index with a method ``gather_above(queries, n, delta, progress)`` (the scan kernel's,
     :func:`mmbench.search.scan_topk.scan_above`) is asked for the floor's set directly when no
@@ -252,7 +254,7 @@ def gather_and_rescore(index: SearchIndex, queries: np.ndarray, pool: Pool, n: i
     was left out on an evaluation at or below its m-th score.
     """
     total, n_q = pool.total, queries.shape[0]
-    delta = margin_delta(queries, row_norm_bound(pool))
+    delta = margin_delta(queries, row_norm_bound(pool) if norm_bound is None else norm_bound)
     cap = max(n, getattr(index, "max_gather", _RETRY_CAP))     # the widest gather the index answers
     m = min(total, cap, n + (max(16, n // 8) if margin is None else margin))
     out_i = np.empty((n_q, n), np.int64)
