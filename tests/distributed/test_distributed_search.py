@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dist_helpers import mmbench_env
-from mmbench.distributed.search import share_pool, shares
-from mmbench.search.base import Pool
+from mmbench.distributed.search import share_pool
+from mmbench.search.base import Pool, even_ranges
 
 SCRIPT = Path(__file__).with_name("dist_search_cases.py")
 BACKENDS = ("auto", "faiss-cpu", "torch", "sharded", "auto+sent")
@@ -25,7 +25,7 @@ BACKENDS = ("auto", "faiss-cpu", "torch", "sharded", "auto+sent")
 
 @given(st.integers(0, 5000), st.integers(1, 9))
 def test_shares_are_contiguous_near_equal_and_cover_the_pool(total, world):
-    cut = shares(total, world)
+    cut = even_ranges(total, world)
     assert len(cut) == world and cut[0][0] == 0 and cut[-1][1] == total
     assert all(a[1] == b[0] for a, b in zip(cut, cut[1:]))
     sizes = [hi - lo for lo, hi in cut]

@@ -16,11 +16,11 @@ The requests (mmbench's gloo channel; arrays as CPU tensors)
 -----------------------------------------------------------
 * ``("pool", task, label, total, dim, budget)``: every rank opens ``task``'s pool from the cache (the rows rank 0
   searches), or receives its share's rows and keys from rank 0 (point to point, after the request),
-  checks its size and width, and prepares its share: rows ``[lo_r, hi_r)`` of near-equal
-  contiguous shares (:func:`shares`), with the run's backend on its device and rank 0's memory
-  budget (``--memory-budget-gb``). A pool prepared under the
-  same label is kept (a global suite's pool is prepared once for all its tasks), and rank 0 sends the
-  request only when the label changes.
+  checks its size and width, and prepares its share: rows ``[lo_r, hi_r)`` of near-equal contiguous
+  shares (:func:`mmbench.search.base.even_ranges`), with the run's backend on its device and rank 0's
+  memory budget (``--memory-budget-gb``). A pool prepared under the same label is kept (a global
+  suite's pool is prepared once for all its tasks), and rank 0 sends the request only when the label
+  changes.
 * ``("search", Q, d, m)`` and then the (Q, d) float32 queries broadcast from rank 0: every rank answers
   with its share's first ``min(m, hi_r - lo_r)`` by the rule (global row ids int64, float32 scores),
   sent to rank 0 point to point.
@@ -47,9 +47,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmbench.distributed.group import DistributedError, RankInfo, all_gather, broadcast, collective
-from mmbench.search.base import Pool, Progress, SearchBackend, SearchIndex, check_tiebreak, pool_parts, slice_parts
+from mmbench.search.base import (Pool, Progress, SearchBackend, SearchIndex, check_tiebreak, even_ranges, pool_parts,
+                                 slice_parts)
 
-__all__ = ["LeadShards", "RankSearch", "agree", "rank_device", "serve", "share_pool", "shares"]
+__all__ = ["LeadShards", "RankSearch", "agree", "rank_device", "serve", "share_pool"]
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,6 @@ class RankSearch:
 def rank_device(info: RankInfo) -> str:
     """The device a rank searches its share on: its own GPU in an NCCL group, else the CPU."""
     return f"cuda:{info.local_rank}" if info.backend == "nccl" else "cpu"
-
-
-def shares(total: int, world: int) -> list[tuple[int, int]]:
-    """Rows ``[lo, hi)`` of each rank: contiguous, near-equal (the first ``total % world`` one row
-    longer), covering ``0..total`` in rank order; empty for the last ranks when ``total < world``."""
-    sizes = [total // world + (1 if r < total % world else 0) for r in range(world)]
-    bounds = np.cumsum([0, *sizes])
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def share_pool(pool: Pool, lo: int, hi: int, device: str) -> Pool:
@@ -158,7 +151,7 @@ class LeadShards:
         return prepare
 
     def _index(self, task: str, label: str, chosen: SearchBackend, pool: Pool) -> _RankIndex:
-        cut = shares(pool.total, self.info.world_size)
+        cut = even_ranges(pool.total, self.info.world_size)
         mine = self._prepared
         if mine is None or (mine.label, mine.total, mine.dim) != (label, pool.total, pool.dim):
             broadcast(self.info, ("pool", task, label, pool.total, pool.dim, pool.memory_budget_bytes),
@@ -239,7 +232,7 @@ def serve(info: RankInfo, open_pool: Callable[[str], tuple[Sequence[np.ndarray],
             return answered
         if request[0] == "pool":
             task, label, total, dim, budget = request[1:]
-            lo, hi = shares(total, info.world_size)[info.rank]
+            lo, hi = even_ranges(total, info.world_size)[info.rank]
             if info.rank in agreed.sent:      # the share alone: its rows 0..hi-lo, the pool's keys of them
                 pool = _as_pool(*_receive_share(info), dim, device, budget)
                 expected = (hi - lo, dim)

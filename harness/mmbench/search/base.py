@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 __all__ = ["MAX_K", "Block", "Pool", "SearchBackend", "SearchIndex", "Progress", "check_k", "as_queries",
-           "pool_parts", "check_tiebreak", "parse_device", "as_f32", "iter_blocks", "every_nth_row", "slice_parts"]
+           "pool_parts", "check_tiebreak", "parse_device", "as_f32", "iter_blocks", "every_nth_row", "slice_parts", "even_ranges"]
 
 MAX_K = 1000
 
@@ -168,6 +168,14 @@ def iter_blocks(parts: list[np.ndarray], max_rows: int) -> Iterator[Block]:
         for start in range(0, part.shape[0], max_rows):
             yield Block(offset + start, part[start:start + max_rows])
         offset += part.shape[0]
+
+
+def even_ranges(total: int, count: int) -> list[tuple[int, int]]:
+    """Rows ``[lo, hi)`` of ``count`` contiguous, near-equal ranges (the first ``total % count`` one row
+    longer) covering ``0..total`` in order; the last ones empty when ``total < count``."""
+    sizes = [total // count + (1 if i < total % count else 0) for i in range(count)]
+    bounds = np.cumsum([0, *sizes])
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def slice_parts(parts: Sequence[np.ndarray], lo: int, hi: int) -> list[np.ndarray]:

@@ -52,7 +52,7 @@ import numpy as np
 
 from mmbench.search import ties
 from mmbench.search.backends import faiss_gpus, faiss_version, gpu_number, torch_cuda_count
-from mmbench.search.base import Block, Pool, Progress, iter_blocks, parse_device, slice_parts
+from mmbench.search.base import Block, Pool, Progress, even_ranges, iter_blocks, parse_device, slice_parts
 from mmbench.search.blocks import Tuning, exact_block_topk, full_rows
 
 __all__ = ["STORAGES", "Shard", "ShardSettings", "ShardedBackend", "finish", "plan_shards", "shard_devices",
@@ -99,12 +99,11 @@ def plan_shards(pool: Pool, devices: Sequence[str]) -> list[Shard]:
     """Contiguous near-equal shards, one per device (none empty: at most ``total`` shards), each
     with its storage chosen by ``pool.memory_budget_bytes`` (module docstring)."""
     devices = list(devices)[:max(1, pool.total)]
-    count = len(devices)
-    sizes = [pool.total // count + (1 if i < pool.total % count else 0) for i in range(count)]
     block_rows = max(1, pool.max_rows // 2)            # two streamed blocks in flight: one budget
-    shards, offset = [], 0
-    for device, size in zip(devices, sizes):
-        views = slice_parts(pool.parts, offset, offset + size)
+    shards = []
+    for device, (offset, end) in zip(devices, even_ranges(pool.total, len(devices))):
+        size = end - offset
+        views = slice_parts(pool.parts, offset, end)
         dtypes = {np.dtype(v.dtype) for v in views}
         blocks = tuple(Block(b.offset + offset, b.rows) for b in iter_blocks(views, block_rows))
         cells = size * pool.dim
@@ -115,7 +114,6 @@ def plan_shards(pool: Pool, devices: Sequence[str]) -> list[Shard]:
         else:
             storage = "streamed"
         shards.append(Shard(device, offset, size, storage, blocks))
-        offset += size
     return shards
 
 
