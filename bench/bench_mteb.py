@@ -19,13 +19,25 @@ Both runs are cold for embeddings (mmbench gets a fresh cache folder); mteb runs
 after one tiny warm-up evaluate in the same process (as mteb.md measured it); mmbench's time includes
 writing its results (JSON, TREC run, per-query file, mteb's results format). The nDCG@10 of both is
 printed so equality can be seen.
+
+Old tree against this one (``--ab OLD``, issue #23's end-to-end target): mmbench's side only, the same
+``api.run`` on each size with ``--encoder`` (default here ``lookup``, where the harness is all that is
+timed), each size in a fresh process per tree, the trees alternating, ``--rounds`` rounds; each process
+does the warm-up run and keeps the best wall and CPU time (process_time: every thread) of ``--repeat``
+cold-cache runs; the table gives the medians over the rounds. OLD is a checkout whose ``harness/`` holds
+``mmbench/`` or fac06b0's flat package. Run it under ``flock /tmp/mmbench-bench.lock`` on a shared host.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_mteb.py --ab /tmp/old [--sizes 10k,100k] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
+import statistics
+import subprocess
 import re
 import sys
 import tempfile
@@ -171,12 +183,94 @@ def run_mmbench(model: str, name: str) -> tuple[float, float, dict]:
     return wall, rec.metrics["ndcg@10"], {}
 
 
+def tree_modules(tree: str):
+    """(api, catalog, ModelMeta, ensure_text_task) of the checkout ``tree``: the mmbench package, or
+    fac06b0's flat ``harness`` package."""
+    root = Path(tree).resolve()
+    ours = str(Path(__file__).resolve().parent.parent / "harness")
+    sys.path[:] = [p for p in sys.path if p != ours]
+    if (root / "harness" / "mmbench").is_dir():
+        sys.path.insert(0, str(root / "harness"))
+        from mmbench import api, catalog
+        from mmbench.data.builders.text_tasks import ensure_text_task
+        from mmbench.models.base import ModelMeta
+    else:
+        sys.path.insert(0, str(root))
+        from harness import api, catalog
+        from harness.data.text_tasks import ensure_text_task
+        from harness.models.base import ModelMeta
+    return api, catalog, ModelMeta, ensure_text_task
+
+
+def ab_child(tree: str, size: str, encoder: str, repeats: int) -> dict:
+    """One size in this fresh process with ``tree``'s mmbench: best wall and CPU seconds of the runs."""
+    api, catalog, model_meta, ensure_text_task = tree_modules(tree)
+    warm = ensure_text_task("TuxPaintXLingualRetrieval")
+    folder = ensure_text_task(SIZES[size])
+    if encoder == "lookup":
+        precompute([warm, folder])
+    name = f"bench-{encoder}"
+    catalog.models().register(name, model_meta(
+        name=name, loader="bench_mteb:load_hashbow", revision="1", modalities=("text",),
+        embed_dim=DIM, description=f"hashed bag-of-words, {encoder} (benchmark only)"))
+
+    def once(task: str) -> tuple[float, float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            gc.collect()
+            w, c = time.perf_counter(), time.process_time()
+            api.run(api.RunConfig(model=name, tasks=(task,), suite=None, output=Path(tmp) / "r",
+                                  cache_dir=Path(tmp) / "c", device="cpu", batch_size=BATCH_SIZE))
+            return time.perf_counter() - w, time.process_time() - c
+
+    once("TuxPaintXLingualRetrieval")                                  # warm-up
+    runs = [once(SIZES[size]) for _ in range(repeats)]
+    return {"wall": min(w for w, _ in runs), "cpu": min(c for _, c in runs), "load": os.getloadavg()[0]}
+
+
+def run_ab(args: argparse.Namespace) -> None:
+    """The old tree against this one, alternating fresh processes (module docstring)."""
+    here = str(Path(__file__).resolve().parent.parent)
+    sizes = args.sizes.split(",")
+    got = {s: {"old": [], "new": []} for s in sizes}
+    loads = [os.getloadavg()[0]]
+    for r in range(args.rounds):
+        for size in sizes:
+            for side, tree in (("old", args.ab), ("new", here)) if r % 2 == 0 else (("new", here), ("old", args.ab)):
+                out = subprocess.run([sys.executable, __file__, "--repeat", str(args.repeat), "--encoder",
+                                      args.encoder, "--ab-child", tree, size],
+                                     check=True, capture_output=True, text=True).stdout
+                got[size][side].append(json.loads(out.strip().splitlines()[-1]))
+                loads.append(got[size][side][-1]["load"])
+    print(f"old {args.ab} against {here}; encoder {args.encoder}; {args.rounds} rounds x best of {args.repeat}"
+          f" cold-cache runs; load average {min(loads):.1f}-{max(loads):.1f}")
+    print("| task | old wall s | new wall s | ratio | old CPU s | new CPU s | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for size, sides in got.items():
+        med = {s: {f: statistics.median(x[f] for x in v) for f in ("wall", "cpu")} for s, v in sides.items()}
+        print(f"| {SIZES[size]} | {med['old']['wall']:.3f} | {med['new']['wall']:.3f} |"
+              f" {med['new']['wall'] / med['old']['wall']:.2f} | {med['old']['cpu']:.3f} | {med['new']['cpu']:.3f} |"
+              f" {med['new']['cpu'] / med['old']['cpu']:.2f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10k,100k")
-    ap.add_argument("--encoder", default="hashbow", choices=("hashbow", "lookup", "minilm"))
+    ap.add_argument("--encoder", default=None, choices=("hashbow", "lookup", "minilm"),
+                    help="default hashbow; lookup with --ab")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each side per size (alternating); medians printed")
+    ap.add_argument("--ab", metavar="OLD_TREE", help="mmbench's time against an old checkout instead (module docstring)")
+    ap.add_argument("--rounds", type=int, default=3, help="--ab: rounds of alternating processes (median kept)")
+    ap.add_argument("--ab-child", nargs=2, metavar=("TREE", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.encoder = args.encoder or ("lookup" if args.ab or args.ab_child else "hashbow")
+    if args.ab_child:
+        if args.encoder == "minilm":
+            raise SystemExit("--ab takes --encoder hashbow or lookup")
+        print(json.dumps(ab_child(*args.ab_child, args.encoder, args.repeat)))
+        return
+    if args.ab:
+        run_ab(args)
+        return
     from mmbench.data.builders.text_tasks import ensure_text_task
 
     warm = ensure_text_task("TuxPaintXLingualRetrieval")

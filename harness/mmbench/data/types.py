@@ -7,6 +7,7 @@ decoded here: an :class:`ImageRef` decodes on :meth:`ImageRef.load`.
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,7 +32,10 @@ def modality_parts(modality: str) -> frozenset[str]:
     return parts
 
 
+@functools.lru_cache(maxsize=256)
 def canonical_modality(modality: str) -> str:
+    """``"text,image"`` -> ``"image,text"``: the one spelling of a modality (ValueError for an unknown one).
+    Cached: it is asked once or twice per item of a table."""
     parts = modality_parts(modality)
     return IMAGE_TEXT if len(parts) == 2 else next(iter(parts))
 

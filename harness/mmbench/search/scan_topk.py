@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -182,10 +183,18 @@ def _single_threaded_blas() -> Iterator[None]:
     if cores() == 1:
         yield
         return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
         yield
+
+
+@functools.cache
+def _blas_controller():
+    """One threadpoolctl controller per process: building one walks every loaded shared library,
+    which cost more than a small search. numpy's BLAS, the one the scan multiplies with, is loaded
+    with numpy, before any scan, so a controller made at the first scan sees it."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _search_queries(lib: ctypes.CDLL, q: np.ndarray, blocks: Blocks, n: int, keys: np.ndarray | None,
