@@ -11,6 +11,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from unittest import mock
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -71,23 +73,28 @@ def write(tmp_path, tabs, stem):
     return paths
 
 
+BATCHES = st.sampled_from([2, 3, 1 << 16])    # rows per batch read (fam._PARQUET_BATCH): across batches too
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(tabs=tables(("title", "text")))
-def test_corpus_columns_equal_records(tmp_path, tabs):
+@given(tabs=tables(("title", "text")), batch=BATCHES)
+def test_corpus_columns_equal_records(tmp_path, tabs, batch):
     paths = write(tmp_path, tabs, "corpus")
     want = outcome(fam._read_corpus_records, paths)
-    assert outcome(fam.read_corpus, paths) == want
-    # the columnar path is the one taken for every valid corpus, and only for those
-    assert (fam._parquet_columns(paths, {"title": False, "text": True}) is not None) == (want[0] == "ok")
+    with mock.patch.object(fam, "_PARQUET_BATCH", batch):
+        assert outcome(fam.read_corpus, paths) == want
+        # the columnar path is the one taken for every valid corpus, and only for those
+        assert (fam._parquet_columns(paths, {"title": False, "text": True}) is not None) == (want[0] == "ok")
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(tabs=tables(("text",)))
-def test_queries_columns_equal_records(tmp_path, tabs):
+@given(tabs=tables(("text",)), batch=BATCHES)
+def test_queries_columns_equal_records(tmp_path, tabs, batch):
     paths = write(tmp_path, tabs, "queries")
     want = outcome(fam._read_queries_records, paths)
-    assert outcome(fam.read_queries, paths) == want
-    assert (fam._parquet_columns(paths, {"text": True}) is not None) == (want[0] == "ok")
+    with mock.patch.object(fam, "_PARQUET_BATCH", batch):
+        assert outcome(fam.read_queries, paths) == want
+        assert (fam._parquet_columns(paths, {"text": True}) is not None) == (want[0] == "ok")
 
 
 def test_jsonl_is_read_record_by_record(tmp_path):

@@ -256,62 +256,79 @@ def _parquet_columns(paths: list[Path], texts: dict[str, bool]) -> tuple[list[st
     """(ids, {field: values}) of parquet files read a column at a time, where every file's columns
     are plainly valid: ``_id`` (or ``id``) strings, none empty, or integers, with no nulls; each
     field of ``texts`` (name -> required) strings or nulls (read as ""; a column of nulls alone may
-    have any type), none longer than
-    ``MAX_LINE_BYTES`` characters, present where required; ids unique across the files, at least
-    one record. Then the values are exactly the record readers' (:func:`read_corpus` reads them
-    record by record otherwise). None where any of that does not hold, or a file is not parquet or
-    does not read: the record readers then find and name the offending file, row and field.
+    have any type), none longer than ``MAX_LINE_BYTES`` characters, present where required; ids
+    unique across the files, at least one record. Then the values are exactly the record readers'
+    (:func:`read_corpus` reads them record by record otherwise). None where any of that does not
+    hold, or a file is not parquet or does not read: the record readers then find and name the
+    offending file, row and field.
 
-    Cost only: a corpus of millions of passages is read in seconds, where a check per record in
-    Python takes a minute."""
+    Only the id and text columns are read, in batches of ``_PARQUET_BATCH`` rows (memory: the
+    values, not the whole table twice). Cost only: a corpus of millions of passages is read in
+    seconds, where a check per record in Python takes a minute."""
     if not all(p.name.endswith(".parquet") for p in paths):
         return None
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     ids: list[str] = []
     values: dict[str, list[str]] = {name: [] for name in texts}
     for path in paths:
         try:
-            table = pq.read_table(path)
-        except Exception:                  # a bad file: the record reader names it
-            return None
-        if table.num_rows == 0:
-            continue
-        key = next((k for k in ("_id", "id") if k in table.column_names), None)
-        if key is None:
-            return None
-        col = table.column(key)
-        if col.null_count:
-            return None
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            if pc.min(pc.utf8_length(col)).as_py() == 0:
+            reader = pq.ParquetFile(path)
+            names = reader.schema_arrow.names
+            key = next((k for k in ("_id", "id") if k in names), None)
+            if reader.metadata.num_rows == 0:
+                continue
+            if key is None or any(required and name not in names for name, required in texts.items()):
                 return None
-            ids.extend(col.to_pylist())
-        elif pa.types.is_integer(col.type):
-            ids.extend(str(v) for v in col.to_pylist())
-        else:
-            return None
-        for name, required in texts.items():
-            if name not in table.column_names:
-                if required:
+            present = [name for name in texts if name in names]
+            for batch in reader.iter_batches(batch_size=_PARQUET_BATCH, columns=[key, *present]):
+                got = _checked_ids(batch.column(key))
+                if got is None:
                     return None
-                values[name].extend([""] * table.num_rows)
-                continue
-            col = table.column(name)
-            if pa.types.is_null(col.type) or col.null_count == table.num_rows:   # nulls of any type
-                values[name].extend([""] * table.num_rows)
-                continue
-            if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-                return None
-            longest = pc.max(pc.utf8_length(col)).as_py()
-            if longest is not None and longest > MAX_LINE_BYTES:
-                return None
-            values[name].extend("" if v is None else v for v in col.to_pylist())
+                ids.extend(got)
+                for name in texts:
+                    got = _checked_texts(batch.column(name)) if name in present else [""] * batch.num_rows
+                    if got is None:
+                        return None
+                    values[name].extend(got)
+        except Exception:                  # a file that does not read: the record reader names it
+            return None
     if not ids or len(set(ids)) != len(ids):
         return None
     return ids, values
+
+
+_PARQUET_BATCH = 1 << 16
+
+
+def _checked_ids(col) -> list[str] | None:
+    """A batch's id column as the record reader reads it, or None where a value is not plainly valid."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if col.null_count:
+        return None
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return None if len(col) and pc.min(pc.utf8_length(col)).as_py() == 0 else col.to_pylist()
+    if pa.types.is_integer(col.type):
+        return [str(v) for v in col.to_pylist()]
+    return None
+
+
+def _checked_texts(col) -> list[str] | None:
+    """A batch's text column as the record reader reads it (null as ""), or None where a value is not
+    plainly valid."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_null(col.type) or col.null_count == len(col):     # nulls of any type
+        return [""] * len(col)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return None
+    longest = pc.max(pc.utf8_length(col)).as_py()
+    if longest is not None and longest > MAX_LINE_BYTES:
+        return None
+    return ["" if v is None else v for v in col.to_pylist()]
 
 
 def read_corpus(paths: list[Path]) -> tuple[list[str], list[str], list[str]]:
