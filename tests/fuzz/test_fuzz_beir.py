@@ -43,14 +43,22 @@ def _load(root):
     return lambda: ml.load_task(catalog.tasks().get("SciFact"), root)
 
 
+OPTIONAL = {"title"}       # the corpus's optional text field
+TEXTS = {"title", "text"}  # text fields: a string or null
+
+
 def _mutate(raw: bytes, rel: str, kind: str, draw) -> bytes:
     lines = raw.decode().splitlines()
     if rel.endswith(".jsonl") and kind in ("wrong_type", "missing_field", "extra_field"):
         i = draw(st.integers(0, len(lines) - 1))
         obj = json.loads(lines[i])
-        key = draw(st.sampled_from(sorted(obj)))
+        # valid, so not mutations to catch: a corpus record without a title, and a null text field
+        # (read as "", as the readers' contract says)
+        keys = sorted(k for k in obj if not (kind == "missing_field" and k in OPTIONAL))
+        key = draw(st.sampled_from(keys))
         if kind == "wrong_type":
-            obj[key] = draw(st.sampled_from([v for v in JSON_VALUES if not same_type(v, obj[key])]))
+            obj[key] = draw(st.sampled_from([v for v in JSON_VALUES if not same_type(v, obj[key])
+                                             and not (v is None and key in TEXTS)]))
         elif kind == "missing_field":
             del obj[key]
         else:
